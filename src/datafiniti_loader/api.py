@@ -1,0 +1,171 @@
+"""The two entry points most users need: :func:`load_results` and :func:`to_parquet`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal, overload
+
+from .config import CacheSetting
+from .loader import open_load, read_table
+from .outputs import OUTPUTS, to_pandas, to_polars
+from .parquet import ParquetSummary, write_parquet
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+__all__ = ["load_results", "to_parquet"]
+
+
+@overload
+def load_results(
+    request_id: int | str, *, token: str | None = ..., api_url: str | None = ...,
+    output: Literal["pandas"] = ..., columns: Sequence[str] | None = ...,
+    provenance: bool = ..., wait: bool | float = ..., cache: CacheSetting = ...,
+    max_workers: int | None = ..., progress: bool | None = ...,
+) -> pd.DataFrame: ...
+@overload
+def load_results(
+    request_id: int | str, *, token: str | None = ..., api_url: str | None = ...,
+    output: Literal["arrow"], columns: Sequence[str] | None = ...,
+    provenance: bool = ..., wait: bool | float = ..., cache: CacheSetting = ...,
+    max_workers: int | None = ..., progress: bool | None = ...,
+) -> pa.Table: ...
+@overload
+def load_results(
+    request_id: int | str, *, token: str | None = ..., api_url: str | None = ...,
+    output: Literal["polars", "dask"], columns: Sequence[str] | None = ...,
+    provenance: bool = ..., wait: bool | float = ..., cache: CacheSetting = ...,
+    max_workers: int | None = ..., progress: bool | None = ...,
+) -> Any: ...
+def load_results(
+    request_id: int | str,
+    *,
+    token: str | None = None,
+    api_url: str | None = None,
+    output: str = "pandas",
+    columns: Sequence[str] | None = None,
+    provenance: bool = True,
+    wait: bool | float = False,
+    cache: CacheSetting = None,
+    max_workers: int | None = None,
+    progress: bool | None = None,
+) -> Any:
+    """Load every result file of a Datafiniti download request into one frame.
+
+    Parameters
+    ----------
+    request_id : int or str
+        The download request's id (the number in ``/v3/requests/ID``).
+    token : str, optional
+        API token. Default: ``DATAFINITI_API_TOKEN``, then ``~/.netrc``.
+    api_url : str, optional
+        Default: ``DATAFINITI_API_URL``, then ``https://api.datafiniti.co/v3``.
+    output : {"pandas", "arrow", "polars", "dask"}
+        What to return. Default ``"pandas"``.
+    columns : list of str, optional
+        Only these data columns, in this order (provenance columns still follow).
+    provenance : bool
+        Append ``_request_id``, ``_result_id``, ``_source_file``, ``_source_row``
+        and ``_result_created_at``. Default True.
+    wait : bool or float
+        ``False``: a running request raises :class:`RequestNotReady`. ``True``:
+        poll until it is done. A number: poll at most that many seconds.
+    cache : path, False or None
+        Where downloaded files are kept for the next load. ``None``: the
+        ``DATAFINITI_CACHE_DIR`` environment variable, else the user cache dir.
+        ``False``: keep nothing.
+    max_workers : int, optional
+        Files downloaded at once (default 4).
+    progress : bool, optional
+        Progress bars. Default: when stderr is a terminal or in Jupyter.
+
+    Returns
+    -------
+    pandas.DataFrame, pyarrow.Table, polars.DataFrame or dask.dataframe.DataFrame
+        Rows in result-id order, then file order. CSV cells are text unless
+        every value of the column reads back as the same text once typed.
+
+    Raises
+    ------
+    DatafinitiError
+        Or a subclass: ``AuthenticationError``, ``RequestNotFound``,
+        ``RequestNotReady``, ``RequestFailed``, ``ResultExpired``,
+        ``DownloadError``, ``ParseError``.
+
+    Examples
+    --------
+    >>> df = load_results(6073)                                    # doctest: +SKIP
+    >>> df.groupby("_source_file", observed=True).size()           # doctest: +SKIP
+    """
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {', '.join(map(repr, OUTPUTS))}; got {output!r}")
+    options = dict(
+        token=token, api_url=api_url, wait=wait, cache=cache,
+        max_workers=max_workers, progress=progress,
+    )  # fmt: skip
+    if output == "dask":
+        from .dask import load_dask
+
+        return load_dask(request_id, columns=columns, provenance=provenance, **options)
+    with open_load(request_id, **options) as source:  # type: ignore[arg-type]
+        table = read_table(source, columns, provenance)
+    if output == "arrow":
+        return table
+    if output == "polars":
+        return to_polars(table)
+    return to_pandas(table)
+
+
+def to_parquet(
+    request_id: int | str,
+    path: str,
+    *,
+    token: str | None = None,
+    api_url: str | None = None,
+    columns: Sequence[str] | None = None,
+    provenance: bool = True,
+    wait: bool | float = False,
+    cache: CacheSetting = None,
+    max_workers: int | None = None,
+    progress: bool | None = None,
+    partition_by: Sequence[str] | str | None = None,
+    overwrite: bool = False,
+    storage_options: dict[str, Any] | None = None,
+) -> ParquetSummary:
+    """Convert a download request's results to a Parquet dataset, in bounded memory.
+
+    Parameters
+    ----------
+    request_id, token, api_url, columns, provenance, wait, cache, max_workers, progress
+        As for :func:`load_results`.
+    path : str
+        The dataset directory: a local path or any fsspec URL (``s3://...``).
+    partition_by : str or list of str, optional
+        Columns to partition by (hive-style directories).
+    overwrite : bool
+        Replace an existing dataset at ``path``. Default False: raise instead.
+    storage_options : dict, optional
+        Passed to fsspec for ``path``.
+
+    Returns
+    -------
+    ParquetSummary
+        Rows, result files read, Parquet bytes written and the path.
+
+    Notes
+    -----
+    The dataset is written next to ``path`` and moved there when complete:
+    after any failure nothing is left at ``path``. Each file's key-value
+    metadata (key ``datafiniti_loader``) records the request id, result ids,
+    file names, row counts, library version and load time.
+    """
+    options = dict(
+        token=token, api_url=api_url, wait=wait, cache=cache,
+        max_workers=max_workers, progress=progress,
+    )  # fmt: skip
+    with open_load(request_id, **options) as source:  # type: ignore[arg-type]
+        return write_parquet(
+            source, path, columns=columns, provenance=provenance,
+            partition_by=partition_by, overwrite=overwrite, storage_options=storage_options,
+        )  # fmt: skip

@@ -1,0 +1,193 @@
+"""The Datafiniti API client: request ids to request status and result files."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from .config import resolve_api_url, resolve_token
+from .errors import (
+    DatafinitiError,
+    NoResults,
+    RequestFailed,
+    RequestNotFound,
+    RequestNotReady,
+)
+from .http import ApiSession
+from .models import DownloadRequest, ResultFile
+from .retry import RetryPolicy
+
+__all__ = ["Client"]
+
+logger = logging.getLogger("datafiniti_loader")
+
+#: Datafiniti's own guides poll every five seconds.
+DEFAULT_POLL_INTERVAL = 5.0
+
+
+def normalize_request_id(request_id: int | str) -> int:
+    """Accept ``6073`` or ``"6073"``; refuse anything the API would answer with a 500."""
+    try:
+        value = int(str(request_id).strip())
+    except ValueError:
+        value = -1
+    if value <= 0:
+        raise RequestNotFound(
+            f"{request_id!r} is not a Datafiniti request id: expected a positive whole "
+            "number such as 6073 (the id in /v3/requests/6073)."
+        )
+    return value
+
+
+class Client:
+    """Talks to the Datafiniti API (v3) for one token.
+
+    Parameters
+    ----------
+    token : str, optional
+        The API token. Default: ``DATAFINITI_API_TOKEN``, then ``~/.netrc``.
+    api_url : str, optional
+        Default: ``DATAFINITI_API_URL``, then ``https://api.datafiniti.co/v3``.
+    retry : RetryPolicy, optional
+        Timeouts and retries of every call.
+    poll_interval : float
+        Seconds between polls in :meth:`wait`.
+
+    Examples
+    --------
+    >>> client = Client()                                   # doctest: +SKIP
+    >>> [f.name for f in client.results(6073)]              # doctest: +SKIP
+    ['6073_1.csv', '6073_2.csv']
+    """
+
+    def __init__(
+        self,
+        token: str | None = None,
+        api_url: str | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+    ) -> None:
+        self.api_url = resolve_api_url(api_url)
+        self.retry = retry or RetryPolicy()
+        self.poll_interval = poll_interval
+        self._http = ApiSession(self.api_url, resolve_token(token, self.api_url), self.retry)
+
+    def __repr__(self) -> str:
+        return f"Client(api_url={self.api_url!r}, token='***')"
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release pooled connections."""
+        self._http.close()
+
+    def request(self, request_id: int | str) -> DownloadRequest:
+        """The download request's status and progress.
+
+        Raises
+        ------
+        RequestNotFound
+            When the API knows no such request.
+        """
+        rid = normalize_request_id(request_id)
+        response = self._http.get(f"requests/{rid}")
+        body = response.body
+        if response.status == 404 or (response.status == 200 and body in ([], None)):
+            raise RequestNotFound(
+                f"Datafiniti has no download request {rid} for this token. Check the id "
+                "(it is the number in /v3/requests/ID) and that the token belongs to the "
+                "account that made the request."
+            )
+        if response.status != 200:
+            raise DatafinitiError(
+                f"Unexpected HTTP {response.status} from /requests/{rid}: {response.message()}",
+                status=response.status,
+            )
+        record = body[0] if isinstance(body, list) else body
+        if not isinstance(record, dict):
+            raise DatafinitiError(f"Unexpected reply from /requests/{rid}: not a JSON object")
+        return DownloadRequest.from_api(record)
+
+    def results(self, request_id: int | str) -> list[ResultFile]:
+        """The result files of a completed request, ordered by result id.
+
+        Raises
+        ------
+        RequestNotReady
+            The request is still running.
+        RequestFailed
+            The request ended with an error or was cancelled.
+        RequestNotFound
+            No such request; :class:`NoResults` when it completed without files.
+        """
+        rid = normalize_request_id(request_id)
+        response = self._http.get(f"results/{rid}")
+        if response.status == 200 and isinstance(response.body, list) and response.body:
+            files = [ResultFile.from_api(_as_dict(raw), rid) for raw in response.body]
+            return sorted(files, key=lambda f: f.id)
+        if response.status not in (200, 404):
+            raise DatafinitiError(
+                f"Unexpected HTTP {response.status} from /results/{rid}: {response.message()}",
+                status=response.status,
+            )
+        # Datafiniti answers 404 both for "still running" and "no such request":
+        # the request itself says which.
+        self._raise_for_state(self.request(rid))
+        raise NoResults(
+            f"Request {rid} completed but has no result files. A search that matched "
+            "no records makes none; check the query, or request the download again."
+        )
+
+    def wait(self, request_id: int | str, timeout: float | None = None) -> DownloadRequest:
+        """Poll until the request completes; return it.
+
+        Raises
+        ------
+        RequestNotReady
+            When ``timeout`` seconds pass first.
+        RequestFailed
+            When the request ends with an error.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            current = self.request(request_id)
+            if current.is_done or current.is_failed:
+                self._raise_for_state(current)
+                return current
+            if deadline is not None and time.monotonic() + self.poll_interval > deadline:
+                raise _not_ready(current, waited=timeout)
+            logger.info("%s; polling again in %.0fs", current.describe(), self.poll_interval)
+            time.sleep(self.poll_interval)
+
+    @staticmethod
+    def _raise_for_state(current: DownloadRequest) -> None:
+        if current.is_failed:
+            reason = f": {current.error}" if current.error else ""
+            raise RequestFailed(
+                f"Download request {current.id} ended as {current.status}{reason}. "
+                "Fix the query if needed and request the download again."
+            )
+        if not current.is_done:
+            raise _not_ready(current)
+
+
+def _not_ready(current: DownloadRequest, waited: float | None = None) -> RequestNotReady:
+    after = f" after waiting {waited:g}s" if waited else ""
+    return RequestNotReady(
+        f"Datafiniti is still preparing the download: {current.describe()}{after}. "
+        "Try again later, or pass wait=True to poll until it is done.",
+        status_text=current.status,
+        progress=current.progress,
+    )
+
+
+def _as_dict(raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise DatafinitiError("Unexpected reply from /results: an element is not a JSON object")
+    return raw

@@ -1,0 +1,87 @@
+"""Where settings come from: an argument, then the environment, then a default.
+
+Kept apart from the HTTP code so that every entry point (Python API, CLI,
+notebooks) resolves the token, the API URL and the cache directory the same way.
+"""
+
+from __future__ import annotations
+
+import netrc
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .errors import AuthenticationError
+
+DEFAULT_API_URL = "https://api.datafiniti.co/v3"
+TOKEN_ENV = "DATAFINITI_API_TOKEN"
+API_URL_ENV = "DATAFINITI_API_URL"
+CACHE_DIR_ENV = "DATAFINITI_CACHE_DIR"
+
+CacheSetting = str | os.PathLike[str] | bool | None
+
+
+def resolve_api_url(api_url: str | None = None) -> str:
+    """Return the API base URL without a trailing slash."""
+    url = api_url or os.environ.get(API_URL_ENV) or DEFAULT_API_URL
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(
+            f"api_url must be an http(s) URL such as {DEFAULT_API_URL!r}, got {url!r}"
+        )
+    return url.rstrip("/")
+
+
+def resolve_token(token: str | None, api_url: str) -> str:
+    """Find the API token: argument, ``DATAFINITI_API_TOKEN``, then ``~/.netrc``.
+
+    Raises
+    ------
+    AuthenticationError
+        When none of the three holds a token; the message says how to set one.
+    """
+    if token:
+        return token
+    from_env = os.environ.get(TOKEN_ENV)
+    if from_env:
+        return from_env
+    from_netrc = _token_from_netrc(urlsplit(api_url).hostname or "")
+    if from_netrc:
+        return from_netrc
+    raise AuthenticationError(
+        "No Datafiniti API token found. Pass token=..., set the "
+        f"{TOKEN_ENV} environment variable, or add 'machine "
+        f"{urlsplit(api_url).hostname} login YOUR_TOKEN' to ~/.netrc."
+    )
+
+
+def _token_from_netrc(host: str) -> str | None:
+    path = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    if not host or not path.is_file():
+        return None
+    try:
+        entry = netrc.netrc(str(path)).authenticators(host)
+    except (netrc.NetrcParseError, OSError):
+        return None
+    if entry is None:
+        return None
+    login, _account, password = entry
+    return login or password or None
+
+
+def resolve_cache_dir(cache: CacheSetting) -> Path | None:
+    """Return the cache directory, or ``None`` when caching is off.
+
+    ``cache=None`` means the environment's ``DATAFINITI_CACHE_DIR`` or, failing
+    that, the platform's user cache directory; ``cache=False`` means no cache.
+    """
+    if cache is False:
+        return None
+    if cache is None or cache is True:
+        from_env = os.environ.get(CACHE_DIR_ENV)
+        if from_env:
+            return Path(from_env).expanduser()
+        from platformdirs import user_cache_dir
+
+        return Path(user_cache_dir("datafiniti-loader", appauthor=False))
+    return Path(cache).expanduser()

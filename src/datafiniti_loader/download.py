@@ -1,0 +1,166 @@
+"""A load's result files, downloaded in parallel and handed out in result-id order.
+
+This is where the API client, the transport and the file store meet: each
+file comes from the cache when it is there, is downloaded otherwise, and
+when the bucket says a URL has expired the request's URLs are fetched again
+(once per load) before giving up with :class:`ResultExpired`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .cache import FileStore
+from .client import Client
+from .errors import ResultExpired
+from .models import ResultFile
+from .progress import Progress
+from .transport import Transport, UrlExpired, remove_quietly
+
+__all__ = ["DEFAULT_MAX_WORKERS", "Download", "DownloadStats"]
+
+logger = logging.getLogger("datafiniti_loader")
+
+#: Parallel downloads when ``max_workers`` is not given.
+DEFAULT_MAX_WORKERS = 4
+
+
+@dataclass
+class DownloadStats:
+    """What a load fetched: files from the network and from the cache, and bytes moved."""
+
+    downloaded_files: int = 0
+    cached_files: int = 0
+    bytes_downloaded: int = 0
+    url_refreshes: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, *, downloaded: int = 0, cached: int = 0, nbytes: int = 0) -> None:
+        with self._lock:
+            self.downloaded_files += downloaded
+            self.cached_files += cached
+            self.bytes_downloaded += nbytes
+
+
+class Download:
+    """Fetches the files of one request into a :class:`FileStore`.
+
+    Parameters
+    ----------
+    client : Client
+        Used again only to refresh expired URLs.
+    files : list of ResultFile
+        The request's files, in load order.
+    store : FileStore
+        The cache or a scratch directory.
+    transport : Transport
+    max_workers : int
+        Files downloaded at once.
+    progress : Progress
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        files: list[ResultFile],
+        store: FileStore,
+        transport: Transport,
+        *,
+        max_workers: int = DEFAULT_MAX_WORKERS,
+        progress: Progress | None = None,
+    ) -> None:
+        self.client = client
+        self.files = files
+        self.store = store
+        self.transport = transport
+        self.max_workers = max(1, max_workers)
+        self.progress = progress or Progress(False, 0, "")
+        self.stats = DownloadStats()
+        self._local: dict[int, Path] = {}  # a second pass of this load reuses its copies
+        self._fresh: dict[int, ResultFile] | None = None
+        self._refresh_lock = threading.Lock()
+
+    def local_files(self) -> Iterator[tuple[ResultFile, Path]]:
+        """Yield ``(file, local path)`` in order while later files download."""
+        window = self.max_workers * 2
+        pending: deque[tuple[ResultFile, Future[Path]]] = deque()
+        todo = iter(self.files)
+        with ThreadPoolExecutor(self.max_workers, thread_name_prefix="dfl-get") as pool:
+            try:
+                for file in todo:
+                    pending.append((file, pool.submit(self.fetch, file)))
+                    if len(pending) >= window:
+                        done, future = pending.popleft()
+                        yield done, future.result()
+                while pending:
+                    done, future = pending.popleft()
+                    yield done, future.result()
+            finally:
+                for _, future in pending:
+                    future.cancel()
+
+    def fetch(self, file: ResultFile) -> Path:
+        """A complete local copy of ``file``: from the store, or downloaded into it."""
+        if file.id in self._local:
+            return self._local[file.id]
+        path = self._fetch(file)
+        self._local[file.id] = path
+        self.progress.file_done()
+        return path
+
+    def _fetch(self, file: ResultFile) -> Path:
+        cached = self.store.lookup(file)
+        if cached is not None:
+            logger.debug("%s: from the cache", file.name)
+            self.stats.add(cached=1)
+            return cached
+        current = self._current(file)
+        if current.is_expired:
+            raise _expired(current)
+        part = self.store.part_path(file)
+        try:
+            logger.debug("%s: downloading (result %d)", file.name, file.id)
+            try:
+                fetched = self.transport.download(current, part)
+            except UrlExpired:
+                current = self._refreshed(file)
+                try:
+                    fetched = self.transport.download(current, part)
+                except UrlExpired:
+                    raise _expired(current) from None
+            path = self.store.commit(file, part, fetched.size, fetched.etag)
+        finally:
+            remove_quietly(part)
+        self.stats.add(downloaded=1, nbytes=fetched.downloaded)
+        return path
+
+    def _current(self, file: ResultFile) -> ResultFile:
+        with self._refresh_lock:
+            return file if self._fresh is None else self._fresh.get(file.id, file)
+
+    def _refreshed(self, file: ResultFile) -> ResultFile:
+        """The file with a fresh URL; ``/results`` is asked at most once per load."""
+        with self._refresh_lock:
+            if self._fresh is None:
+                logger.info("pre-signed URLs expired; fetching fresh ones for request %d", file.request_id)
+                self._fresh = {f.id: f for f in self.client.results(file.request_id)}
+                self.stats.url_refreshes += 1
+            fresh = self._fresh.get(file.id)
+        if fresh is None:
+            raise _expired(file)
+        return fresh
+
+
+def _expired(file: ResultFile) -> ResultExpired:
+    when = f" on {file.expires_at:%Y-%m-%d %H:%M} UTC" if file.expires_at else ""
+    return ResultExpired(
+        f"Result file {file.name} (result {file.id} of request {file.request_id}) has "
+        f"expired{when}: Datafiniti keeps result files for 7 days and fresh URLs did not "
+        "help. Request the download again and load the new request id."
+    )

@@ -1,0 +1,122 @@
+"""The HTTP layer for the Datafiniti API: auth, timeouts, retries, error mapping.
+
+Every API call goes through :class:`ApiSession`. The token travels only to the
+API host: requests drops the ``Authorization`` header when a redirect leaves
+the host, and the file transport never sees the session at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from ._version import __version__
+from .errors import AuthenticationError, DatafinitiError
+from .retry import RETRYABLE_STATUSES, RetryPolicy
+
+__all__ = ["ApiResponse", "ApiSession"]
+
+logger = logging.getLogger("datafiniti_loader")
+
+
+class ApiResponse:
+    """Status and decoded JSON body of one API call (``None`` when the body is not JSON)."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        self.status = status
+        self.body = body
+
+    def message(self) -> str:
+        """The server's own words, if it gave any."""
+        if isinstance(self.body, dict):
+            return str(self.body.get("message") or self.body.get("error") or "")
+        return ""
+
+
+class ApiSession:
+    """A ``requests`` session bound to one API base URL and one token.
+
+    Retries 429, 5xx and connection failures per ``policy``; maps 401/403 to
+    :class:`AuthenticationError`; returns every other status to the caller,
+    which knows what a 404 means for its endpoint.
+    """
+
+    def __init__(self, api_url: str, token: str, policy: RetryPolicy | None = None) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.policy = policy or RetryPolicy()
+        self._session = requests.Session()
+        self._session.auth = (token, "")
+        self._session.headers["User-Agent"] = f"datafiniti-loader/{__version__}"
+        self._session.headers["Accept"] = "application/json"
+        self._host = urlsplit(self.api_url).netloc
+
+    def __repr__(self) -> str:
+        return f"ApiSession(api_url={self.api_url!r}, token='***')"
+
+    def close(self) -> None:
+        """Close pooled connections."""
+        self._session.close()
+
+    def get(self, path: str, *, retry_statuses: frozenset[int] = RETRYABLE_STATUSES) -> ApiResponse:
+        """GET ``{api_url}/{path}`` and return its status and JSON body.
+
+        Raises
+        ------
+        AuthenticationError
+            On 401 or 403.
+        DatafinitiError
+            When the API cannot be reached, or keeps failing, after all retries.
+        """
+        url = f"{self.api_url}/{path.lstrip('/')}"
+        timeout = (self.policy.connect_timeout, self.policy.read_timeout)
+        for attempt in range(self.policy.attempts):
+            last_try = attempt == self.policy.attempts - 1
+            try:
+                response = self._session.get(url, timeout=timeout, allow_redirects=True)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                if last_try:
+                    raise DatafinitiError(
+                        f"Could not reach the Datafiniti API at {self._host} after "
+                        f"{self.policy.attempts} tries ({type(exc).__name__}). Check your "
+                        "network, proxy settings (HTTPS_PROXY) and the API URL."
+                    ) from None
+                wait = self.policy.delay(attempt)
+                logger.debug("GET /%s failed (%s); retrying in %.2fs", path, type(exc).__name__, wait)
+                time.sleep(wait)
+                continue
+            status = response.status_code
+            logger.debug("GET /%s -> %d", path, status)
+            if status in retry_statuses and not last_try:
+                wait = self.policy.delay(attempt, response.headers.get("Retry-After"))
+                logger.debug("retrying GET /%s in %.2fs after HTTP %d", path, wait, status)
+                response.close()
+                time.sleep(wait)
+                continue
+            return self._finish(path, response)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _finish(self, path: str, response: requests.Response) -> ApiResponse:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        result = ApiResponse(response.status_code, body)
+        if response.status_code in (401, 403):
+            detail = result.message()
+            raise AuthenticationError(
+                f"The Datafiniti API refused the token (HTTP {response.status_code}"
+                f"{': ' + detail if detail else ''}). Check DATAFINITI_API_TOKEN or the "
+                "token= argument; tokens are listed in Datafiniti's web portal.",
+                status=response.status_code,
+            )
+        if response.status_code in RETRYABLE_STATUSES:
+            raise DatafinitiError(
+                f"The Datafiniti API kept failing for /{path} (HTTP {response.status_code}) "
+                f"after {self.policy.attempts} tries. Try again later.",
+                status=response.status_code,
+            )
+        return result

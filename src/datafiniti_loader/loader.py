@@ -1,0 +1,186 @@
+"""A load from request id to Arrow: resolve files, fetch them, read, type across files.
+
+The stages run one way: :class:`~datafiniti_loader.client.Client` (request id
+to result files), :class:`~datafiniti_loader.download.Download` (files to
+local copies), :mod:`~datafiniti_loader.readers` (local copies to batches),
+:mod:`~datafiniti_loader.schema` (one schema for all, plus provenance). The
+sinks (:mod:`~datafiniti_loader.outputs`, :mod:`~datafiniti_loader.parquet`)
+take it from there.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from .cache import FileCache, FileStore, ScratchStore
+from .client import Client, normalize_request_id
+from .config import CacheSetting, resolve_cache_dir
+from .download import DEFAULT_MAX_WORKERS, Download
+from .errors import ColumnNotFound
+from .models import ResultFile
+from .progress import Progress, want_progress
+from .readers import read_file
+from .schema import PROVENANCE_SCHEMA, Provenance, SchemaBuilder, add_provenance, conform
+from .transport import Transport
+
+__all__ = ["LoadSource", "Scan", "open_load", "read_table"]
+
+logger = logging.getLogger("datafiniti_loader")
+
+
+@dataclass
+class LoadSource:
+    """Everything one load needs, opened by :func:`open_load`."""
+
+    request_id: int
+    client: Client
+    download: Download
+    started: float
+
+    @property
+    def files(self) -> list[ResultFile]:
+        """The request's result files, in load order."""
+        return self.download.files
+
+    def batches_of(self, file: ResultFile, path: Path) -> tuple[Iterator[pa.RecordBatch], bool]:
+        """A local file's batches and whether they are untyped text."""
+        read = read_file(path, file.name, file.format)
+        return read.batches, read.text
+
+    def scan(self, keep: bool) -> Scan:
+        """Read every file once, deciding column types; keep the batches if asked."""
+        scan = Scan(SchemaBuilder())
+        for file, path in self.download.local_files():
+            batches, text = self.batches_of(file, path)
+            held: list[pa.RecordBatch] = []
+            rows = 0
+            for batch in batches:
+                scan.builder.observe(batch, text=text)
+                rows += batch.num_rows
+                if keep:
+                    held.append(batch)
+            scan.files.append((file, held))
+            scan.rows[file.name] = rows
+            scan.bytes += path.stat().st_size
+        return scan
+
+
+@dataclass
+class Scan:
+    """What one pass over every file found."""
+
+    builder: SchemaBuilder
+    files: list[tuple[ResultFile, list[pa.RecordBatch]]] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict)
+    bytes: int = 0
+
+
+def data_schema(builder: SchemaBuilder, columns: Sequence[str] | None) -> pa.Schema:
+    """The data columns to output: all, or ``columns`` in the order given."""
+    if columns is None:
+        return builder.schema()
+    if isinstance(columns, str):
+        columns = [columns]
+    known = set(builder.column_names)
+    missing = [c for c in columns if c not in known]
+    if missing:
+        sample = ", ".join(builder.column_names[:15])
+        more = ", ..." if len(builder.column_names) > 15 else ""
+        raise ColumnNotFound(
+            f"No result file has the column(s) {missing}. Available: {sample}{more}."
+        )
+    return builder.schema(columns)
+
+
+def with_provenance(schema: pa.Schema) -> pa.Schema:
+    """``schema`` followed by the provenance columns."""
+    return pa.schema(list(schema) + list(PROVENANCE_SCHEMA), metadata=schema.metadata)
+
+
+def typed_batches(
+    file: ResultFile, batches: Iterator[pa.RecordBatch] | list[pa.RecordBatch],
+    schema: pa.Schema, provenance: bool,
+) -> Iterator[pa.RecordBatch]:
+    """Conform a file's batches to ``schema`` and append provenance columns."""
+    origin = Provenance(file.request_id, file.id, file.name, file.date_created)
+    row = 0
+    for batch in batches:
+        typed = conform(batch, schema)
+        if provenance:
+            typed = add_provenance(typed, origin, row)
+        row += batch.num_rows
+        yield typed
+
+
+def read_table(source: LoadSource, columns: Sequence[str] | None, provenance: bool) -> pa.Table:
+    """The whole download as one Arrow table."""
+    scan = source.scan(keep=True)
+    schema = data_schema(scan.builder, columns)
+    out: list[pa.RecordBatch] = []
+    for file, batches in scan.files:
+        out.extend(typed_batches(file, batches, schema, provenance))
+        batches.clear()
+    if provenance:
+        schema = with_provenance(schema)
+    table = pa.Table.from_batches(out, schema=schema)
+    log_summary(source, table.num_rows, len(table.column_names))
+    return table
+
+
+def log_summary(source: LoadSource, rows: int, columns: int, target: str = "") -> None:
+    """One INFO line per load."""
+    stats = source.download.stats
+    logger.info(
+        "request %d: %d file(s) (%d downloaded, %d cached, %.1f MB), %d rows x %d columns%s in %.2fs",
+        source.request_id, len(source.files), stats.downloaded_files, stats.cached_files,
+        stats.bytes_downloaded / 1e6, rows, columns, f" -> {target}" if target else "",
+        time.perf_counter() - source.started,
+    )  # fmt: skip
+
+
+@contextmanager
+def open_load(
+    request_id: int | str,
+    *,
+    token: str | None = None,
+    api_url: str | None = None,
+    wait: bool | float = False,
+    cache: CacheSetting = None,
+    max_workers: int | None = None,
+    progress: bool | None = None,
+    client: Client | None = None,
+) -> Iterator[LoadSource]:
+    """Resolve ``request_id`` to its files and set up their download; clean up after."""
+    started = time.perf_counter()
+    rid = normalize_request_id(request_id)
+    own_client = client is None
+    api = client or Client(token=token, api_url=api_url)
+    store: FileStore | None = None
+    bars: Progress | None = None
+    try:
+        if wait is not False:
+            api.wait(rid, timeout=None if wait is True else float(wait))
+        files = api.results(rid)
+        cache_dir = resolve_cache_dir(cache)
+        store = ScratchStore() if cache_dir is None else FileCache(cache_dir, api.api_url)
+        bars = Progress(want_progress(progress), len(files), f"request {rid}")
+        transport = Transport(api.retry, on_bytes=bars.add_bytes)
+        download = Download(
+            api, files, store, transport,
+            max_workers=max_workers or DEFAULT_MAX_WORKERS, progress=bars,
+        )  # fmt: skip
+        yield LoadSource(rid, api, download, started)
+    finally:
+        if bars is not None:
+            bars.close()
+        if store is not None:
+            store.close()
+        if own_client:
+            api.close()

@@ -1,0 +1,213 @@
+"""What the Datafiniti API returns, as small immutable dataclasses.
+
+Their ``repr`` is safe to print or log: a pre-signed URL is shown without its
+query string, which holds the signature and the temporary credentials.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+__all__ = ["RESULT_LIFETIME", "DownloadRequest", "ResultFile", "redact_url"]
+
+#: Datafiniti deletes a result file this long after it was created.
+RESULT_LIFETIME = timedelta(days=7)
+
+_DATE_RE = re.compile(
+    r"^\s*(\d{4})-(\d{1,2})-(\d{1,2})"
+    r"(?:[ T](\d{1,2}):(\d{1,2})(?::(\d{1,2})(?:\.(\d{1,6})\d*)?)?)?\s*(Z|[+-]00:?00)?\s*$"
+)
+_SAFE_NAME_RE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` without its query string and fragment (they may hold secrets)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}{':' + str(parts.port) if parts.port else ''}{parts.path}"
+
+
+def parse_api_date(value: Any) -> datetime | None:
+    """Parse the API's dates, seen as ``2017-1-11 15:53:00`` and ``2017-1-11``, as UTC."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value / 1000 if value > 1e11 else value, tz=UTC)
+    match = _DATE_RE.match(str(value))
+    if match is None:
+        raise ValueError(f"unrecognised date {value!r}")
+    year, month, day, hour, minute, second, fraction, _tz = match.groups()
+    micro = int(fraction.ljust(6, "0")) if fraction else 0
+    return datetime(
+        int(year), int(month), int(day),
+        int(hour or 0), int(minute or 0), int(second or 0), micro, tzinfo=UTC,
+    )  # fmt: skip
+
+
+def file_name_from_url(url: str, fallback: str) -> str:
+    """The file's name (``7_1.csv``) from the URL's path, made safe for a file system."""
+    last = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+    safe = _SAFE_NAME_RE.sub("_", last).strip("._")
+    return safe or fallback
+
+
+def format_from_name(name: str) -> str:
+    """``"csv"`` for ``.csv`` files, ``"json"`` for the rest (JSON downloads end in ``.txt``)."""
+    lowered = name.lower().removesuffix(".gz")
+    return "csv" if lowered.endswith(".csv") else "json"
+
+
+@dataclass(frozen=True)
+class ResultFile:
+    """One data file of a download request.
+
+    Attributes
+    ----------
+    id : int
+        The result object's id; files load in this order.
+    request_id : int
+        The download request the file belongs to.
+    url : str
+        The pre-signed URL. Never shown by ``repr`` or ``str`` with its query.
+    name : str
+        The file's name, e.g. ``7_1.csv``.
+    format : str
+        ``"csv"`` or ``"json"``.
+    date_created : datetime or None
+        When Datafiniti wrote the file (aware, UTC).
+    """
+
+    id: int
+    request_id: int
+    url: str = field(repr=False)
+    name: str
+    format: str
+    date_created: datetime | None
+
+    @property
+    def expires_at(self) -> datetime | None:
+        """When Datafiniti deletes the file: seven days after ``date_created``."""
+        return None if self.date_created is None else self.date_created + RESULT_LIFETIME
+
+    @property
+    def is_expired(self) -> bool:
+        """True when ``expires_at`` has passed."""
+        expires = self.expires_at
+        return expires is not None and expires <= datetime.now(UTC)
+
+    @classmethod
+    def from_api(cls, raw: dict[str, Any], request_id: int) -> ResultFile:
+        """Build from one element of ``GET /results/{id}``."""
+        url = str(raw.get("url") or "")
+        result_id = int(raw.get("id") or 0)
+        name = file_name_from_url(url, fallback=f"{request_id}_{result_id}")
+        return cls(
+            id=result_id,
+            request_id=int(raw.get("request_id") or request_id),
+            url=url,
+            name=name,
+            format=format_from_name(name),
+            date_created=parse_api_date(raw.get("date_created")),
+        )
+
+    def __repr__(self) -> str:
+        created = self.date_created.isoformat() if self.date_created else None
+        return (
+            f"ResultFile(id={self.id}, request_id={self.request_id}, name={self.name!r}, "
+            f"format={self.format!r}, date_created={created!r}, url={redact_url(self.url)!r})"
+        )
+
+    __str__ = __repr__
+
+
+_DONE_STATUSES = {"COMPLETED"}
+_FAILED_STATUSES = {"FAILED", "ERROR", "CANCELLED", "CANCELED"}
+
+
+@dataclass(frozen=True)
+class DownloadRequest:
+    """A download request and how far it has got (``GET /requests/{id}``).
+
+    Attributes
+    ----------
+    id : int
+    status : str
+        As the API says it, e.g. ``STARTED`` or ``COMPLETED``.
+    error : str
+        Non-empty when the request failed.
+    num_found, num_requested, num_downloaded : int
+    data_type, data_format, view, query : str
+    date_started, date_completed : datetime or None
+    """
+
+    id: int
+    status: str
+    error: str = ""
+    num_found: int = 0
+    num_requested: int = 0
+    num_downloaded: int = 0
+    data_type: str = ""
+    data_format: str = ""
+    view: str = ""
+    query: str = ""
+    date_started: datetime | None = None
+    date_completed: datetime | None = None
+
+    @property
+    def is_done(self) -> bool:
+        """True once the request completed without error."""
+        return self.status.upper() in _DONE_STATUSES and not self.error
+
+    @property
+    def is_failed(self) -> bool:
+        """True when the request ended with an error or was cancelled."""
+        return bool(self.error) or self.status.upper() in _FAILED_STATUSES
+
+    @property
+    def progress(self) -> float | None:
+        """Fraction of the requested records downloaded so far, or ``None`` if unknown."""
+        if self.num_requested <= 0:
+            return None
+        return min(1.0, self.num_downloaded / self.num_requested)
+
+    def describe(self) -> str:
+        """One line for people: status and progress."""
+        progress = self.progress
+        done = f", {self.num_downloaded:,} of {self.num_requested:,} records" if progress else ""
+        pct = f" ({progress:.0%}{done})" if progress is not None else ""
+        return f"request {self.id} is {self.status}{pct}"
+
+    @classmethod
+    def from_api(cls, raw: dict[str, Any]) -> DownloadRequest:
+        """Build from the element of ``GET /requests/{id}``."""
+
+        def number(key: str) -> int:
+            try:
+                return int(raw.get(key) or 0)
+            except (TypeError, ValueError):
+                return 0
+
+        return cls(
+            id=int(raw.get("id") or 0),
+            status=str(raw.get("status") or ""),
+            error=str(raw.get("error") or ""),
+            num_found=number("numFound"),
+            num_requested=number("numRequested"),
+            num_downloaded=number("numDownloaded"),
+            data_type=str(raw.get("dataType") or ""),
+            data_format=str(raw.get("dataFormat") or ""),
+            view=str(raw.get("view") or ""),
+            query=str(raw.get("query") or ""),
+            date_started=_lenient_date(raw.get("date_started")),
+            date_completed=_lenient_date(raw.get("date_completed")),
+        )
+
+
+def _lenient_date(value: Any) -> datetime | None:
+    try:
+        return parse_api_date(value)
+    except ValueError:
+        return None

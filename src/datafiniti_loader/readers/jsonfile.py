@@ -1,0 +1,158 @@
+"""JSON result files to Arrow tables: JSON Lines, a JSON array, or an API envelope.
+
+Datafiniti's JSON downloads are JSON Lines in ``.txt`` files; the same records
+also travel as a JSON array or inside the search API's ``{"records": [...]}``.
+Nested objects stay structs and lists stay lists. pyarrow's JSON reader is
+fast but turns ISO date strings into zone-less timestamps and fails when a
+field changes type between records, so its result is re-read with strings
+kept as strings, and a file it cannot read goes through the standard ``json``
+module instead, where a field of varying type becomes text (its JSON).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.json as pjson
+
+from ..errors import ParseError
+
+__all__ = ["read_json_table", "records_to_table"]
+
+_BLOCK_BYTES = 32 * 1024 * 1024
+_WHITESPACE = b" \t\r\n"
+
+
+def read_json_table(path: Path, name: str) -> pa.Table:
+    """Read a JSON result file as one table, one row per record."""
+    from . import open_bytes
+
+    with open_bytes(path) as stream:
+        data = stream.read()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    body = data.strip(_WHITESPACE)
+    if not body:
+        return pa.table({})
+    if body[:1] == b"[":
+        return records_to_table(_records_of(_load_document(body, name), name), name)
+    first_line = body.split(b"\n", 1)[0]
+    try:
+        first = json.loads(first_line)
+    except ValueError:
+        # Pretty-printed: one document over many lines.
+        return records_to_table(_records_of(_load_document(body, name), name), name)
+    if len(first_line) == len(body) and isinstance(first, dict) and _is_envelope(first):
+        return records_to_table(_records_of(first, name), name)
+    return _read_json_lines(body, name)
+
+
+def _is_envelope(document: dict[str, Any]) -> bool:
+    return isinstance(document.get("records"), list) and (
+        "num_found" in document or "total_cost" in document or len(document) <= 3
+    )
+
+
+def _load_document(body: bytes, name: str) -> Any:
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise ParseError(
+            f"{name}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}. "
+            "The file may be truncated: delete it from the cache and load again.",
+            file=name,
+            line=exc.lineno,
+        ) from None
+
+
+def _records_of(document: Any, name: str) -> list[dict[str, Any]]:
+    if isinstance(document, dict):
+        records = document["records"] if _is_envelope(document) else [document]
+    elif isinstance(document, list):
+        records = document
+    else:
+        raise ParseError(f"{name}: expected JSON records (objects), found {type(document).__name__}.", file=name)
+    for number, record in enumerate(records, start=1):
+        if not isinstance(record, dict):
+            raise ParseError(
+                f"{name}: record {number} is a JSON {type(record).__name__}, not an object.",
+                file=name,
+                line=number,
+            )
+    return records
+
+
+def _read_json_lines(body: bytes, name: str) -> pa.Table:
+    try:
+        table = _pyarrow_json(body)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return records_to_table(_parse_lines(body, name), name)
+    return table
+
+
+def _pyarrow_json(body: bytes) -> pa.Table:
+    options = pjson.ReadOptions(block_size=max(_BLOCK_BYTES, len(body) + 1), use_threads=True)
+    table = pjson.read_json(io.BytesIO(body), read_options=options)
+    strings_kept = pa.schema([(f.name, _timestamps_as_strings(f.type)) for f in table.schema])
+    if strings_kept.equals(table.schema):
+        return table
+    parse = pjson.ParseOptions(explicit_schema=strings_kept)
+    return pjson.read_json(io.BytesIO(body), read_options=options, parse_options=parse)
+
+
+def _timestamps_as_strings(type_: pa.DataType) -> pa.DataType:
+    """The same type with every (inferred) timestamp replaced by string."""
+    if pa.types.is_timestamp(type_):
+        return pa.string()
+    if pa.types.is_struct(type_):
+        return pa.struct([(f.name, _timestamps_as_strings(f.type)) for f in type_])
+    if pa.types.is_list(type_) or pa.types.is_large_list(type_):
+        return pa.list_(_timestamps_as_strings(type_.value_type))
+    return type_
+
+
+def _parse_lines(body: bytes, name: str) -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = []
+    for number, line in enumerate(body.split(b"\n"), start=1):
+        if not line.strip(_WHITESPACE):
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            raise ParseError(
+                f"{name}: record {number} (line {number}) is not valid JSON: {exc}. "
+                "The file may be truncated: delete it from the cache and load again.",
+                file=name,
+                line=number,
+            ) from None
+        if not isinstance(record, dict):
+            raise ParseError(f"{name}: record {number} is not a JSON object.", file=name, line=number)
+        records.append(record)
+    return records
+
+
+def records_to_table(records: list[dict[str, Any]], name: str) -> pa.Table:
+    """Build a table from records; a column whose values disagree in type becomes JSON text."""
+    columns: dict[str, None] = {}
+    for record in records:
+        for key in record:
+            columns.setdefault(key, None)
+    arrays = {key: _column([record.get(key) for record in records]) for key in columns}
+    return pa.table(arrays) if arrays else pa.table({"__empty__": pa.nulls(len(records))}).drop(["__empty__"])
+
+
+def _column(values: list[Any]) -> pa.Array:
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
+        return pa.array(
+            [
+                v if v is None or isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+                for v in values
+            ],
+            type=pa.string(),
+        )

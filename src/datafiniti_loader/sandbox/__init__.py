@@ -1,0 +1,239 @@
+"""A local stand-in for Datafiniti's API and its S3 bucket, for tests, demos and your own CI.
+
+It behaves like the real services where a client can get things wrong:
+HTTP Basic auth with the token as user name; ``/v3/results`` answering 404
+while a request runs; pre-signed URLs whose signature covers the raw query
+(a security token with ``+``, ``/`` and ``=`` included); 403 on HEAD and on
+expiry; 400 when an ``Authorization`` header reaches the bucket; ``Range``,
+``If-Range``, ``ETag`` and ``Content-Length``; and faults on demand.
+
+Examples
+--------
+>>> from datafiniti_loader import load_results
+>>> from datafiniti_loader.sandbox import Sandbox
+>>> with Sandbox() as sandbox:                                  # doctest: +SKIP
+...     rid = sandbox.add_request(["6073_1.csv", "6073_2.csv"])
+...     df = load_results(rid, token=sandbox.token, api_url=sandbox.api_url)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import secrets
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from .server import ApiHandler, BucketHandler, Faults, LogEntry, SandboxServer, aware_now
+from .signing import MAX_EXPIRES, Signer
+
+__all__ = ["Faults", "LogEntry", "Sandbox", "SandboxRequest"]
+
+_BUCKET = "datafiniti-downloads"
+
+
+@dataclass
+class ServedObject:
+    """A file the bucket serves."""
+
+    name: str
+    path: Path
+    size: int
+    etag: str
+
+
+@dataclass
+class SandboxRequest:
+    """A download request the sandbox knows, and how it answers polls."""
+
+    id: int
+    files: list[tuple[int, ServedObject]]
+    created: datetime
+    status: str = "COMPLETED"
+    error: str = ""
+    pending_polls: int = 0
+    data_type: str = "products"
+    records: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def ready(self) -> bool:
+        with self.lock:
+            return self.pending_polls <= 0 and self.status == "COMPLETED" and not self.error
+
+    def poll(self) -> dict[str, Any]:
+        """The ``/requests`` record; each poll brings a pending request one step closer."""
+        with self.lock:
+            pending = self.pending_polls
+            if pending > 0:
+                self.pending_polls -= 1
+            status = "STARTED" if pending > 0 else self.status
+            done = self.records if pending <= 0 else self.records // (pending + 1)
+        stamp = f"{self.created:%Y-%m-%d %H:%M:%S}"
+        fmt = "csv" if all(o.name.endswith(".csv") for _, o in self.files) else "json"
+        return {
+            "id": self.id, "records": "", "query": "sandbox", "dataType": self.data_type,
+            "dataFormat": fmt, "view": "default", "status": status, "error": self.error,
+            "numDownloaded": done, "numFound": self.records, "numRequested": self.records,
+            "date_started": stamp, "date_completed": stamp if status == "COMPLETED" else "",
+        }  # fmt: skip
+
+
+class Sandbox:
+    """Datafiniti's API and bucket on 127.0.0.1, serving files you give it.
+
+    Parameters
+    ----------
+    token : str, optional
+        The API token it accepts (random by default).
+    host : str
+        Address to bind, loopback by default.
+
+    Attributes
+    ----------
+    api_url : str
+        Pass as ``api_url=`` (or ``DATAFINITI_API_URL``).
+    faults : Faults
+        Queue faults here to see how your pipeline copes.
+    log : list of LogEntry
+        Every request both servers received.
+    clock_offset : timedelta
+        Shifts the bucket's clock (to make URLs expire).
+    """
+
+    def __init__(self, token: str | None = None, *, host: str = "127.0.0.1") -> None:
+        self.token = token or "sandbox-" + secrets.token_urlsafe(18)
+        self.signer = Signer()
+        self.faults = Faults()
+        self.log: list[LogEntry] = []
+        self.clock_offset = timedelta(0)
+        self.requests: dict[int, SandboxRequest] = {}
+        self.objects: dict[str, ServedObject] = {}
+        self._ids = itertools.count(6073)
+        self._result_ids = itertools.count(1)
+        self._api = SandboxServer((host, 0), ApiHandler, self)
+        self._bucket = SandboxServer((host, 0), BucketHandler, self)
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def api_url(self) -> str:
+        """The v3 API base URL."""
+        return f"{self._api.url()}/v3"
+
+    @property
+    def bucket_url(self) -> str:
+        """The bucket's base URL."""
+        return self._bucket.url()
+
+    def now(self) -> datetime:
+        """The bucket's idea of the time."""
+        return aware_now(self.clock_offset)
+
+    def start(self) -> Sandbox:
+        """Serve in background threads."""
+        for server in (self._api, self._bucket):
+            thread = threading.Thread(target=server.serve_forever, daemon=True, name="dfl-sandbox")
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def close(self) -> None:
+        """Stop both servers."""
+        for server in (self._api, self._bucket):
+            server.shutdown()
+            server.server_close()
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Sandbox(api_url={self.api_url!r}, requests={sorted(self.requests)})"
+
+    def add_request(
+        self,
+        files: list[str | os.PathLike[str]] | list[Path],
+        *,
+        request_id: int | None = None,
+        names: list[str] | None = None,
+        status: str = "COMPLETED",
+        error: str = "",
+        pending_polls: int = 0,
+        created: datetime | None = None,
+        records: int | None = None,
+    ) -> int:
+        """Serve ``files`` as the results of a download request; return its id.
+
+        Parameters
+        ----------
+        files : list of paths
+            Served in this order, as result ids ascending.
+        request_id : int, optional
+            Default: the next free id from 6073.
+        names : list of str, optional
+            File names in the URLs; default ``{request_id}_{n}.{csv|txt}``
+            from each file's extension.
+        status, error : str
+            What ``/requests`` reports once polls are used up.
+        pending_polls : int
+            ``/requests`` says ``STARTED`` (and ``/results`` 404) this many polls.
+        created : datetime, optional
+            The results' ``date_created`` (default now); older than 7 days
+            makes their URLs expired.
+        """
+        rid = request_id if request_id is not None else next(self._ids)
+        served = []
+        for n, path in enumerate(files, start=1):
+            path = Path(path)
+            name = names[n - 1] if names else f"{rid}_{n}{_extension(path)}"
+            obj = ServedObject(name, path, path.stat().st_size, _etag(path))
+            self.objects[f"/{_BUCKET}/{rid}/{name}"] = obj
+            served.append((next(self._result_ids), obj))
+        total = records if records is not None else sum(_count_records(o.path) for _, o in served)
+        self.requests[rid] = SandboxRequest(
+            rid, served, (created or datetime.now(UTC)).replace(microsecond=0),
+            status=status, error=error, pending_polls=pending_polls, records=total,
+        )  # fmt: skip
+        return rid
+
+    def result_entry(self, request: SandboxRequest, result_id: int, obj: ServedObject, expired: bool) -> dict[str, Any]:
+        """One element of ``/results``, with a freshly signed URL."""
+        path = f"/{_BUCKET}/{request.id}/{obj.name}"
+        now = self.now().replace(microsecond=0)
+        lifetime_left = int((request.created + timedelta(seconds=MAX_EXPIRES) - now).total_seconds())
+        if expired:
+            query = self.signer.sign(path, now - timedelta(hours=2), 3600)
+        elif lifetime_left <= 0:
+            query = self.signer.sign(path, request.created, MAX_EXPIRES)
+        else:
+            query = self.signer.sign(path, now, lifetime_left)
+        created = request.created
+        return {
+            "id": result_id,
+            "url": f"{self.bucket_url}{path}?{query}",
+            "request_id": request.id,
+            "downloaded": request.records,
+            "imported": request.records,
+            "date_created": f"{created.year}-{created.month}-{created.day} {created:%H:%M:%S}",
+        }
+
+
+def _extension(path: Path) -> str:
+    suffixes = [s for s in path.suffixes if s != ".gz"]
+    last = suffixes[-1].lower() if suffixes else ""
+    return ".csv" if last == ".csv" else ".txt" if last in (".txt", ".json", ".jsonl", "") else last
+
+
+def _etag(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return f'"{hashlib.file_digest(handle, "md5").hexdigest()}"'
+
+
+def _count_records(path: Path) -> int:
+    with open(path, "rb") as handle:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))

@@ -1,0 +1,273 @@
+"""The sandbox's two HTTP servers on loopback: a Datafiniti-like API and an S3-like bucket.
+
+Both are plain ``http.server`` servers, one thread per connection, speaking
+HTTP/1.1 with keep-alive, so clients exercise their real HTTP stacks.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+if TYPE_CHECKING:
+    from . import Sandbox
+
+__all__ = ["ApiHandler", "BucketHandler", "Faults", "LogEntry", "SandboxServer"]
+
+_CHUNK = 256 * 1024
+
+
+@dataclass
+class LogEntry:
+    """One request a sandbox server received (no query string, no header values kept)."""
+
+    server: str
+    method: str
+    path: str
+    status: int
+    range: str | None = None
+    had_authorization: bool = False
+
+
+@dataclass
+class Faults:
+    """Faults served on demand; each queued fault is used once, in order.
+
+    Attributes
+    ----------
+    api_errors : deque of (status, retry_after)
+        Served by the API before answering normally.
+    bucket_errors : deque of (status, retry_after)
+        Served by the bucket before answering normally.
+    drops : deque of int
+        Each bucket GET takes the next number and closes the connection after
+        sending that many body bytes (the headers promise the full length).
+    expire_signings : int
+        The next this many ``/results`` replies hand out already-expired URLs.
+    throttle : float or None
+        Bytes per second per bucket connection.
+    """
+
+    api_errors: deque[tuple[int, float | None]] = field(default_factory=deque)
+    bucket_errors: deque[tuple[int, float | None]] = field(default_factory=deque)
+    drops: deque[int] = field(default_factory=deque)
+    expire_signings: int = 0
+    throttle: float | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def take(self, queue: deque[Any]) -> Any:
+        with self.lock:
+            return queue.popleft() if queue else None
+
+    def take_expired_signing(self) -> bool:
+        with self.lock:
+            if self.expire_signings > 0:
+                self.expire_signings -= 1
+                return True
+            return False
+
+
+class SandboxServer(ThreadingHTTPServer):
+    """A threading server that knows its sandbox."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], sandbox: Sandbox):
+        super().__init__(address, handler)
+        self.sandbox = sandbox
+
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: SandboxServer
+    name = "?"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet by default
+        pass
+
+    @property
+    def sandbox(self) -> Sandbox:
+        return self.server.sandbox
+
+    def record(self, status: int) -> None:
+        self.sandbox.log.append(
+            LogEntry(
+                self.name,
+                self.command,
+                self.path.split("?", 1)[0],
+                status,
+                self.headers.get("Range"),
+                "Authorization" in self.headers,
+            )
+        )
+
+    def send_body(self, status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None) -> None:
+        self.record(status)
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (extra or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+
+class ApiHandler(_Handler):
+    """``/v3/results/{id}`` and ``/v3/requests/{id}``, with HTTP Basic auth."""
+
+    name = "api"
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        fault = self.sandbox.faults.take(self.sandbox.faults.api_errors)
+        if fault is not None:
+            status, retry_after = fault
+            extra = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else {}
+            return self.json(status, {"error": "Fault", "message": "injected fault", "code": status}, extra)
+        if not self._authorized():
+            return self.json(
+                401,
+                {"error": "Unauthorized", "message": "Authentication required. Please provide a valid API token", "code": 401},
+            )
+        parts = self.path.split("?", 1)[0].strip("/").split("/")
+        if len(parts) == 3 and parts[0] == "v3" and parts[1] in ("results", "requests"):
+            if not parts[2].isdigit():
+                return self.json(500, {"error": "Internal Server Error", "message": "Invalid id", "code": 500})
+            request = self.sandbox.requests.get(int(parts[2]))
+            if parts[1] == "requests":
+                return self._request(request)
+            return self._results(request)
+        return self.json(404, {"error": "Not Found", "message": "No such endpoint", "code": 404})
+
+    def _authorized(self) -> bool:
+        header = self.headers.get("Authorization", "")
+        if not header.startswith("Basic "):
+            return False
+        try:
+            user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return False
+        return user == self.sandbox.token and password == ""
+
+    def _request(self, request: Any) -> None:
+        if request is None:
+            return self.json(404, {"error": "Not Found", "message": "Request not found", "code": 404})
+        return self.json(200, [request.poll()])
+
+    def _results(self, request: Any) -> None:
+        if request is None or not request.ready() or not request.files:
+            return self.json(404, {"error": "Not Found", "message": "No results found", "code": 404})
+        expired = self.sandbox.faults.take_expired_signing()
+        return self.json(200, [self.sandbox.result_entry(request, rid, f, expired) for rid, f in request.files])
+
+    def json(self, status: int, body: Any, extra: dict[str, str] | None = None) -> None:
+        self.send_body(status, json.dumps(body).encode(), "application/json", extra)
+
+
+class BucketHandler(_Handler):
+    """An S3-like bucket: strict pre-signed GETs, ``Range``/``If-Range``, ``ETag``, faults."""
+
+    name = "bucket"
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        # S3 refuses HEAD on a URL signed for GET: the signature covers the method.
+        self.send_body(403, b"", "application/xml")
+
+    def do_GET(self) -> None:  # noqa: N802
+        raw_path, _, raw_query = self.path.partition("?")
+        if "Authorization" in self.headers:
+            return self.error(
+                400, "InvalidArgument",
+                "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, "
+                "Signature query string parameter or the Authorization header should be specified",
+            )  # fmt: skip
+        verdict = self.sandbox.signer.verify(raw_path, raw_query, self.sandbox.now())
+        if not verdict.ok:
+            return self.error(403, verdict.code, verdict.message)
+        fault = self.sandbox.faults.take(self.sandbox.faults.bucket_errors)
+        if fault is not None:
+            status, retry_after = fault
+            extra = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else {}
+            return self.error(status, "SlowDown" if status == 503 else "InternalError", "injected fault", extra)
+        served = self.sandbox.objects.get(unquote(raw_path))
+        if served is None:
+            return self.error(404, "NoSuchKey", "The specified key does not exist.")
+        self._send_object(served)
+
+    def _send_object(self, served: Any) -> None:
+        size = served.size
+        start, end = 0, size - 1
+        status = 200
+        wanted = self.headers.get("Range")
+        if_range = self.headers.get("If-Range")
+        if wanted and (if_range is None or if_range == served.etag) and wanted.startswith("bytes="):
+            first, _, last = wanted[6:].partition("-")
+            if first.isdigit():
+                start = int(first)
+                end = min(int(last), size - 1) if last.isdigit() else size - 1
+                if start >= size:
+                    return self.error(416, "InvalidRange", "The requested range is not satisfiable")
+                status = 206
+        length = end - start + 1
+        self.record(status)
+        self.send_response(status)
+        self.send_header("Content-Type", "text/csv" if served.name.endswith(".csv") else "text/plain")
+        self.send_header("Content-Length", str(length))
+        self.send_header("ETag", served.etag)
+        self.send_header("Accept-Ranges", "bytes")
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        self.end_headers()
+        drop_after = self.sandbox.faults.take(self.sandbox.faults.drops)
+        throttle = self.sandbox.faults.throttle
+        self._stream(served.path, start, length, drop_after, throttle)
+
+    def _stream(self, path: Path, start: int, length: int, drop_after: int | None, throttle: float | None) -> None:
+        sent = 0
+        began = time.monotonic()
+        with open(path, "rb") as source:
+            source.seek(start)
+            if drop_after is None and throttle is None:
+                self.connection.sendfile(source, start, length)
+                return
+            while sent < length:
+                step = min(_CHUNK, length - sent)
+                if drop_after is not None:
+                    step = min(step, drop_after - sent)
+                    if step <= 0:
+                        self.close_connection = True
+                        self.connection.shutdown(2)
+                        return
+                self.wfile.write(source.read(step))
+                sent += step
+                if throttle:
+                    ahead = sent / throttle - (time.monotonic() - began)
+                    if ahead > 0:
+                        time.sleep(ahead)
+
+    def error(self, status: int, code: str, message: str, extra: dict[str, str] | None = None) -> None:
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n'
+            f"<Error><Code>{code}</Code><Message>{message}</Message>"
+            f"<RequestId>{int(time.time() * 1000):X}</RequestId></Error>"
+        ).encode()
+        self.send_body(status, body, "application/xml", extra)
+
+
+def aware_now(offset: timedelta) -> datetime:
+    """The sandbox's clock: real UTC time shifted by ``offset``."""
+    return datetime.now(UTC) + offset
