@@ -9,6 +9,7 @@ from .config import CacheSetting
 from .loader import open_load, read_table
 from .outputs import OUTPUTS, to_pandas, to_polars
 from .parquet import ParquetSummary, write_parquet
+from .retry import RetryPolicy
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -23,6 +24,7 @@ def load_results(
     output: Literal["pandas"] = ..., columns: Sequence[str] | None = ...,
     provenance: bool = ..., wait: bool | float = ..., cache: CacheSetting = ...,
     max_workers: int | None = ..., progress: bool | None = ...,
+    retry: RetryPolicy | None = ...,
 ) -> pd.DataFrame: ...
 @overload
 def load_results(
@@ -30,6 +32,7 @@ def load_results(
     output: Literal["arrow"], columns: Sequence[str] | None = ...,
     provenance: bool = ..., wait: bool | float = ..., cache: CacheSetting = ...,
     max_workers: int | None = ..., progress: bool | None = ...,
+    retry: RetryPolicy | None = ...,
 ) -> pa.Table: ...
 @overload
 def load_results(
@@ -37,6 +40,7 @@ def load_results(
     output: Literal["polars", "dask"], columns: Sequence[str] | None = ...,
     provenance: bool = ..., wait: bool | float = ..., cache: CacheSetting = ...,
     max_workers: int | None = ..., progress: bool | None = ...,
+    retry: RetryPolicy | None = ...,
 ) -> Any: ...
 def load_results(
     request_id: int | str,
@@ -50,6 +54,7 @@ def load_results(
     cache: CacheSetting = None,
     max_workers: int | None = None,
     progress: bool | None = None,
+    retry: RetryPolicy | None = None,
 ) -> Any:
     """Load every result file of a Datafiniti download request into one frame.
 
@@ -79,6 +84,8 @@ def load_results(
         Files downloaded at once (default 4).
     progress : bool, optional
         Progress bars. Default: when stderr is a terminal or in Jupyter.
+    retry : RetryPolicy, optional
+        Attempts, backoff and timeouts of every API call and download.
 
     Returns
     -------
@@ -102,7 +109,7 @@ def load_results(
         raise ValueError(f"output must be one of {', '.join(map(repr, OUTPUTS))}; got {output!r}")
     options = dict(
         token=token, api_url=api_url, wait=wait, cache=cache,
-        max_workers=max_workers, progress=progress,
+        max_workers=max_workers, progress=progress, retry=retry,
     )  # fmt: skip
     if output == "dask":
         from .dask import load_dask
@@ -132,12 +139,13 @@ def to_parquet(
     partition_by: Sequence[str] | str | None = None,
     overwrite: bool = False,
     storage_options: dict[str, Any] | None = None,
+    retry: RetryPolicy | None = None,
 ) -> ParquetSummary:
     """Convert a download request's results to a Parquet dataset, in bounded memory.
 
     Parameters
     ----------
-    request_id, token, api_url, columns, provenance, wait, cache, max_workers, progress
+    request_id, token, api_url, columns, provenance, wait, cache, max_workers, progress, retry
         As for :func:`load_results`.
     path : str
         The dataset directory: a local path or any fsspec URL (``s3://...``).
@@ -162,7 +170,7 @@ def to_parquet(
     """
     options = dict(
         token=token, api_url=api_url, wait=wait, cache=cache,
-        max_workers=max_workers, progress=progress,
+        max_workers=max_workers, progress=progress, retry=retry,
     )  # fmt: skip
     with open_load(request_id, **options) as source:  # type: ignore[arg-type]
         return write_parquet(

@@ -158,9 +158,15 @@ class Download:
 
 
 def _expired(file: ResultFile) -> ResultExpired:
-    when = f" on {file.expires_at:%Y-%m-%d %H:%M} UTC" if file.expires_at else ""
+    what = f"Result file {file.name} (result {file.id} of request {file.request_id})"
+    if file.is_expired and file.expires_at is not None:
+        why = (
+            f"expired on {file.expires_at:%Y-%m-%d %H:%M} UTC: Datafiniti keeps result "
+            "files for 7 days after they are created"
+        )
+    else:
+        why = "has a URL the bucket calls expired, and fresh URLs from the API did not help"
     return ResultExpired(
-        f"Result file {file.name} (result {file.id} of request {file.request_id}) has "
-        f"expired{when}: Datafiniti keeps result files for 7 days and fresh URLs did not "
-        "help. Request the download again and load the new request id."
+        f"{what} {why}. Request the download again and load the new request id "
+        "(files already in the cache still load)."
     )

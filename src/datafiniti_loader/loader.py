@@ -27,6 +27,7 @@ from .errors import ColumnNotFound
 from .models import ResultFile
 from .progress import Progress, want_progress
 from .readers import read_file
+from .retry import RetryPolicy
 from .schema import PROVENANCE_SCHEMA, Provenance, SchemaBuilder, add_provenance, conform
 from .transport import Transport
 
@@ -156,12 +157,13 @@ def open_load(
     max_workers: int | None = None,
     progress: bool | None = None,
     client: Client | None = None,
+    retry: RetryPolicy | None = None,
 ) -> Iterator[LoadSource]:
     """Resolve ``request_id`` to its files and set up their download; clean up after."""
     started = time.perf_counter()
     rid = normalize_request_id(request_id)
     own_client = client is None
-    api = client or Client(token=token, api_url=api_url)
+    api = client or Client(token=token, api_url=api_url, retry=retry)
     store: FileStore | None = None
     bars: Progress | None = None
     try:

@@ -135,7 +135,9 @@ class Sandbox:
     def start(self) -> Sandbox:
         """Serve in background threads."""
         for server in (self._api, self._bucket):
-            thread = threading.Thread(target=server.serve_forever, daemon=True, name="dfl-sandbox")
+            thread = threading.Thread(
+                target=server.serve_forever, args=(0.05,), daemon=True, name="dfl-sandbox"
+            )
             thread.start()
             self._threads.append(thread)
         return self

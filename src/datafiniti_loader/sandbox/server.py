@@ -249,6 +249,10 @@ class BucketHandler(_Handler):
                 if drop_after is not None:
                     step = min(step, drop_after - sent)
                     if step <= 0:
+                        # Let the client take in what was sent, as on a real network,
+                        # then cut the connection with the body incomplete.
+                        self.wfile.flush()
+                        time.sleep(0.1)
                         self.close_connection = True
                         self.connection.shutdown(2)
                         return

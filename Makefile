@@ -1,0 +1,44 @@
+# Two commands for a new user: `make demo` and `make test`. Each sets up .venv when needed.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+CORE := $(VENV)/.core-installed
+DEV := $(VENV)/.dev-installed
+
+.PHONY: demo test check lint format bench fixtures clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(CORE): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(DEV): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@ $(CORE)
+
+demo: $(CORE)
+	$(BIN)/datafiniti-loader demo --output demo-output
+
+test: check
+	$(BIN)/python -m pytest
+
+check: $(DEV)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+format: $(DEV)
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+bench: $(DEV)
+	$(BIN)/python benchmarks/run.py
+
+fixtures: $(CORE)
+	$(BIN)/python -m datafiniti_loader.sandbox.fixtures data/fixtures
+
+clean:
+	rm -rf $(VENV) demo-output .pytest_cache .mypy_cache .ruff_cache

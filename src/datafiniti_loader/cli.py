@@ -1,0 +1,177 @@
+"""The ``datafiniti-loader`` command: status, files, load, cache, sandbox, demo.
+
+Exit status: 0 on success; 1 with a one-line reason on stderr for a
+:class:`DatafinitiError` (no traceback); 2 for a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ._version import __version__
+from .cache import FileCache
+from .client import Client
+from .config import CacheSetting, resolve_api_url, resolve_cache_dir
+from .errors import DatafinitiError
+from .models import ResultFile
+
+__all__ = ["main"]
+
+
+def _global_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("global options")
+    group.add_argument("--token", help="API token (default: $DATAFINITI_API_TOKEN, then ~/.netrc)")
+    group.add_argument("--api-url", help="API base URL (default: $DATAFINITI_API_URL or Datafiniti's v3)")
+    cache = group.add_mutually_exclusive_group()
+    cache.add_argument("--cache-dir", help="cache directory (default: $DATAFINITI_CACHE_DIR or the user cache)")
+    cache.add_argument("--no-cache", action="store_true", help="keep no downloaded files")
+    group.add_argument("--quiet", "-q", action="store_true", help="no progress bars or log lines")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (public so the docs can show ``--help``)."""
+    common = _global_options()
+    parser = argparse.ArgumentParser(
+        prog="datafiniti-loader",
+        description="Load Datafiniti download results: inspect requests, convert them to Parquet.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    status = verbs.add_parser("status", parents=[common], help="a download request's status and progress")
+    status.add_argument("request_id")
+
+    files = verbs.add_parser("files", parents=[common], help="one line per result file")
+    files.add_argument("request_id")
+
+    load = verbs.add_parser("load", parents=[common], help="convert a request's results to a Parquet dataset")
+    load.add_argument("request_id")
+    load.add_argument("--output", "-o", required=True, help="Parquet dataset directory (path or fsspec URL)")
+    load.add_argument("--columns", help="comma-separated data columns to keep")
+    load.add_argument("--partition-by", help="comma-separated columns to partition by")
+    load.add_argument("--no-provenance", action="store_true", help="leave out the _request_id ... columns")
+    load.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    load.add_argument("--wait", nargs="?", const=True, default=False, type=float, metavar="SECONDS",
+                      help="poll until the request is done (at most SECONDS)")  # fmt: skip
+    load.add_argument("--max-workers", type=int, help="parallel downloads (default 4)")
+
+    cache = verbs.add_parser("cache", parents=[common], help="show or clear the download cache")
+    cache.add_argument("action", choices=["info", "clear"])
+
+    sandbox = verbs.add_parser("sandbox", parents=[common], help="run the local stand-in API; prints URL and token")
+    sandbox.add_argument("--fixtures", type=Path, help="directory of files to serve (default: built-in fixtures)")
+
+    demo = verbs.add_parser("demo", parents=[common], help="end to end against the sandbox")
+    demo.add_argument("--output", "-o", default="demo-output", help="where to write Parquet (default: demo-output)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args = build_parser().parse_args(argv)
+    if not args.quiet:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        logging.getLogger("datafiniti_loader").setLevel(logging.INFO)
+    try:
+        return int(_run(args) or 0)
+    except DatafinitiError as exc:
+        print(f"datafiniti-loader: error: {exc}", file=sys.stderr)
+        return 1
+    except (FileExistsError, ValueError) as exc:
+        print(f"datafiniti-loader: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("datafiniti-loader: interrupted", file=sys.stderr)
+        return 130
+
+
+def _cache_setting(args: argparse.Namespace) -> CacheSetting:
+    if args.no_cache:
+        return False
+    return str(args.cache_dir) if args.cache_dir else None
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.verb == "sandbox":
+        from .demo import serve_sandbox
+
+        return serve_sandbox(args.fixtures)
+    if args.verb == "demo":
+        from .demo import run_demo
+
+        return run_demo(args.output, cache=_cache_setting(args), quiet=args.quiet)
+    if args.verb == "cache":
+        return _cache(args)
+    if args.verb == "load":
+        from .api import to_parquet
+
+        summary = to_parquet(
+            args.request_id, args.output, token=args.token, api_url=args.api_url,
+            columns=_split(args.columns), provenance=not args.no_provenance, wait=args.wait,
+            cache=_cache_setting(args), max_workers=args.max_workers,
+            progress=False if args.quiet else None, partition_by=_split(args.partition_by),
+            overwrite=args.overwrite,
+        )  # fmt: skip
+        print(f"wrote {summary.rows:,} rows from {summary.files} file(s) to {summary.path} "
+              f"({summary.bytes / 1e6:.1f} MB of Parquet)")  # fmt: skip
+        return 0
+    with Client(token=args.token, api_url=args.api_url) as client:
+        if args.verb == "status":
+            request = client.request(args.request_id)
+            print(request.describe())
+            if request.error:
+                print(f"error: {request.error}")
+            return 0
+        print(format_files(client.results(args.request_id)))
+    return 0
+
+
+def _cache(args: argparse.Namespace) -> int:
+    root = resolve_cache_dir(_cache_setting(args))
+    if root is None:
+        print("caching is off (--no-cache)")
+        return 0
+    cache = FileCache(root, resolve_api_url(args.api_url))
+    info = cache.clear() if args.action == "clear" else cache.info()
+    verb = "cleared" if args.action == "clear" else "holds"
+    print(f"{info.path} {verb} {info.files} file(s), {info.bytes / 1e6:.1f} MB")
+    return 0
+
+
+def _split(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def format_files(files: list[ResultFile], now: datetime | None = None) -> str:
+    """A readable table: name, format, created, expires in."""
+    now = now or datetime.now(UTC)
+    rows = [("ID", "NAME", "FORMAT", "CREATED (UTC)", "EXPIRES IN")]
+    for f in files:
+        created = f"{f.date_created:%Y-%m-%d %H:%M}" if f.date_created else "?"
+        rows.append((str(f.id), f.name, f.format, created, expires_in(f, now)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+def expires_in(file: ResultFile, now: datetime) -> str:
+    """``6d 23h``, ``45m`` or ``expired``."""
+    if file.expires_at is None:
+        return "?"
+    left = (file.expires_at - now).total_seconds()
+    if left <= 0:
+        return "expired"
+    days, rest = divmod(int(left), 86400)
+    hours, rest = divmod(rest, 3600)
+    return f"{days}d {hours}h" if days else f"{hours}h {rest // 60}m" if hours else f"{rest // 60}m"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""Readers on files the tests write: every quirk of real Datafiniti files."""
+
+import csv
+import gzip
+import io
+import json
+import random
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from datafiniti_loader import ParseError
+from datafiniti_loader.readers import read_file
+from datafiniti_loader.readers.csvfile import iter_csv_batches, record_chunks
+from datafiniti_loader.readers.jsonfile import read_json_table
+
+
+def csv_rows(path: Path, chunk_bytes: int = 1 << 20) -> list[list[str | None]]:
+    table = pa.Table.from_batches(list(iter_csv_batches(path, path.name, chunk_bytes=chunk_bytes)))
+    return [list(row.values()) for row in table.to_pylist()]
+
+
+def reference_rows(data: bytes) -> list[list[str | None]]:
+    text = data.decode("utf-8-sig")
+    rows = list(csv.reader(io.StringIO(text, newline="")))[1:]
+    return [[cell if cell != "" else None for cell in row] for row in rows if row]
+
+
+def messy_csv(rng: random.Random, rows: int) -> bytes:
+    out = io.StringIO(newline="")
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(["id", "name", "text", "postalCode"])
+    for n in range(rows):
+        name = "".join(rng.choice('ab "\r\n,\ufffdé') for _ in range(rng.randint(0, 40)))
+        writer.writerow([str(n), name, "x" * rng.choice([0, 1, 500, 30_000]), f"{rng.randint(0, 99999):05d}"])
+    return out.getvalue().encode()
+
+
+@pytest.mark.parametrize("chunk_bytes", [64, 1000, 4096, 65536])
+def test_record_chunks_cut_only_between_records(chunk_bytes: int) -> None:
+    data = messy_csv(random.Random(chunk_bytes), 300)
+    chunks = list(record_chunks(io.BytesIO(data), chunk_bytes))
+    assert b"".join(chunks) == data
+    for chunk in chunks[:-1]:
+        assert chunk.endswith(b"\n") and chunk.count(b'"') % 2 == 0
+
+
+@pytest.mark.parametrize("chunk_bytes", [512, 4096, 1 << 20])
+def test_quoted_crlf_on_block_boundaries_loses_nothing(tmp_path: Path, chunk_bytes: int) -> None:
+    """apache/arrow#51368: a quoted CRLF on a block boundary can lose a byte in pyarrow."""
+    data = messy_csv(random.Random(7), 2000)
+    path = tmp_path / "messy.csv"
+    path.write_bytes(data)
+    assert csv_rows(path, chunk_bytes) == reference_rows(data)
+
+
+def test_bom_no_final_newline_and_crlf(tmp_path: Path) -> None:
+    path = tmp_path / "a.csv"
+    path.write_bytes(b'\xef\xbb\xbfid,name\r\n1,"two\r\nlines"\r\n2,last')
+    table = pa.Table.from_batches(list(iter_csv_batches(path, "a.csv")))
+    assert table.column_names == ["id", "name"]
+    assert table.to_pylist() == [{"id": "1", "name": "two\r\nlines"}, {"id": "2", "name": "last"}]
+
+
+def test_empty_cell_is_null_everything_else_text(tmp_path: Path) -> None:
+    path = tmp_path / "a.csv"
+    path.write_bytes(b'zip,upc,na,empty,quoted\n02134,8.49E+11,N/A,,""\n')
+    row = pa.Table.from_batches(list(iter_csv_batches(path, "a.csv"))).to_pylist()[0]
+    assert row == {"zip": "02134", "upc": "8.49E+11", "na": "N/A", "empty": None, "quoted": None}
+
+
+def test_header_only_file_keeps_its_columns(tmp_path: Path) -> None:
+    path = tmp_path / "a.csv"
+    path.write_bytes(b"id,name\r\n")
+    batches = list(iter_csv_batches(path, "a.csv"))
+    assert batches[0].schema.names == ["id", "name"] and sum(b.num_rows for b in batches) == 0
+
+
+def test_zero_byte_file_is_no_rows_not_an_error(tmp_path: Path) -> None:
+    for name, fmt in (("e.csv", "csv"), ("e.txt", "json")):
+        path = tmp_path / name
+        path.write_bytes(b"")
+        assert sum(b.num_rows for b in read_file(path, name, fmt).batches) == 0
+
+
+def test_wrong_field_count_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_bytes(b'id,name,x\r\n1,"a\r\nb",3\r\n2,short\r\n3,c,4\r\n')
+    with pytest.raises(ParseError, match=r"bad.csv: the record at line 4 has 2 fields, expected 3") as caught:
+        list(iter_csv_batches(path, "bad.csv"))
+    assert caught.value.line == 4 and caught.value.file == "bad.csv"
+
+
+def test_bytes_that_are_not_utf8_are_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("id,name\n1,ok\n2,Andr\xe9\n".encode("latin-1"))
+    with pytest.raises(ParseError, match=r"latin1.csv: line 3 is not valid UTF-8"):
+        list(iter_csv_batches(path, "latin1.csv"))
+
+
+def test_replacement_characters_are_kept(tmp_path: Path) -> None:
+    path = tmp_path / "a.csv"
+    path.write_bytes("id,name\n1,Andr\ufffde\n".encode())
+    assert csv_rows(path) == [["1", "Andr\ufffde"]]
+
+
+def test_gzip_is_detected_by_magic_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "a.csv"
+    path.write_bytes(gzip.compress(b"id,name\n1,x\n"))
+    assert csv_rows(path) == [["1", "x"]]
+
+
+RECORDS = [
+    {"id": "a", "reviews": [{"rating": 5, "date": "2017-01-11T15:53:00Z"}], "weight": "1.5 pounds"},
+    {"id": "b", "reviews": [], "weight": 1.5, "latitude": "40.7"},
+    {"id": "c", "nested": {"deep": {"deeper": [1, 2, {"x": None}]}}, "weight": None},
+]
+
+
+def write_json(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    "shape",
+    ["lines", "lines_final_newline", "array", "pretty_array", "envelope", "pretty_envelope"],
+)
+def test_json_shapes_give_the_same_records(tmp_path: Path, shape: str) -> None:
+    text = {
+        "lines": "\n".join(json.dumps(r) for r in RECORDS),
+        "lines_final_newline": "\n".join(json.dumps(r) for r in RECORDS) + "\n",
+        "array": json.dumps(RECORDS),
+        "pretty_array": json.dumps(RECORDS, indent=2),
+        "envelope": json.dumps({"num_found": 3, "total_cost": 3, "records": RECORDS}),
+        "pretty_envelope": json.dumps({"num_found": 3, "total_cost": 3, "records": RECORDS}, indent=2),
+    }[shape]
+    table = read_json_table(write_json(tmp_path, "r.txt", text), "r.txt")
+    assert table.num_rows == 3
+    assert table.column_names == ["id", "reviews", "weight", "latitude", "nested"]
+    rows = table.to_pylist()
+    # a field whose type varies keeps every value: strings as they were, others as JSON
+    assert [r["weight"] for r in rows] == ["1.5 pounds", "1.5", None]
+    assert rows[0]["reviews"][0]["date"] == "2017-01-11T15:53:00Z"  # not a zone-less timestamp
+    # a list mixing numbers and objects has no Arrow type: the column keeps the JSON text
+    assert json.loads(rows[2]["nested"]) == RECORDS[2]["nested"]
+
+
+def test_json_dates_stay_strings_on_the_fast_path(tmp_path: Path) -> None:
+    lines = [json.dumps({"id": n, "dateAdded": "2017-01-11T15:53:00Z", "r": {"d": "2017-01-11T15:53:00.000Z"}}) for n in range(3)]
+    table = read_json_table(write_json(tmp_path, "d.txt", "\n".join(lines)), "d.txt")
+    assert table.schema.field("dateAdded").type == pa.string()
+    assert table.to_pylist()[0]["r"] == {"d": "2017-01-11T15:53:00.000Z"}
+
+
+def test_long_json_line(tmp_path: Path) -> None:
+    big = {"id": "x", "text": "y" * 600_000, "list": list(range(5000))}
+    table = read_json_table(write_json(tmp_path, "l.txt", json.dumps(big) + "\n" + json.dumps({"id": "z"})), "l.txt")
+    assert table.num_rows == 2 and len(table.column("text")[0].as_py()) == 600_000
+
+
+def test_truncated_json_line_names_the_record(tmp_path: Path) -> None:
+    text = json.dumps({"id": 1}) + "\n" + json.dumps({"id": 2}) + "\n" + '{"id": 3, "name": "cut'
+    with pytest.raises(ParseError, match=r"t.txt: record 3 .*not valid JSON") as caught:
+        read_json_table(write_json(tmp_path, "t.txt", text), "t.txt")
+    assert caught.value.line == 3
+
+
+def test_csv_named_txt_is_read_as_csv(tmp_path: Path) -> None:
+    path = write_json(tmp_path, "odd.txt", "id,name\n1,x\n")
+    read = read_file(path, "odd.txt", "json")
+    assert read.text and pa.Table.from_batches(list(read.batches)).num_rows == 1

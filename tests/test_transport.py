@@ -1,0 +1,118 @@
+"""Downloads through fsspec against the strict sandbox bucket."""
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import Loader
+from datafiniti_loader import DownloadError, ResultExpired
+from datafiniti_loader.sandbox import Sandbox
+
+
+def bucket_gets(sandbox: Sandbox) -> list:
+    return [e for e in sandbox.log if e.server == "bucket"]
+
+
+def test_one_get_per_file_no_head_no_auth_signature_intact(loader: Loader, sandbox: Sandbox, fixture_files) -> None:
+    rid = sandbox.add_request(fixture_files["products"])
+    frame = loader.load(rid)
+    assert len(frame) > 0
+    gets = bucket_gets(sandbox)
+    assert [e.method for e in gets] == ["GET", "GET"]
+    assert all(e.status == 200 and not e.had_authorization for e in gets)
+    assert "+" in sandbox.signer.security_token and "/" in sandbox.signer.security_token
+
+
+def test_bucket_is_strict_like_s3(sandbox: Sandbox, fixture_files) -> None:
+    """The sandbox itself refuses what S3 refuses, so the tests above mean something."""
+    import requests
+
+    rid = sandbox.add_request(fixture_files["products"])
+    api = requests.get(f"{sandbox.api_url}/results/{rid}", auth=(sandbox.token, ""), timeout=5).json()
+    url = api[0]["url"]
+    assert requests.get(url, timeout=5).status_code == 200
+    assert requests.head(url, timeout=5).status_code == 403
+    assert requests.get(url, auth=("x", ""), timeout=5).status_code == 400
+    requoted = url.replace("%2B", "+").replace("%2F", "/")
+    assert requoted != url
+    response = requests.get(requoted, timeout=5)
+    assert response.status_code == 403 and "SignatureDoesNotMatch" in response.text
+    partial = requests.get(url, headers={"Range": "bytes=10-19"}, timeout=5)
+    assert partial.status_code == 206 and len(partial.content) == 10 and partial.headers["ETag"]
+    sandbox.clock_offset = timedelta(days=8)
+    expired = requests.get(url, timeout=5)
+    assert expired.status_code == 403 and "Request has expired" in expired.text
+
+
+def test_dropped_connection_resumes_with_range(loader: Loader, sandbox: Sandbox, fixture_files) -> None:
+    rid = sandbox.add_request(fixture_files["products"][:1])
+    baseline = loader.load(rid, cache=False)
+    sandbox.log.clear()
+    sandbox.faults.drops.extend([50_000, 120_000])  # cut after 50 kB, then 120 kB more, then a clean finish
+    resumed = loader.load(rid, cache=False)
+    pd.testing.assert_frame_equal(resumed, baseline)
+    gets = bucket_gets(sandbox)
+    assert [e.status for e in gets] == [200, 206, 206]
+    assert gets[1].range == "bytes=50000-" and gets[2].range == "bytes=170000-"
+
+
+def test_changed_object_restarts_instead_of_splicing(loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path) -> None:
+    copy = tmp_path / "p.csv"
+    copy.write_bytes(fixture_files["products"][0].read_bytes())
+    rid = sandbox.add_request([copy])
+    baseline = loader.load(rid, cache=False)
+    sandbox.log.clear()
+    served = next(iter(sandbox.objects.values()))
+    sandbox.faults.drops.append(40_000)
+    served.etag = '"changed"'  # the If-Range validator no longer matches: full body again
+    original_etag_response = loader.load(rid, cache=False)
+    pd.testing.assert_frame_equal(original_etag_response, baseline)
+
+
+def test_5xx_and_429_on_the_bucket_are_retried(loader: Loader, sandbox: Sandbox, fixture_files) -> None:
+    rid = sandbox.add_request(fixture_files["products"][:1])
+    sandbox.faults.bucket_errors.extend([(503, 0.01), (429, 0.01), (500, None)])
+    assert len(loader.load(rid)) > 0
+    assert [e.status for e in bucket_gets(sandbox)] == [503, 429, 500, 200]
+
+
+def test_persistent_bucket_failure_is_a_download_error(loader: Loader, sandbox: Sandbox, fixture_files) -> None:
+    rid = sandbox.add_request(fixture_files["products"][:1])
+    sandbox.faults.bucket_errors.extend([(503, None)] * 10)
+    with pytest.raises(DownloadError, match=rf"{rid}_1.csv.*after 4 tries"):
+        loader.load(rid)
+
+
+def test_expired_url_is_refreshed_once(loader: Loader, sandbox: Sandbox, fixture_files) -> None:
+    rid = sandbox.add_request(fixture_files["products"])
+    sandbox.faults.expire_signings = 1  # the first /results hands out expired URLs
+    frame = loader.load(rid)
+    assert frame["_source_file"].nunique() == 2
+    results_calls = [e for e in sandbox.log if e.path == f"/v3/results/{rid}"]
+    assert len(results_calls) == 2  # the load's own, plus one refresh for both files
+    assert [e.status for e in bucket_gets(sandbox)].count(403) == 2
+
+
+def test_url_that_stays_expired_is_result_expired(loader: Loader, sandbox: Sandbox, fixture_files) -> None:
+    rid = sandbox.add_request(fixture_files["products"])
+    sandbox.faults.expire_signings = 5
+    with pytest.raises(ResultExpired, match="Request the download again"):
+        loader.load(rid)
+
+
+def test_files_older_than_seven_days_are_expired_without_a_download(loader: Loader, sandbox: Sandbox, fixture_files) -> None:
+    rid = sandbox.add_request(fixture_files["products"], created=datetime.now(UTC) - timedelta(days=8))
+    with pytest.raises(ResultExpired, match="7 days") as caught:
+        loader.load(rid)
+    assert bucket_gets(sandbox) == []
+    assert "X-Amz" not in str(caught.value)
+
+
+def test_missing_object_is_a_download_error_naming_the_file(loader: Loader, sandbox: Sandbox, fixture_files) -> None:
+    rid = sandbox.add_request(fixture_files["products"][:1])
+    sandbox.objects.clear()
+    with pytest.raises(DownloadError, match=rf"{rid}_1.csv.*HTTP 404 NoSuchKey") as caught:
+        loader.load(rid)
+    assert "X-Amz" not in str(caught.value) and "?" not in str(caught.value)
