@@ -51,8 +51,8 @@ class Client:
         Default: ``DATAFINITI_API_URL``, then ``https://api.datafiniti.co/v3``.
     retry : RetryPolicy, optional
         Timeouts and retries of every call.
-    poll_interval : float
-        Seconds between polls in :meth:`wait`.
+    poll_interval : float, optional
+        Seconds between polls in :meth:`wait` (default 5, as Datafiniti's guides).
 
     Examples
     --------
@@ -67,11 +67,11 @@ class Client:
         api_url: str | None = None,
         *,
         retry: RetryPolicy | None = None,
-        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        poll_interval: float | None = None,
     ) -> None:
         self.api_url = resolve_api_url(api_url)
         self.retry = retry or RetryPolicy()
-        self.poll_interval = poll_interval
+        self.poll_interval = DEFAULT_POLL_INTERVAL if poll_interval is None else poll_interval
         self._http = ApiSession(self.api_url, resolve_token(token, self.api_url), self.retry)
 
     def __repr__(self) -> str:

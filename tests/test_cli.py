@@ -1,0 +1,86 @@
+"""The command line, run as a user runs it: a real process, real exit codes."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from datafiniti_loader.sandbox import Sandbox
+
+
+def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "datafiniti_loader.cli", *args],
+        capture_output=True, text=True, env=full_env, cwd=cwd, timeout=120,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def env(sandbox: Sandbox, tmp_path: Path) -> dict[str, str]:
+    return {
+        "DATAFINITI_API_URL": sandbox.api_url,
+        "DATAFINITI_API_TOKEN": sandbox.token,
+        "DATAFINITI_CACHE_DIR": str(tmp_path / "cache"),
+    }
+
+
+def test_status_and_files(sandbox: Sandbox, env: dict[str, str], fixture_files) -> None:
+    rid = sandbox.add_request(fixture_files["products"])
+    status = run("status", str(rid), env=env)
+    assert status.returncode == 0 and f"request {rid} is COMPLETED" in status.stdout
+    files = run("files", str(rid), env=env)
+    assert files.returncode == 0
+    lines = files.stdout.strip().splitlines()
+    assert lines[0].split() == ["ID", "NAME", "FORMAT", "CREATED", "(UTC)", "EXPIRES", "IN"]
+    assert f"{rid}_1.csv" in lines[1] and "6d 23h" in lines[1] and "csv" in lines[1]
+    assert "X-Amz" not in files.stdout
+
+
+def test_load_writes_parquet(sandbox: Sandbox, env: dict[str, str], fixture_files, tmp_path: Path) -> None:
+    rid = sandbox.add_request(fixture_files["businesses"])
+    out = tmp_path / "out"
+    result = run("load", str(rid), "--output", str(out), "--quiet", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "wrote 30 rows from 1 file(s)" in result.stdout
+    assert list(out.glob("*.parquet"))
+    again = run("load", str(rid), "--output", str(out), "--quiet", env=env)
+    assert again.returncode == 2 and "overwrite" in again.stderr
+
+
+def test_errors_are_one_line_exit_1_no_traceback(sandbox: Sandbox, env: dict[str, str]) -> None:
+    result = run("files", "999", env=env)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "no download request 999" in result.stderr
+    bad = run("status", "1", "--token", "nope", env=env)
+    assert bad.returncode == 1 and "refused the token" in bad.stderr and "nope" not in bad.stderr
+
+
+def test_missing_token_is_explained(sandbox: Sandbox, isolated_env: Path) -> None:
+    result = run("files", "1", "--api-url", sandbox.api_url, env={"HOME": str(isolated_env)})
+    assert result.returncode == 1 and "DATAFINITI_API_TOKEN" in result.stderr
+
+
+def test_usage_errors_exit_2() -> None:
+    assert run("frobnicate").returncode == 2
+    assert run("load", "1").returncode == 2  # --output is required
+
+
+def test_cache_info_and_clear(sandbox: Sandbox, env: dict[str, str], fixture_files) -> None:
+    rid = sandbox.add_request(fixture_files["businesses"])
+    assert run("load", str(rid), "-o", env["DATAFINITI_CACHE_DIR"] + "-out", "-q", env=env).returncode == 0
+    info = run("cache", "info", "--api-url", sandbox.api_url, env=env)
+    assert info.returncode == 0 and "1 file(s)" in info.stdout
+    cleared = run("cache", "clear", env=env)
+    assert cleared.returncode == 0 and "cleared 1 file(s)" in cleared.stdout
+    assert "0 file(s)" in run("cache", "info", env=env).stdout
+
+
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    result = run("demo", "--output", str(tmp_path / "demo"), "--quiet", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Loaded 72 rows" in result.stdout and "Wrote 72 rows to Parquet" in result.stdout
+    assert list((tmp_path / "demo").glob("*.parquet"))

@@ -1,0 +1,132 @@
+"""load_results end to end against the sandbox serving the project's fixtures."""
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from conftest import Loader
+from datafiniti_loader import ColumnNotFound, RequestNotReady
+from datafiniti_loader.sandbox import Sandbox
+from helpers import assert_lossless_csv, assert_same_json
+
+PROVENANCE = ["_request_id", "_result_id", "_source_file", "_source_row", "_result_created_at"]
+
+
+def test_csv_request_loads_every_row_and_cell(loader: Loader, sandbox: Sandbox, fixture_files) -> None:
+    files = fixture_files["products"] + fixture_files["businesses"]
+    rid = sandbox.add_request(files)
+    frame = loader.load(rid)
+    names = [f"{rid}_{n}.csv" for n in range(1, len(files) + 1)]
+    total = sum(assert_lossless_csv(frame, path, name) for path, name in zip(files, names, strict=True))
+    assert len(frame) == total
+    assert frame["_source_file"].unique().tolist() == names  # result order, then file order
+
+
+def test_columns_first_seen_order_and_missing_is_null(loader: Loader, sandbox: Sandbox, fixture_files) -> None:
+    rid = sandbox.add_request(fixture_files["products"])
+    frame = loader.load(rid)
+    first = pd.read_csv(fixture_files["products"][0], nrows=0).columns.tolist()
+    assert frame.columns.tolist()[: len(first)] == first
+    assert frame.columns.tolist()[len(first)] == "primaryCategories"
+    assert frame.columns.tolist()[-5:] == PROVENANCE
+    second = frame[frame["_result_id"] == frame["_result_id"].max()]
+    assert second["ean"].isna().all()
+
+
+def test_identifiers_stay_text_and_lossless_types_are_typed(loader: Loader, sandbox: Sandbox, fixture_files) -> None:
+    rid = sandbox.add_request(fixture_files["products"])
+    frame = loader.load(rid)
+    assert {"02134", "07102"} <= set(frame["postalCode"])
+    assert "8.49E+11" in set(frame["upc"]) and "N/A" in set(frame["upc"])
+    assert "6.02E+26" in set(frame["reviews.username"])
+    assert str(frame["reviews.rating"].dtype) == "int64"
+    assert str(frame["dateAdded"].dtype) == "datetime64[s, UTC]"
+    assert frame["reviews.date"].dtype.kind not in "Mmf"  # mixed Z / .000Z stays text
+
+
+def test_provenance_columns_and_types(loader: Loader, sandbox: Sandbox, fixture_files) -> None:
+    rid = sandbox.add_request(fixture_files["products"])
+    frame = loader.load(rid)
+    assert str(frame["_request_id"].dtype) == "int64" and (frame["_request_id"] == rid).all()
+    assert str(frame["_result_id"].dtype) == "int64"
+    assert str(frame["_source_row"].dtype) == "int64"
+    assert isinstance(frame["_source_file"].dtype, pd.CategoricalDtype)
+    assert str(frame["_result_created_at"].dtype).startswith("datetime64") and "UTC" in str(frame["_result_created_at"].dtype)
+    assert not loader.load(rid, provenance=False).columns.str.startswith("_").any()
+
+
+def test_json_request_keeps_nesting(loader: Loader, sandbox: Sandbox, fixture_files) -> None:
+    files = fixture_files["products_json"]
+    rid = sandbox.add_request(files)
+    frame = loader.load(rid)
+    assert assert_same_json(frame, files[0], f"{rid}_1.txt") == 8
+    assert assert_same_json(frame, files[1], f"{rid}_2.txt") == 4
+    first = frame["reviews"].iloc[0]
+    assert isinstance(first, list) and isinstance(first[0], dict) and "rating" in first[0]
+
+
+def test_envelope_request(loader: Loader, sandbox: Sandbox, fixture_files) -> None:
+    files = fixture_files["properties"]
+    rid = sandbox.add_request(files)
+    frame = loader.load(rid)
+    assert assert_same_json(frame, files[0], f"{rid}_1.txt") == 6
+    assert frame["latitude"].map(type).eq(str).all()
+
+
+def test_columns_selects_in_the_given_order(loader: Loader, sandbox: Sandbox, fixture_files) -> None:
+    rid = sandbox.add_request(fixture_files["products"])
+    frame = loader.load(rid, columns=["upc", "id"], provenance=False)
+    assert frame.columns.tolist() == ["upc", "id"]
+    with pytest.raises(ColumnNotFound, match="nope"):
+        loader.load(rid, columns=["id", "nope"])
+
+
+def test_arrow_and_polars_outputs_match_pandas(loader: Loader, sandbox: Sandbox, fixture_files) -> None:
+    rid = sandbox.add_request(fixture_files["products"])
+    frame = loader.load(rid)
+    table = loader.load(rid, output="arrow")
+    assert isinstance(table, pa.Table) and table.num_rows == len(frame)
+    assert table.column_names == frame.columns.tolist()
+    polars = pytest.importorskip("polars")
+    pl_frame = loader.load(rid, output="polars")
+    assert isinstance(pl_frame, polars.DataFrame) and pl_frame.height == len(frame)
+    assert pl_frame["postalCode"].to_list() == table.column("postalCode").to_pylist()
+
+
+def test_unknown_output_is_refused(loader: Loader, sandbox: Sandbox) -> None:
+    with pytest.raises(ValueError, match="output must be one of"):
+        loader.load(1, output="excel")
+
+
+def test_wait_polls_then_loads(loader: Loader, sandbox: Sandbox, fixture_files, monkeypatch: pytest.MonkeyPatch) -> None:
+    import datafiniti_loader.client as client_module
+
+    monkeypatch.setattr(client_module, "DEFAULT_POLL_INTERVAL", 0.01)
+    rid = sandbox.add_request(fixture_files["businesses"], pending_polls=3)
+    with pytest.raises(RequestNotReady, match="STARTED"):
+        loader.load(rid)
+    frame = loader.load(rid, wait=30)
+    assert len(frame) == 30
+    polls = [e for e in sandbox.log if e.path == f"/v3/requests/{rid}"]
+    assert len(polls) == 4  # STARTED, STARTED (the first load's), STARTED, COMPLETED
+
+
+def test_warm_reload_downloads_nothing(loader: Loader, sandbox: Sandbox, fixture_files, cache_dir: Path) -> None:
+    rid = sandbox.add_request(fixture_files["products"])
+    cold = loader.load(rid)
+    sandbox.log.clear()
+    warm = loader.load(rid)
+    pd.testing.assert_frame_equal(warm, cold)
+    assert [e for e in sandbox.log if e.server == "bucket"] == []
+
+
+def test_no_cache_leaves_nothing_behind(loader: Loader, sandbox: Sandbox, fixture_files, cache_dir: Path) -> None:
+    import tempfile
+
+    before = set(Path(tempfile.gettempdir()).glob("datafiniti-loader-*"))
+    rid = sandbox.add_request(fixture_files["products"])
+    loader.load(rid, cache=False)
+    assert not cache_dir.exists()
+    assert set(Path(tempfile.gettempdir()).glob("datafiniti-loader-*")) == before

@@ -1,0 +1,81 @@
+"""Opt-in: the twelve real Datafiniti files in ../shared/datafiniti-real, served by the sandbox.
+
+Skipped where ``../shared`` is absent (a user's clone). Each file's every row
+and cell must come back exactly as pandas reads it as plain text.
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import FAST_RETRY, REAL_DATA
+from datafiniti_loader import load_results
+from datafiniti_loader.sandbox import Sandbox
+from helpers import assert_lossless_csv, assert_same_json
+
+pytestmark = [pytest.mark.real, pytest.mark.slow]
+
+REQUESTS = {
+    "large_csv": [
+        "Naren-Sridharan__Cross-Domain-Sentiment-Analysis/1429_1.csv.gz",
+        "BhavyaGoradia__AI/Datafiniti_Amazon_Consumer_Reviews_of_Amazon_Products.csv.gz",
+        "michaelcho29__text_analytics_workshop/Datafiniti_Hotel_Reviews.csv.gz",
+        "neylsoncrepalde__RFSVM/Datafiniti_Womens_Shoes.csv.gz",
+    ],
+    "small_csv": [
+        "zero780__DAW-Autonomo_3/8358_1.csv.gz",
+        "zero780__DAW-Autonomo_3/Datafiniti_Pizza_Restaurants_and_the_Pizza_They_Sell_May19.csv.gz",
+        "cathyxu99__Fast-Food-Location-vs-Mortality-Analysis/FastFoodRestaurants.csv.gz",
+        "123bmoney0__Beers_With_Brute_Force/7160_1.csv.gz",
+        "nadeem521328__product_reviews/7817_1.csv.gz",
+    ],
+    "json": [
+        "mehakrafiq__datafiniti/299678_1.txt.gz",
+        "datafiniti__infra-coding-challenge/records.json.gz",
+        "arhoy__datafiniti-shopify-view-creator/rawdata.json.gz",
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def real_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, list[Path]]]:
+    if not REAL_DATA.is_dir():
+        pytest.skip("../shared/datafiniti-real is not here (it is only in the project's workspace)")
+    target = tmp_path_factory.mktemp("real")
+    unpacked: dict[str, list[Path]] = {}
+    for request, files in REQUESTS.items():
+        unpacked[request] = []
+        for relative in files:
+            out = target / Path(relative).name.removesuffix(".gz")
+            with gzip.open(REAL_DATA / relative, "rb") as src, open(out, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            unpacked[request].append(out)
+    yield unpacked
+
+
+@pytest.mark.parametrize("request_name", ["small_csv", "large_csv"])
+def test_real_csv_files_load_losslessly(real_files: dict[str, list[Path]], request_name: str) -> None:
+    files = real_files[request_name]
+    with Sandbox() as sandbox:
+        rid = sandbox.add_request(files)
+        frame = load_results(rid, token=sandbox.token, api_url=sandbox.api_url, cache=False,
+                             progress=False, retry=FAST_RETRY)  # fmt: skip
+    total = 0
+    for n, path in enumerate(files, start=1):
+        total += assert_lossless_csv(frame, path, f"{rid}_{n}.csv")
+    assert len(frame) == total
+
+
+def test_real_json_files_load_losslessly(real_files: dict[str, list[Path]]) -> None:
+    files = real_files["json"]
+    with Sandbox() as sandbox:
+        rid = sandbox.add_request(files)
+        frame = load_results(rid, token=sandbox.token, api_url=sandbox.api_url, cache=False,
+                             progress=False, retry=FAST_RETRY)  # fmt: skip
+    counts = [assert_same_json(frame, path, f"{rid}_{n}.txt") for n, path in enumerate(files, start=1)]
+    assert counts == [10, 10, 50]
