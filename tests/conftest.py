@@ -18,7 +18,9 @@ FIXTURES = ROOT / "data" / "fixtures"
 REAL_DATA = ROOT.parent / "shared" / "datafiniti-real"
 
 #: Retries that keep fault tests quick: same logic, tiny waits.
-FAST_RETRY = RetryPolicy(attempts=4, backoff=0.01, max_delay=0.05, connect_timeout=5, read_timeout=10)
+FAST_RETRY = RetryPolicy(
+    attempts=4, backoff=0.01, max_delay=0.05, connect_timeout=5, read_timeout=10
+)
 
 
 @pytest.fixture(autouse=True)
@@ -57,8 +59,13 @@ class Loader:
         self.cache = cache
 
     def options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        base = {"token": self.sandbox.token, "api_url": self.sandbox.api_url, "cache": self.cache,
-                "progress": False, "retry": FAST_RETRY}  # fmt: skip
+        base = {
+            "token": self.sandbox.token,
+            "api_url": self.sandbox.api_url,
+            "cache": self.cache,
+            "progress": False,
+            "retry": FAST_RETRY,
+        }
         base.update(kwargs)
         return base
 

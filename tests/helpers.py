@@ -12,7 +12,12 @@ import pandas as pd
 
 def cell_text(value: Any, dtype: Any) -> str:
     """How a loaded cell reads back as the text it came from ('' for null)."""
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT:
+    if (
+        value is None
+        or value is pd.NA
+        or (isinstance(value, float) and math.isnan(value))
+        or value is pd.NaT
+    ):
         return ""
     if isinstance(value, pd.Timestamp):
         unit = getattr(dtype, "unit", "s")
@@ -30,7 +35,9 @@ def as_text(frame: pd.DataFrame) -> pd.DataFrame:
         if pd.api.types.is_string_dtype(column.dtype) and column.dtype != object:
             columns[name] = column.fillna("").astype(object)  # text columns: nulls were empty cells
         else:
-            columns[name] = pd.Series([cell_text(v, column.dtype) for v in column.tolist()], dtype=object)
+            columns[name] = pd.Series(
+                [cell_text(v, column.dtype) for v in column.tolist()], dtype=object
+            )
     return pd.DataFrame(columns)
 
 
@@ -69,7 +76,11 @@ def json_records(path: Path) -> list[dict[str, Any]]:
         document = json.loads(text)
     except json.JSONDecodeError:
         return [json.loads(line) for line in text.splitlines() if line.strip()]
-    return list(document["records"]) if isinstance(document, dict) and "records" in document else [document]
+    return (
+        list(document["records"])
+        if isinstance(document, dict) and "records" in document
+        else [document]
+    )
 
 
 def assert_same_json(loaded: pd.DataFrame, path: Path, source_file: str) -> int:

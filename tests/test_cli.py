@@ -10,12 +10,18 @@ import pytest
 from datafiniti_loader.sandbox import Sandbox
 
 
-def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "datafiniti_loader.cli", *args],
-        capture_output=True, text=True, env=full_env, cwd=cwd, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+        timeout=120,
+    )
 
 
 @pytest.fixture
@@ -39,7 +45,9 @@ def test_status_and_files(sandbox: Sandbox, env: dict[str, str], fixture_files) 
     assert "X-Amz" not in files.stdout
 
 
-def test_load_writes_parquet(sandbox: Sandbox, env: dict[str, str], fixture_files, tmp_path: Path) -> None:
+def test_load_writes_parquet(
+    sandbox: Sandbox, env: dict[str, str], fixture_files, tmp_path: Path
+) -> None:
     rid = sandbox.add_request(fixture_files["businesses"])
     out = tmp_path / "out"
     result = run("load", str(rid), "--output", str(out), "--quiet", env=env)
@@ -71,7 +79,10 @@ def test_usage_errors_exit_2() -> None:
 
 def test_cache_info_and_clear(sandbox: Sandbox, env: dict[str, str], fixture_files) -> None:
     rid = sandbox.add_request(fixture_files["businesses"])
-    assert run("load", str(rid), "-o", env["DATAFINITI_CACHE_DIR"] + "-out", "-q", env=env).returncode == 0
+    assert (
+        run("load", str(rid), "-o", env["DATAFINITI_CACHE_DIR"] + "-out", "-q", env=env).returncode
+        == 0
+    )
     info = run("cache", "info", "--api-url", sandbox.api_url, env=env)
     assert info.returncode == 0 and "1 file(s)" in info.stdout
     cleared = run("cache", "clear", env=env)

@@ -55,7 +55,11 @@ def test_running_request_says_status_and_progress(sandbox: Sandbox, fixture_file
     rid = sandbox.add_request(fixture_files["products"], pending_polls=5, records=200)
     with pytest.raises(RequestNotReady) as caught:
         client_for(sandbox).results(rid)
-    assert "STARTED" in str(caught.value) and "%" in str(caught.value) and "wait=True" in str(caught.value)
+    assert (
+        "STARTED" in str(caught.value)
+        and "%" in str(caught.value)
+        and "wait=True" in str(caught.value)
+    )
     assert caught.value.status_text == "STARTED"
     assert caught.value.progress is not None and 0 <= caught.value.progress < 1
 
@@ -105,7 +109,7 @@ def test_429_and_5xx_are_retried_honouring_retry_after(sandbox: Sandbox, fixture
 def test_persistent_server_errors_become_a_clear_error(sandbox: Sandbox, fixture_files) -> None:
     rid = sandbox.add_request(fixture_files["products"])
     sandbox.faults.api_errors.extend([(503, None)] * 10)
-    with pytest.raises(DatafinitiError, match="kept failing.*503"):
+    with pytest.raises(DatafinitiError, match=r"kept failing.*503"):
         client_for(sandbox).results(rid)
 
 

@@ -20,7 +20,11 @@ def test_fixtures_carry_the_real_quirks() -> None:
     assert products.startswith(b"\xef\xbb\xbf") and not products.endswith(b"\n")
     assert b'\r\nSecond line of the name"' in products  # CRLF inside a quoted cell
     assert b",02134," in products and b"8.49E+11" in products and b"N/A" in products
-    assert "\ufffd".encode() in products and b"T15:53:00.000Z" in products and b"T15:53:00Z" in products
+    assert (
+        "\ufffd".encode() in products
+        and b"T15:53:00.000Z" in products
+        and b"T15:53:00Z" in products
+    )
     assert max(len(cell) for cell in products.split(b",")) > 25_000
     lines = (FIXTURES / "products_json_1.txt").read_bytes().split(b"\n")
     assert max(map(len, lines)) > 40_000 and lines[-1].endswith(b"}")

@@ -62,7 +62,9 @@ def test_names_from_urls_cannot_escape_a_directory() -> None:
 
 
 def test_redact_url_drops_query_and_fragment() -> None:
-    assert redact_url(SIGNED + "#frag") == "https://datafiniti-downloads.s3.amazonaws.com/15/7_1.csv"
+    assert (
+        redact_url(SIGNED + "#frag") == "https://datafiniti-downloads.s3.amazonaws.com/15/7_1.csv"
+    )
 
 
 def test_download_request_progress_and_states() -> None:

@@ -18,7 +18,9 @@ def read_back(path: Path) -> pd.DataFrame:
     return pds.dataset(path, format="parquet").to_table().to_pandas()
 
 
-def test_parquet_holds_what_load_results_returns(loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path) -> None:
+def test_parquet_holds_what_load_results_returns(
+    loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path
+) -> None:
     rid = sandbox.add_request(fixture_files["products"] + fixture_files["businesses"])
     summary = loader.parquet(rid, tmp_path / "out")
     in_memory = loader.load(rid, output="arrow")
@@ -27,14 +29,18 @@ def test_parquet_holds_what_load_results_returns(loader: Loader, sandbox: Sandbo
     assert summary.files == 3 and summary.bytes > 0 and summary.parquet_files
     # Parquet has no seconds unit: timestamp[s] columns come back as timestamp[ms]
     expected = pa.schema(
-        [pa.field(f.name, pa.timestamp("ms", "UTC")) if f.type == pa.timestamp("s", "UTC") else f
-         for f in in_memory.schema]
-    )  # fmt: skip
+        [
+            pa.field(f.name, pa.timestamp("ms", "UTC")) if f.type == pa.timestamp("s", "UTC") else f
+            for f in in_memory.schema
+        ]
+    )
     assert on_disk.schema.remove_metadata() == expected
     assert on_disk.to_pylist() == in_memory.to_pylist()
 
 
-def test_metadata_records_the_load_without_secrets(loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path) -> None:
+def test_metadata_records_the_load_without_secrets(
+    loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path
+) -> None:
     rid = sandbox.add_request(fixture_files["products"])
     summary = loader.parquet(rid, tmp_path / "out")
     file = tmp_path / "out" / summary.parquet_files[0]
@@ -46,13 +52,17 @@ def test_metadata_records_the_load_without_secrets(loader: Loader, sandbox: Sand
     assert b"X-Amz" not in raw and sandbox.token.encode() not in raw
 
 
-def test_row_groups_are_not_one_per_batch(loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path) -> None:
+def test_row_groups_are_not_one_per_batch(
+    loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path
+) -> None:
     rid = sandbox.add_request(fixture_files["products"] + fixture_files["businesses"])
     summary = loader.parquet(rid, tmp_path / "out")
     assert pq.ParquetFile(tmp_path / "out" / summary.parquet_files[0]).num_row_groups == 1
 
 
-def test_existing_target_needs_overwrite(loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path) -> None:
+def test_existing_target_needs_overwrite(
+    loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path
+) -> None:
     rid = sandbox.add_request(fixture_files["businesses"])
     loader.parquet(rid, tmp_path / "out")
     with pytest.raises(FileExistsError, match="overwrite=True"):
@@ -61,7 +71,9 @@ def test_existing_target_needs_overwrite(loader: Loader, sandbox: Sandbox, fixtu
     assert len(read_back(tmp_path / "out")) == summary.rows == 30
 
 
-def test_failure_leaves_nothing_at_the_target(loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path) -> None:
+def test_failure_leaves_nothing_at_the_target(
+    loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path
+) -> None:
     broken = tmp_path / "broken.csv"
     broken.write_bytes(b"id,name\r\n1,a\r\n2,b,extra\r\n")
     rid = sandbox.add_request([fixture_files["businesses"][0], broken])

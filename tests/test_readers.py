@@ -33,7 +33,9 @@ def messy_csv(rng: random.Random, rows: int) -> bytes:
     writer.writerow(["id", "name", "text", "postalCode"])
     for n in range(rows):
         name = "".join(rng.choice('ab "\r\n,\ufffdé') for _ in range(rng.randint(0, 40)))
-        writer.writerow([str(n), name, "x" * rng.choice([0, 1, 500, 30_000]), f"{rng.randint(0, 99999):05d}"])
+        writer.writerow(
+            [str(n), name, "x" * rng.choice([0, 1, 500, 30_000]), f"{rng.randint(0, 99999):05d}"]
+        )
     return out.getvalue().encode()
 
 
@@ -87,7 +89,9 @@ def test_zero_byte_file_is_no_rows_not_an_error(tmp_path: Path) -> None:
 def test_wrong_field_count_names_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.csv"
     path.write_bytes(b'id,name,x\r\n1,"a\r\nb",3\r\n2,short\r\n3,c,4\r\n')
-    with pytest.raises(ParseError, match=r"bad.csv: the record at line 4 has 2 fields, expected 3") as caught:
+    with pytest.raises(
+        ParseError, match=r"bad.csv: the record at line 4 has 2 fields, expected 3"
+    ) as caught:
         list(iter_csv_batches(path, "bad.csv"))
     assert caught.value.line == 4 and caught.value.file == "bad.csv"
 
@@ -135,7 +139,9 @@ def test_json_shapes_give_the_same_records(tmp_path: Path, shape: str) -> None:
         "array": json.dumps(RECORDS),
         "pretty_array": json.dumps(RECORDS, indent=2),
         "envelope": json.dumps({"num_found": 3, "total_cost": 3, "records": RECORDS}),
-        "pretty_envelope": json.dumps({"num_found": 3, "total_cost": 3, "records": RECORDS}, indent=2),
+        "pretty_envelope": json.dumps(
+            {"num_found": 3, "total_cost": 3, "records": RECORDS}, indent=2
+        ),
     }[shape]
     table = read_json_table(write_json(tmp_path, "r.txt", text), "r.txt")
     assert table.num_rows == 3
@@ -149,7 +155,12 @@ def test_json_shapes_give_the_same_records(tmp_path: Path, shape: str) -> None:
 
 
 def test_json_dates_stay_strings_on_the_fast_path(tmp_path: Path) -> None:
-    lines = [json.dumps({"id": n, "dateAdded": "2017-01-11T15:53:00Z", "r": {"d": "2017-01-11T15:53:00.000Z"}}) for n in range(3)]
+    lines = [
+        json.dumps(
+            {"id": n, "dateAdded": "2017-01-11T15:53:00Z", "r": {"d": "2017-01-11T15:53:00.000Z"}}
+        )
+        for n in range(3)
+    ]
     table = read_json_table(write_json(tmp_path, "d.txt", "\n".join(lines)), "d.txt")
     assert table.schema.field("dateAdded").type == pa.string()
     assert table.to_pylist()[0]["r"] == {"d": "2017-01-11T15:53:00.000Z"}
@@ -157,7 +168,9 @@ def test_json_dates_stay_strings_on_the_fast_path(tmp_path: Path) -> None:
 
 def test_long_json_line(tmp_path: Path) -> None:
     big = {"id": "x", "text": "y" * 600_000, "list": list(range(5000))}
-    table = read_json_table(write_json(tmp_path, "l.txt", json.dumps(big) + "\n" + json.dumps({"id": "z"})), "l.txt")
+    table = read_json_table(
+        write_json(tmp_path, "l.txt", json.dumps(big) + "\n" + json.dumps({"id": "z"})), "l.txt"
+    )
     assert table.num_rows == 2 and len(table.column("text")[0].as_py()) == 600_000
 
 

@@ -59,12 +59,20 @@ def real_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, l
 
 
 @pytest.mark.parametrize("request_name", ["small_csv", "large_csv"])
-def test_real_csv_files_load_losslessly(real_files: dict[str, list[Path]], request_name: str) -> None:
+def test_real_csv_files_load_losslessly(
+    real_files: dict[str, list[Path]], request_name: str
+) -> None:
     files = real_files[request_name]
     with Sandbox() as sandbox:
         rid = sandbox.add_request(files)
-        frame = load_results(rid, token=sandbox.token, api_url=sandbox.api_url, cache=False,
-                             progress=False, retry=FAST_RETRY)  # fmt: skip
+        frame = load_results(
+            rid,
+            token=sandbox.token,
+            api_url=sandbox.api_url,
+            cache=False,
+            progress=False,
+            retry=FAST_RETRY,
+        )
     total = 0
     for n, path in enumerate(files, start=1):
         total += assert_lossless_csv(frame, path, f"{rid}_{n}.csv")
@@ -75,7 +83,15 @@ def test_real_json_files_load_losslessly(real_files: dict[str, list[Path]]) -> N
     files = real_files["json"]
     with Sandbox() as sandbox:
         rid = sandbox.add_request(files)
-        frame = load_results(rid, token=sandbox.token, api_url=sandbox.api_url, cache=False,
-                             progress=False, retry=FAST_RETRY)  # fmt: skip
-    counts = [assert_same_json(frame, path, f"{rid}_{n}.txt") for n, path in enumerate(files, start=1)]
+        frame = load_results(
+            rid,
+            token=sandbox.token,
+            api_url=sandbox.api_url,
+            cache=False,
+            progress=False,
+            retry=FAST_RETRY,
+        )
+    counts = [
+        assert_same_json(frame, path, f"{rid}_{n}.txt") for n, path in enumerate(files, start=1)
+    ]
     assert counts == [10, 10, 50]

@@ -3,8 +3,7 @@
 import pyarrow as pa
 import pytest
 
-from datafiniti_loader.schema import SchemaBuilder, add_provenance, conform
-from datafiniti_loader.schema import Provenance
+from datafiniti_loader.schema import Provenance, SchemaBuilder, add_provenance, conform
 
 
 def decide(*columns: list[str | None]) -> pa.DataType:
@@ -35,7 +34,9 @@ def decide(*columns: list[str | None]) -> pa.DataType:
         (["99999999999999999999"], pa.string()),  # beyond int64
     ],
 )
-def test_text_becomes_typed_only_when_lossless(values: list[str | None], expected: pa.DataType) -> None:
+def test_text_becomes_typed_only_when_lossless(
+    values: list[str | None], expected: pa.DataType
+) -> None:
     assert decide(values) == expected
 
 
@@ -47,8 +48,13 @@ def test_the_decision_spans_batches_and_files() -> None:
 
 def test_typed_json_columns_widen_or_fall_back_to_text() -> None:
     builder = SchemaBuilder()
-    builder.observe(pa.table({"n": pa.array([1]), "s": pa.array([{"a": 1}]), "x": pa.array([1])}), text=False)
-    builder.observe(pa.table({"n": pa.array([2.5]), "s": pa.array([{"b": "y"}]), "x": pa.array(["one"])}), text=False)
+    builder.observe(
+        pa.table({"n": pa.array([1]), "s": pa.array([{"a": 1}]), "x": pa.array([1])}), text=False
+    )
+    builder.observe(
+        pa.table({"n": pa.array([2.5]), "s": pa.array([{"b": "y"}]), "x": pa.array(["one"])}),
+        text=False,
+    )
     schema = builder.schema()
     assert schema.field("n").type == pa.float64()
     assert schema.field("s").type == pa.struct([("a", pa.int64()), ("b", pa.string())])
@@ -73,8 +79,17 @@ def test_provenance_columns() -> None:
     from datetime import UTC, datetime
 
     batch = pa.record_batch({"a": pa.array(["x", "y"])})
-    out = add_provenance(batch, Provenance(6073, 1, "6073_1.csv", datetime(2017, 1, 11, tzinfo=UTC)), 10)
-    assert out.schema.names == ["a", "_request_id", "_result_id", "_source_file", "_source_row", "_result_created_at"]
+    out = add_provenance(
+        batch, Provenance(6073, 1, "6073_1.csv", datetime(2017, 1, 11, tzinfo=UTC)), 10
+    )
+    assert out.schema.names == [
+        "a",
+        "_request_id",
+        "_result_id",
+        "_source_file",
+        "_source_row",
+        "_result_created_at",
+    ]
     assert out.column("_source_row").to_pylist() == [10, 11]
     assert pa.types.is_dictionary(out.schema.field("_source_file").type)
     assert out.schema.field("_result_created_at").type == pa.timestamp("us", "UTC")

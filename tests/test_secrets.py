@@ -21,8 +21,13 @@ from datafiniti_loader.sandbox import Sandbox
 
 
 def secrets_of(sandbox: Sandbox) -> list[str]:
-    return [sandbox.token, sandbox.signer.security_token, "X-Amz-Signature", "X-Amz-Credential",
-            sandbox.signer.access_key]  # fmt: skip
+    return [
+        sandbox.token,
+        sandbox.signer.security_token,
+        "X-Amz-Signature",
+        "X-Amz-Credential",
+        sandbox.signer.access_key,
+    ]
 
 
 def assert_clean(text: str, sandbox: Sandbox) -> None:
@@ -31,7 +36,12 @@ def assert_clean(text: str, sandbox: Sandbox) -> None:
 
 
 def test_every_error_is_typed_explained_and_leaks_nothing(
-    loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path, debug_log: list[str], cache_dir: Path
+    loader: Loader,
+    sandbox: Sandbox,
+    fixture_files,
+    tmp_path: Path,
+    debug_log: list[str],
+    cache_dir: Path,
 ) -> None:
     broken = tmp_path / "broken.csv"
     broken.write_bytes(b"id,name\n1,a\n2,b,c\n")
@@ -40,16 +50,26 @@ def test_every_error_is_typed_explained_and_leaks_nothing(
         (AuthenticationError, {"token": "not-the-token"}, ok),
         (RequestNotFound, {}, 424242),
         (RequestNotReady, {}, sandbox.add_request(fixture_files["businesses"], pending_polls=50)),
-        (RequestFailed, {}, sandbox.add_request(fixture_files["businesses"], error="Invalid query")),
-        (ResultExpired, {}, sandbox.add_request(fixture_files["businesses"], created=datetime.now(UTC) - timedelta(days=9))),
+        (
+            RequestFailed,
+            {},
+            sandbox.add_request(fixture_files["businesses"], error="Invalid query"),
+        ),
+        (
+            ResultExpired,
+            {},
+            sandbox.add_request(
+                fixture_files["businesses"], created=datetime.now(UTC) - timedelta(days=9)
+            ),
+        ),
         (ParseError, {}, sandbox.add_request([broken])),
-    ]  # fmt: skip
+    ]
     seen: list[str] = []
     for error, kwargs, rid in cases:
         with pytest.raises(error) as caught:
             loader.load(rid, **kwargs)
         message = str(caught.value)
-        assert len(message) > 40 and message[0].isupper() or message.startswith(f"{rid}_")
+        assert (len(message) > 40 and message[0].isupper()) or message.startswith(f"{rid}_")
         seen += [message, repr(caught.value)]
     sandbox.faults.expire_signings = 10
     with pytest.raises(ResultExpired) as caught:

@@ -15,7 +15,9 @@ def bucket_gets(sandbox: Sandbox) -> list:
     return [e for e in sandbox.log if e.server == "bucket"]
 
 
-def test_one_get_per_file_no_head_no_auth_signature_intact(loader: Loader, sandbox: Sandbox, fixture_files) -> None:
+def test_one_get_per_file_no_head_no_auth_signature_intact(
+    loader: Loader, sandbox: Sandbox, fixture_files
+) -> None:
     rid = sandbox.add_request(fixture_files["products"])
     frame = loader.load(rid)
     assert len(frame) > 0
@@ -30,7 +32,9 @@ def test_bucket_is_strict_like_s3(sandbox: Sandbox, fixture_files) -> None:
     import requests
 
     rid = sandbox.add_request(fixture_files["products"])
-    api = requests.get(f"{sandbox.api_url}/results/{rid}", auth=(sandbox.token, ""), timeout=5).json()
+    api = requests.get(
+        f"{sandbox.api_url}/results/{rid}", auth=(sandbox.token, ""), timeout=5
+    ).json()
     url = api[0]["url"]
     assert requests.get(url, timeout=5).status_code == 200
     assert requests.head(url, timeout=5).status_code == 403
@@ -46,11 +50,15 @@ def test_bucket_is_strict_like_s3(sandbox: Sandbox, fixture_files) -> None:
     assert expired.status_code == 403 and "Request has expired" in expired.text
 
 
-def test_dropped_connection_resumes_with_range(loader: Loader, sandbox: Sandbox, fixture_files) -> None:
+def test_dropped_connection_resumes_with_range(
+    loader: Loader, sandbox: Sandbox, fixture_files
+) -> None:
     rid = sandbox.add_request(fixture_files["products"][:1])
     baseline = loader.load(rid, cache=False)
     sandbox.log.clear()
-    sandbox.faults.drops.extend([50_000, 120_000])  # cut after 50 kB, then 120 kB more, then a clean finish
+    sandbox.faults.drops.extend(
+        [50_000, 120_000]
+    )  # cut after 50 kB, then 120 kB more, then a clean finish
     resumed = loader.load(rid, cache=False)
     pd.testing.assert_frame_equal(resumed, baseline)
     gets = bucket_gets(sandbox)
@@ -58,7 +66,9 @@ def test_dropped_connection_resumes_with_range(loader: Loader, sandbox: Sandbox,
     assert gets[1].range == "bytes=50000-" and gets[2].range == "bytes=170000-"
 
 
-def test_changed_object_restarts_instead_of_splicing(loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path) -> None:
+def test_changed_object_restarts_instead_of_splicing(
+    loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path
+) -> None:
     copy = tmp_path / "p.csv"
     copy.write_bytes(fixture_files["products"][0].read_bytes())
     rid = sandbox.add_request([copy])
@@ -71,14 +81,18 @@ def test_changed_object_restarts_instead_of_splicing(loader: Loader, sandbox: Sa
     pd.testing.assert_frame_equal(original_etag_response, baseline)
 
 
-def test_5xx_and_429_on_the_bucket_are_retried(loader: Loader, sandbox: Sandbox, fixture_files) -> None:
+def test_5xx_and_429_on_the_bucket_are_retried(
+    loader: Loader, sandbox: Sandbox, fixture_files
+) -> None:
     rid = sandbox.add_request(fixture_files["products"][:1])
     sandbox.faults.bucket_errors.extend([(503, 0.01), (429, 0.01), (500, None)])
     assert len(loader.load(rid)) > 0
     assert [e.status for e in bucket_gets(sandbox)] == [503, 429, 500, 200]
 
 
-def test_persistent_bucket_failure_is_a_download_error(loader: Loader, sandbox: Sandbox, fixture_files) -> None:
+def test_persistent_bucket_failure_is_a_download_error(
+    loader: Loader, sandbox: Sandbox, fixture_files
+) -> None:
     rid = sandbox.add_request(fixture_files["products"][:1])
     sandbox.faults.bucket_errors.extend([(503, None)] * 10)
     with pytest.raises(DownloadError, match=rf"{rid}_1.csv.*after 4 tries"):
@@ -95,22 +109,30 @@ def test_expired_url_is_refreshed_once(loader: Loader, sandbox: Sandbox, fixture
     assert [e.status for e in bucket_gets(sandbox)].count(403) == 2
 
 
-def test_url_that_stays_expired_is_result_expired(loader: Loader, sandbox: Sandbox, fixture_files) -> None:
+def test_url_that_stays_expired_is_result_expired(
+    loader: Loader, sandbox: Sandbox, fixture_files
+) -> None:
     rid = sandbox.add_request(fixture_files["products"])
     sandbox.faults.expire_signings = 5
     with pytest.raises(ResultExpired, match="Request the download again"):
         loader.load(rid)
 
 
-def test_files_older_than_seven_days_are_expired_without_a_download(loader: Loader, sandbox: Sandbox, fixture_files) -> None:
-    rid = sandbox.add_request(fixture_files["products"], created=datetime.now(UTC) - timedelta(days=8))
+def test_files_older_than_seven_days_are_expired_without_a_download(
+    loader: Loader, sandbox: Sandbox, fixture_files
+) -> None:
+    rid = sandbox.add_request(
+        fixture_files["products"], created=datetime.now(UTC) - timedelta(days=8)
+    )
     with pytest.raises(ResultExpired, match="7 days") as caught:
         loader.load(rid)
     assert bucket_gets(sandbox) == []
     assert "X-Amz" not in str(caught.value)
 
 
-def test_missing_object_is_a_download_error_naming_the_file(loader: Loader, sandbox: Sandbox, fixture_files) -> None:
+def test_missing_object_is_a_download_error_naming_the_file(
+    loader: Loader, sandbox: Sandbox, fixture_files
+) -> None:
     rid = sandbox.add_request(fixture_files["products"][:1])
     sandbox.objects.clear()
     with pytest.raises(DownloadError, match=rf"{rid}_1.csv.*HTTP 404 NoSuchKey") as caught:

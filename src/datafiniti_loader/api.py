@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from .config import CacheSetting
-from .loader import open_load, read_table
+from .loader import LoadOptions, open_load, read_table
 from .outputs import OUTPUTS, to_pandas, to_polars
 from .parquet import ParquetSummary, write_parquet
 from .retry import RetryPolicy
@@ -20,26 +20,47 @@ __all__ = ["load_results", "to_parquet"]
 
 @overload
 def load_results(
-    request_id: int | str, *, token: str | None = ..., api_url: str | None = ...,
-    output: Literal["pandas"] = ..., columns: Sequence[str] | None = ...,
-    provenance: bool = ..., wait: bool | float = ..., cache: CacheSetting = ...,
-    max_workers: int | None = ..., progress: bool | None = ...,
+    request_id: int | str,
+    *,
+    token: str | None = ...,
+    api_url: str | None = ...,
+    output: Literal["pandas"] = ...,
+    columns: Sequence[str] | None = ...,
+    provenance: bool = ...,
+    wait: bool | float = ...,
+    cache: CacheSetting = ...,
+    max_workers: int | None = ...,
+    progress: bool | None = ...,
     retry: RetryPolicy | None = ...,
 ) -> pd.DataFrame: ...
 @overload
 def load_results(
-    request_id: int | str, *, token: str | None = ..., api_url: str | None = ...,
-    output: Literal["arrow"], columns: Sequence[str] | None = ...,
-    provenance: bool = ..., wait: bool | float = ..., cache: CacheSetting = ...,
-    max_workers: int | None = ..., progress: bool | None = ...,
+    request_id: int | str,
+    *,
+    token: str | None = ...,
+    api_url: str | None = ...,
+    output: Literal["arrow"],
+    columns: Sequence[str] | None = ...,
+    provenance: bool = ...,
+    wait: bool | float = ...,
+    cache: CacheSetting = ...,
+    max_workers: int | None = ...,
+    progress: bool | None = ...,
     retry: RetryPolicy | None = ...,
 ) -> pa.Table: ...
 @overload
 def load_results(
-    request_id: int | str, *, token: str | None = ..., api_url: str | None = ...,
-    output: Literal["polars", "dask"], columns: Sequence[str] | None = ...,
-    provenance: bool = ..., wait: bool | float = ..., cache: CacheSetting = ...,
-    max_workers: int | None = ..., progress: bool | None = ...,
+    request_id: int | str,
+    *,
+    token: str | None = ...,
+    api_url: str | None = ...,
+    output: Literal["polars", "dask"],
+    columns: Sequence[str] | None = ...,
+    provenance: bool = ...,
+    wait: bool | float = ...,
+    cache: CacheSetting = ...,
+    max_workers: int | None = ...,
+    progress: bool | None = ...,
     retry: RetryPolicy | None = ...,
 ) -> Any: ...
 def load_results(
@@ -107,15 +128,12 @@ def load_results(
     """
     if output not in OUTPUTS:
         raise ValueError(f"output must be one of {', '.join(map(repr, OUTPUTS))}; got {output!r}")
-    options = dict(
-        token=token, api_url=api_url, wait=wait, cache=cache,
-        max_workers=max_workers, progress=progress, retry=retry,
-    )  # fmt: skip
+    options = LoadOptions(token, api_url, wait, cache, max_workers, progress, retry)
     if output == "dask":
         from .dask import load_dask
 
-        return load_dask(request_id, columns=columns, provenance=provenance, **options)
-    with open_load(request_id, **options) as source:  # type: ignore[arg-type]
+        return load_dask(request_id, options, columns=columns, provenance=provenance)
+    with open_load(request_id, options) as source:
         table = read_table(source, columns, provenance)
     if output == "arrow":
         return table
@@ -168,12 +186,14 @@ def to_parquet(
     metadata (key ``datafiniti_loader``) records the request id, result ids,
     file names, row counts, library version and load time.
     """
-    options = dict(
-        token=token, api_url=api_url, wait=wait, cache=cache,
-        max_workers=max_workers, progress=progress, retry=retry,
-    )  # fmt: skip
-    with open_load(request_id, **options) as source:  # type: ignore[arg-type]
+    options = LoadOptions(token, api_url, wait, cache, max_workers, progress, retry)
+    with open_load(request_id, options) as source:
         return write_parquet(
-            source, path, columns=columns, provenance=provenance,
-            partition_by=partition_by, overwrite=overwrite, storage_options=storage_options,
-        )  # fmt: skip
+            source,
+            path,
+            columns=columns,
+            provenance=provenance,
+            partition_by=partition_by,
+            overwrite=overwrite,
+            storage_options=storage_options,
+        )

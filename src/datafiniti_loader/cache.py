@@ -81,7 +81,10 @@ class FileCache(FileStore):
 
     def _entry(self, file: ResultFile) -> Path:
         return (
-            self.root / self._host / str(int(file.request_id)) / f"{int(file.id)}-{_safe(file.name)}"
+            self.root
+            / self._host
+            / str(int(file.request_id))
+            / f"{int(file.id)}-{_safe(file.name)}"
         )
 
     def lookup(self, file: ResultFile) -> Path | None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -28,9 +27,13 @@ def _global_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("global options")
     group.add_argument("--token", help="API token (default: $DATAFINITI_API_TOKEN, then ~/.netrc)")
-    group.add_argument("--api-url", help="API base URL (default: $DATAFINITI_API_URL or Datafiniti's v3)")
+    group.add_argument(
+        "--api-url", help="API base URL (default: $DATAFINITI_API_URL or Datafiniti's v3)"
+    )
     cache = group.add_mutually_exclusive_group()
-    cache.add_argument("--cache-dir", help="cache directory (default: $DATAFINITI_CACHE_DIR or the user cache)")
+    cache.add_argument(
+        "--cache-dir", help="cache directory (default: $DATAFINITI_CACHE_DIR or the user cache)"
+    )
     cache.add_argument("--no-cache", action="store_true", help="keep no downloaded files")
     group.add_argument("--quiet", "-q", action="store_true", help="no progress bars or log lines")
     return common
@@ -46,31 +49,55 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    status = verbs.add_parser("status", parents=[common], help="a download request's status and progress")
+    status = verbs.add_parser(
+        "status", parents=[common], help="a download request's status and progress"
+    )
     status.add_argument("request_id")
 
     files = verbs.add_parser("files", parents=[common], help="one line per result file")
     files.add_argument("request_id")
 
-    load = verbs.add_parser("load", parents=[common], help="convert a request's results to a Parquet dataset")
+    load = verbs.add_parser(
+        "load", parents=[common], help="convert a request's results to a Parquet dataset"
+    )
     load.add_argument("request_id")
-    load.add_argument("--output", "-o", required=True, help="Parquet dataset directory (path or fsspec URL)")
+    load.add_argument(
+        "--output", "-o", required=True, help="Parquet dataset directory (path or fsspec URL)"
+    )
     load.add_argument("--columns", help="comma-separated data columns to keep")
     load.add_argument("--partition-by", help="comma-separated columns to partition by")
-    load.add_argument("--no-provenance", action="store_true", help="leave out the _request_id ... columns")
+    load.add_argument(
+        "--no-provenance", action="store_true", help="leave out the _request_id ... columns"
+    )
     load.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
-    load.add_argument("--wait", nargs="?", const=True, default=False, type=float, metavar="SECONDS",
-                      help="poll until the request is done (at most SECONDS)")  # fmt: skip
+    load.add_argument(
+        "--wait",
+        nargs="?",
+        const=True,
+        default=False,
+        type=float,
+        metavar="SECONDS",
+        help="poll until the request is done (at most SECONDS)",
+    )
     load.add_argument("--max-workers", type=int, help="parallel downloads (default 4)")
 
     cache = verbs.add_parser("cache", parents=[common], help="show or clear the download cache")
     cache.add_argument("action", choices=["info", "clear"])
 
-    sandbox = verbs.add_parser("sandbox", parents=[common], help="run the local stand-in API; prints URL and token")
-    sandbox.add_argument("--fixtures", type=Path, help="directory of files to serve (default: built-in fixtures)")
+    sandbox = verbs.add_parser(
+        "sandbox", parents=[common], help="run the local stand-in API; prints URL and token"
+    )
+    sandbox.add_argument(
+        "--fixtures", type=Path, help="directory of files to serve (default: built-in fixtures)"
+    )
 
     demo = verbs.add_parser("demo", parents=[common], help="end to end against the sandbox")
-    demo.add_argument("--output", "-o", default="demo-output", help="where to write Parquet (default: demo-output)")
+    demo.add_argument(
+        "--output",
+        "-o",
+        default="demo-output",
+        help="where to write Parquet (default: demo-output)",
+    )
     return parser
 
 
@@ -114,14 +141,23 @@ def _run(args: argparse.Namespace) -> int:
         from .api import to_parquet
 
         summary = to_parquet(
-            args.request_id, args.output, token=args.token, api_url=args.api_url,
-            columns=_split(args.columns), provenance=not args.no_provenance, wait=args.wait,
-            cache=_cache_setting(args), max_workers=args.max_workers,
-            progress=False if args.quiet else None, partition_by=_split(args.partition_by),
+            args.request_id,
+            args.output,
+            token=args.token,
+            api_url=args.api_url,
+            columns=_split(args.columns),
+            provenance=not args.no_provenance,
+            wait=args.wait,
+            cache=_cache_setting(args),
+            max_workers=args.max_workers,
+            progress=False if args.quiet else None,
+            partition_by=_split(args.partition_by),
             overwrite=args.overwrite,
-        )  # fmt: skip
-        print(f"wrote {summary.rows:,} rows from {summary.files} file(s) to {summary.path} "
-              f"({summary.bytes / 1e6:.1f} MB of Parquet)")  # fmt: skip
+        )
+        print(
+            f"wrote {summary.rows:,} rows from {summary.files} file(s) to {summary.path} "
+            f"({summary.bytes / 1e6:.1f} MB of Parquet)"
+        )
         return 0
     with Client(token=args.token, api_url=args.api_url) as client:
         if args.verb == "status":
@@ -158,7 +194,9 @@ def format_files(files: list[ResultFile], now: datetime | None = None) -> str:
         created = f"{f.date_created:%Y-%m-%d %H:%M}" if f.date_created else "?"
         rows.append((str(f.id), f.name, f.format, created, expires_in(f, now)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
 
 
 def expires_in(file: ResultFile, now: datetime) -> str:

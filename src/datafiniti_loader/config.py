@@ -26,9 +26,7 @@ def resolve_api_url(api_url: str | None = None) -> str:
     url = api_url or os.environ.get(API_URL_ENV) or DEFAULT_API_URL
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(
-            f"api_url must be an http(s) URL such as {DEFAULT_API_URL!r}, got {url!r}"
-        )
+        raise ValueError(f"api_url must be an http(s) URL such as {DEFAULT_API_URL!r}, got {url!r}")
     return url.rstrip("/")
 
 

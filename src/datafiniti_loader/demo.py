@@ -14,7 +14,7 @@ __all__ = ["fixture_requests", "run_demo", "serve_sandbox"]
 
 
 def fixture_requests(directory: Path | None = None) -> dict[str, list[Path]]:
-    """The fixture files of each demo request: from ``directory``, ``./data/fixtures``, or freshly written."""
+    """Each demo request's fixture files: from ``directory``, ``./data/fixtures`` or new ones."""
     if directory is None and Path("data/fixtures/products_1.csv").is_file():
         directory = Path("data/fixtures")
     if directory is None:
@@ -54,26 +54,49 @@ def run_demo(output: str, *, cache: CacheSetting = None, quiet: bool = False) ->
     sandbox, ids = _start(None)
     scratch = tempfile.TemporaryDirectory(prefix="datafiniti-demo-cache-")
     where = cache if cache is not None else scratch.name
-    options = {"token": sandbox.token, "api_url": sandbox.api_url, "cache": where, "progress": not quiet and None}
+    progress = False if quiet else None
+    token, api_url = sandbox.token, sandbox.api_url
     try:
         rid = ids["products"]
         print(f"Sandbox API at {sandbox.api_url}; request {rid} has these result files:")
         with Client(sandbox.token, sandbox.api_url) as client:
             print(format_files(client.results(rid)))
-        frame = load_results(rid, **options)  # type: ignore[arg-type]
-        print(f"\nLoaded {len(frame):,} rows x {frame.shape[1]} columns from "
-              f"{frame['_source_file'].nunique()} files into a pandas DataFrame.")  # fmt: skip
+        frame = load_results(rid, token=token, api_url=api_url, cache=where, progress=progress)
+        print(
+            f"\nLoaded {len(frame):,} rows x {frame.shape[1]} columns from "
+            f"{frame['_source_file'].nunique()} files into a pandas DataFrame."
+        )
         print("Rows per file:", frame.groupby("_source_file", observed=True).size().to_dict())
-        print("Identifiers kept exactly as written:",
-              sorted(frame["postalCode"].dropna().unique())[:4], sorted(frame["upc"].dropna().unique())[:4])  # fmt: skip
-        typed = {c: str(t) for c, t in frame.dtypes.items() if str(t) not in ("str", "object", "string")}
+        print(
+            "Identifiers kept exactly as written:",
+            sorted(frame["postalCode"].dropna().unique())[:4],
+            sorted(frame["upc"].dropna().unique())[:4],
+        )
+        typed = {
+            c: str(t) for c, t in frame.dtypes.items() if str(t) not in ("str", "object", "string")
+        }
         print("Typed columns:", typed)
-        summary = to_parquet(rid, output, overwrite=True, **options)  # type: ignore[arg-type]
-        print(f"\nWrote {summary.rows:,} rows to Parquet at {Path(summary.path).resolve()} "
-              f"({len(summary.parquet_files)} file(s), {summary.bytes:,} bytes).")  # fmt: skip
-        nested = load_results(ids["products_json"], **options)  # type: ignore[arg-type]
-        print(f"JSON request {ids['products_json']}: {len(nested)} records, nested 'reviews' kept as "
-              f"{type(nested['reviews'].iloc[0]).__name__} of {type(nested['reviews'].iloc[0][0]).__name__}.")  # fmt: skip
+        summary = to_parquet(
+            rid,
+            output,
+            overwrite=True,
+            token=token,
+            api_url=api_url,
+            cache=where,
+            progress=progress,
+        )
+        print(
+            f"\nWrote {summary.rows:,} rows to Parquet at {Path(summary.path).resolve()} "
+            f"({len(summary.parquet_files)} file(s), {summary.bytes:,} bytes)."
+        )
+        nested = load_results(
+            ids["products_json"], token=token, api_url=api_url, cache=where, progress=progress
+        )
+        reviews = nested["reviews"].iloc[0]
+        print(
+            f"JSON request {ids['products_json']}: {len(nested)} records, nested 'reviews' kept as "
+            f"{type(reviews).__name__} of {type(reviews[0]).__name__}."
+        )
     finally:
         sandbox.close()
         scratch.cleanup()

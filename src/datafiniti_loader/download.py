@@ -84,6 +84,7 @@ class Download:
         self.stats = DownloadStats()
         self._local: dict[int, Path] = {}  # a second pass of this load reuses its copies
         self._fresh: dict[int, ResultFile] | None = None
+        self._refreshed_once = False
         self._refresh_lock = threading.Lock()
 
     def local_files(self) -> Iterator[tuple[ResultFile, Path]]:
@@ -121,6 +122,8 @@ class Download:
             self.stats.add(cached=1)
             return cached
         current = self._current(file)
+        if not current.url:  # a file described without its URL (dask partitions)
+            current = self._with_urls(file, refresh=False)
         if current.is_expired:
             raise _expired(current)
         part = self.store.part_path(file)
@@ -129,7 +132,7 @@ class Download:
             try:
                 fetched = self.transport.download(current, part)
             except UrlExpired:
-                current = self._refreshed(file)
+                current = self._with_urls(file, refresh=True)
                 try:
                     fetched = self.transport.download(current, part)
                 except UrlExpired:
@@ -144,13 +147,22 @@ class Download:
         with self._refresh_lock:
             return file if self._fresh is None else self._fresh.get(file.id, file)
 
-    def _refreshed(self, file: ResultFile) -> ResultFile:
-        """The file with a fresh URL; ``/results`` is asked at most once per load."""
+    def _with_urls(self, file: ResultFile, *, refresh: bool) -> ResultFile:
+        """The file with a URL from ``/results``.
+
+        ``refresh=True`` replaces URLs the bucket called expired, at most once
+        per load; ``refresh=False`` only fills in a missing URL.
+        """
         with self._refresh_lock:
-            if self._fresh is None:
-                logger.info("pre-signed URLs expired; fetching fresh ones for request %d", file.request_id)
+            stale = refresh and not self._refreshed_once
+            if self._fresh is None or stale:
+                if stale:
+                    logger.info(
+                        "pre-signed URLs expired; fetching fresh ones (request %d)", file.request_id
+                    )
+                    self._refreshed_once = True
+                    self.stats.url_refreshes += 1
                 self._fresh = {f.id: f for f in self.client.results(file.request_id)}
-                self.stats.url_refreshes += 1
             fresh = self._fresh.get(file.id)
         if fresh is None:
             raise _expired(file)

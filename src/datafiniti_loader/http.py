@@ -49,6 +49,7 @@ class ApiSession:
         self.api_url = api_url.rstrip("/")
         self.policy = policy or RetryPolicy()
         self._session = requests.Session()
+        self.token = token
         self._session.auth = (token, "")
         self._session.headers["User-Agent"] = f"datafiniti-loader/{__version__}"
         self._session.headers["Accept"] = "application/json"
@@ -56,6 +57,9 @@ class ApiSession:
 
     def __repr__(self) -> str:
         return f"ApiSession(api_url={self.api_url!r}, token='***')"
+
+    def __getstate__(self) -> None:
+        raise TypeError("ApiSession holds a token and is not pickled; pass settings instead")
 
     def close(self) -> None:
         """Close pooled connections."""
@@ -85,7 +89,9 @@ class ApiSession:
                         "network, proxy settings (HTTPS_PROXY) and the API URL."
                     ) from None
                 wait = self.policy.delay(attempt)
-                logger.debug("GET /%s failed (%s); retrying in %.2fs", path, type(exc).__name__, wait)
+                logger.debug(
+                    "GET /%s failed (%s); retrying in %.2fs", path, type(exc).__name__, wait
+                )
                 time.sleep(wait)
                 continue
             status = response.status_code

@@ -31,7 +31,7 @@ from .retry import RetryPolicy
 from .schema import PROVENANCE_SCHEMA, Provenance, SchemaBuilder, add_provenance, conform
 from .transport import Transport
 
-__all__ = ["LoadSource", "Scan", "open_load", "read_table"]
+__all__ = ["LoadOptions", "LoadSource", "Scan", "open_load", "read_table"]
 
 logger = logging.getLogger("datafiniti_loader")
 
@@ -106,8 +106,10 @@ def with_provenance(schema: pa.Schema) -> pa.Schema:
 
 
 def typed_batches(
-    file: ResultFile, batches: Iterator[pa.RecordBatch] | list[pa.RecordBatch],
-    schema: pa.Schema, provenance: bool,
+    file: ResultFile,
+    batches: Iterator[pa.RecordBatch] | list[pa.RecordBatch],
+    schema: pa.Schema,
+    provenance: bool,
 ) -> Iterator[pa.RecordBatch]:
     """Conform a file's batches to ``schema`` and append provenance columns."""
     origin = Provenance(file.request_id, file.id, file.name, file.date_created)
@@ -139,45 +141,61 @@ def log_summary(source: LoadSource, rows: int, columns: int, target: str = "") -
     """One INFO line per load."""
     stats = source.download.stats
     logger.info(
-        "request %d: %d file(s) (%d downloaded, %d cached, %.1f MB), %d rows x %d columns%s in %.2fs",
-        source.request_id, len(source.files), stats.downloaded_files, stats.cached_files,
-        stats.bytes_downloaded / 1e6, rows, columns, f" -> {target}" if target else "",
+        "request %d: %d file(s) (%d downloaded, %d cached, %.1f MB), "
+        "%d rows x %d columns%s in %.2fs",
+        source.request_id,
+        len(source.files),
+        stats.downloaded_files,
+        stats.cached_files,
+        stats.bytes_downloaded / 1e6,
+        rows,
+        columns,
+        f" -> {target}" if target else "",
         time.perf_counter() - source.started,
-    )  # fmt: skip
+    )
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to reach the API and fetch files; shared by every entry point."""
+
+    token: str | None = None
+    api_url: str | None = None
+    wait: bool | float = False
+    cache: CacheSetting = None
+    max_workers: int | None = None
+    progress: bool | None = None
+    retry: RetryPolicy | None = None
 
 
 @contextmanager
 def open_load(
-    request_id: int | str,
-    *,
-    token: str | None = None,
-    api_url: str | None = None,
-    wait: bool | float = False,
-    cache: CacheSetting = None,
-    max_workers: int | None = None,
-    progress: bool | None = None,
-    client: Client | None = None,
-    retry: RetryPolicy | None = None,
+    request_id: int | str, options: LoadOptions, *, client: Client | None = None
 ) -> Iterator[LoadSource]:
     """Resolve ``request_id`` to its files and set up their download; clean up after."""
     started = time.perf_counter()
     rid = normalize_request_id(request_id)
     own_client = client is None
-    api = client or Client(token=token, api_url=api_url, retry=retry)
+    api = client or Client(token=options.token, api_url=options.api_url, retry=options.retry)
     store: FileStore | None = None
     bars: Progress | None = None
     try:
+        wait = options.wait
         if wait is not False:
             api.wait(rid, timeout=None if wait is True else float(wait))
         files = api.results(rid)
-        cache_dir = resolve_cache_dir(cache)
+        cache_dir = resolve_cache_dir(options.cache)
         store = ScratchStore() if cache_dir is None else FileCache(cache_dir, api.api_url)
-        bars = Progress(want_progress(progress), len(files), f"request {rid}")
+        bars = Progress(want_progress(options.progress), len(files), f"request {rid}")
         transport = Transport(api.retry, on_bytes=bars.add_bytes)
         download = Download(
-            api, files, store, transport,
-            max_workers=max_workers or DEFAULT_MAX_WORKERS, progress=bars,
-        )  # fmt: skip
+            api,
+            files,
+            store,
+            transport,
+            max_workers=options.max_workers or DEFAULT_MAX_WORKERS,
+            progress=bars,
+        )
         yield LoadSource(rid, api, download, started)
     finally:
         if bars is not None:

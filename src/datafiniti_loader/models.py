@@ -27,7 +27,8 @@ _SAFE_NAME_RE = re.compile(r"[^A-Za-z0-9._-]+")
 def redact_url(url: str) -> str:
     """Return ``url`` without its query string and fragment (they may hold secrets)."""
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or ''}{':' + str(parts.port) if parts.port else ''}{parts.path}"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
 
 
 def parse_api_date(value: Any) -> datetime | None:
@@ -42,9 +43,15 @@ def parse_api_date(value: Any) -> datetime | None:
     year, month, day, hour, minute, second, fraction, _tz = match.groups()
     micro = int(fraction.ljust(6, "0")) if fraction else 0
     return datetime(
-        int(year), int(month), int(day),
-        int(hour or 0), int(minute or 0), int(second or 0), micro, tzinfo=UTC,
-    )  # fmt: skip
+        int(year),
+        int(month),
+        int(day),
+        int(hour or 0),
+        int(minute or 0),
+        int(second or 0),
+        micro,
+        tzinfo=UTC,
+    )
 
 
 def file_name_from_url(url: str, fallback: str) -> str:

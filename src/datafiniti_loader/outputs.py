@@ -7,6 +7,8 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
+from .schema import PROVENANCE_SCHEMA
+
 __all__ = ["OUTPUTS", "to_pandas", "to_polars"]
 
 OUTPUTS = ("pandas", "arrow", "polars", "dask")
@@ -15,19 +17,20 @@ OUTPUTS = ("pandas", "arrow", "polars", "dask")
 def to_pandas(table: pa.Table) -> pd.DataFrame:
     """A DataFrame whose cells equal the table's values.
 
-    Integer columns holding nulls become pandas' nullable ``Int64`` (the
-    default would turn them into floats, and ``2134`` into ``2134.0``);
+    Integer data columns become pandas' nullable ``Int64`` whether or not
+    this load has gaps (numpy's int64 would turn a gap into floats, ``2134``
+    into ``2134.0``, and dtypes would change with the data);
     nested values (structs, lists) arrive as plain dicts and lists, exactly as
     in the file; the repeated ``_source_file`` arrives as a categorical.
     """
-    frame = table.to_pandas(split_blocks=True)
+    frame: pd.DataFrame = table.to_pandas(split_blocks=True)
     for field in table.schema:
         if pa.types.is_nested(field.type):
             # pandas would turn nested ints with gaps into floats and lists into arrays
             frame[field.name] = pd.Series(
                 table.column(field.name).to_pylist(), index=frame.index, dtype=object
             )
-        elif pa.types.is_integer(field.type) and table.column(field.name).null_count:
+        elif pa.types.is_integer(field.type) and field.name not in PROVENANCE_SCHEMA.names:
             frame[field.name] = table.column(field.name).to_pandas(
                 types_mapper={field.type: pd.Int64Dtype()}.get
             )

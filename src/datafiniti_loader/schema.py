@@ -70,9 +70,10 @@ def _reads_back(kind: str, values: pa.Array) -> bool:
     if kind == "int":
         return _all_match(values, _INT)
     if kind == "float":
-        if not _all_match(values, _FLOAT) or pc.any(
-            pc.match_substring_regex(values, _FLOAT_TOO_SMALL)
-        ).as_py():
+        if (
+            not _all_match(values, _FLOAT)
+            or pc.any(pc.match_substring_regex(values, _FLOAT_TOO_SMALL)).as_py()
+        ):
             return False
         digits = pc.subtract(pc.utf8_length(values), pc.count_substring(values, "-"))
         return bool(pc.max(digits).as_py() <= 16)  # 15 digits and the point
@@ -222,7 +223,7 @@ class Provenance:
 
 
 def add_provenance(batch: pa.RecordBatch, origin: Provenance, first_row: int) -> pa.RecordBatch:
-    """Append the provenance columns; ``first_row`` is the batch's first record index in its file."""
+    """Append the provenance columns; ``first_row``: the batch's first record index in its file."""
     n = batch.num_rows
     created_type = PROVENANCE_SCHEMA.field("_result_created_at").type
     extra = [

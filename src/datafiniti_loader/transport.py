@@ -12,7 +12,7 @@ guarded by ``If-Range`` with the object's ``ETag``. A body shorter than its
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -173,7 +173,7 @@ class Transport:
             stream = self.fs.open(file.url, headers=headers)
         except _BucketStatus as exc:
             self._raise_for_status(file, exc.response)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise _Retryable(f"connection failed ({type(exc).__name__})") from None
         with stream:
             response: aiohttp.ClientResponse = stream.r
@@ -184,24 +184,20 @@ class Transport:
             attempt.total = _expected_total(response, received)
             try:
                 with open(attempt.part, "ab" if append else "wb") as out:
-                    attempt.downloaded += sync(
-                        self.fs.loop, _drain, response, out, self.on_bytes
-                    )
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                    attempt.downloaded += sync(self.fs.loop, _drain, response, out, self.on_bytes)
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 raise _Retryable(
                     f"connection lost after {attempt.received:,} bytes ({type(exc).__name__})"
                 ) from None
         if attempt.total is not None and attempt.received != attempt.total:
-            raise _Retryable(
-                f"body ended at {attempt.received:,} of {attempt.total:,} bytes"
-            )
+            raise _Retryable(f"body ended at {attempt.received:,} of {attempt.total:,} bytes")
 
     def _raise_for_status(self, file: ResultFile, response: aiohttp.ClientResponse) -> None:
         status = response.status
         retry_after = response.headers.get("Retry-After")
         try:
             body = sync(self.fs.loop, response.read).decode("utf-8", "replace")
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+        except (TimeoutError, aiohttp.ClientError, OSError):
             body = ""
         finally:
             response.release()
@@ -262,7 +258,5 @@ def _xml_text(body: str, tag: str) -> str:
 
 def remove_quietly(path: Path) -> None:
     """Delete ``path`` if it exists."""
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass

@@ -89,7 +89,9 @@ def iter_csv_batches(
             seen_rows = True
             yield batch
         if not seen_rows:  # a header alone still names the columns
-            yield pa.RecordBatch.from_pydict({column: pa.array([], pa.string()) for column in names})
+            yield pa.RecordBatch.from_pydict(
+                {column: pa.array([], pa.string()) for column in names}
+            )
 
 
 def _first_record_end(chunk: bytes) -> int:

@@ -75,7 +75,9 @@ def _records_of(document: Any, name: str) -> list[dict[str, Any]]:
     elif isinstance(document, list):
         records = document
     else:
-        raise ParseError(f"{name}: expected JSON records (objects), found {type(document).__name__}.", file=name)
+        raise ParseError(
+            f"{name}: expected JSON records (objects), found {type(document).__name__}.", file=name
+        )
     for number, record in enumerate(records, start=1):
         if not isinstance(record, dict):
             raise ParseError(
@@ -130,7 +132,9 @@ def _parse_lines(body: bytes, name: str) -> list[dict[str, Any]]:
                 line=number,
             ) from None
         if not isinstance(record, dict):
-            raise ParseError(f"{name}: record {number} is not a JSON object.", file=name, line=number)
+            raise ParseError(
+                f"{name}: record {number} is not a JSON object.", file=name, line=number
+            )
         records.append(record)
     return records
 
@@ -142,7 +146,11 @@ def records_to_table(records: list[dict[str, Any]], name: str) -> pa.Table:
         for key in record:
             columns.setdefault(key, None)
     arrays = {key: _column([record.get(key) for record in records]) for key in columns}
-    return pa.table(arrays) if arrays else pa.table({"__empty__": pa.nulls(len(records))}).drop(["__empty__"])
+    return (
+        pa.table(arrays)
+        if arrays
+        else pa.table({"__empty__": pa.nulls(len(records))}).drop(["__empty__"])
+    )
 
 
 def _column(values: list[Any]) -> pa.Array:

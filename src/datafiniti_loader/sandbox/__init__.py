@@ -75,11 +75,20 @@ class SandboxRequest:
         stamp = f"{self.created:%Y-%m-%d %H:%M:%S}"
         fmt = "csv" if all(o.name.endswith(".csv") for _, o in self.files) else "json"
         return {
-            "id": self.id, "records": "", "query": "sandbox", "dataType": self.data_type,
-            "dataFormat": fmt, "view": "default", "status": status, "error": self.error,
-            "numDownloaded": done, "numFound": self.records, "numRequested": self.records,
-            "date_started": stamp, "date_completed": stamp if status == "COMPLETED" else "",
-        }  # fmt: skip
+            "id": self.id,
+            "records": "",
+            "query": "sandbox",
+            "dataType": self.data_type,
+            "dataFormat": fmt,
+            "view": "default",
+            "status": status,
+            "error": self.error,
+            "numDownloaded": done,
+            "numFound": self.records,
+            "numRequested": self.records,
+            "date_started": stamp,
+            "date_completed": stamp if status == "COMPLETED" else "",
+        }
 
 
 class Sandbox:
@@ -198,16 +207,25 @@ class Sandbox:
             served.append((next(self._result_ids), obj))
         total = records if records is not None else sum(_count_records(o.path) for _, o in served)
         self.requests[rid] = SandboxRequest(
-            rid, served, (created or datetime.now(UTC)).replace(microsecond=0),
-            status=status, error=error, pending_polls=pending_polls, records=total,
-        )  # fmt: skip
+            rid,
+            served,
+            (created or datetime.now(UTC)).replace(microsecond=0),
+            status=status,
+            error=error,
+            pending_polls=pending_polls,
+            records=total,
+        )
         return rid
 
-    def result_entry(self, request: SandboxRequest, result_id: int, obj: ServedObject, expired: bool) -> dict[str, Any]:
+    def result_entry(
+        self, request: SandboxRequest, result_id: int, obj: ServedObject, expired: bool
+    ) -> dict[str, Any]:
         """One element of ``/results``, with a freshly signed URL."""
         path = f"/{_BUCKET}/{request.id}/{obj.name}"
         now = self.now().replace(microsecond=0)
-        lifetime_left = int((request.created + timedelta(seconds=MAX_EXPIRES) - now).total_seconds())
+        lifetime_left = int(
+            (request.created + timedelta(seconds=MAX_EXPIRES) - now).total_seconds()
+        )
         if expired:
             query = self.signer.sign(path, now - timedelta(hours=2), 3600)
         elif lifetime_left <= 0:

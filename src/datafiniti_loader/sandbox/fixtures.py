@@ -34,11 +34,18 @@ FIXTURE_REQUESTS: dict[str, list[str]] = {
 
 _BRANDS = ["Amazon", "Sony", "Nike", "Sanus", "Brother", "Étoile"]
 _CATEGORIES = ["Electronics", "Home Audio", "Shoes", "Hotels", "Pizza Place"]
-_CITIES = [("Boston", "MA", "02134"), ("New York", "NY", "10001"), ("Newark", "NJ", "07102"),
-           ("Austin", "TX", "78701"), ("Hartford", "CT", "06103")]  # fmt: skip
+_CITIES = [
+    ("Boston", "MA", "02134"),
+    ("New York", "NY", "10001"),
+    ("Newark", "NJ", "07102"),
+    ("Austin", "TX", "78701"),
+    ("Hartford", "CT", "06103"),
+]
 
 
-def _csv_bytes(header: list[str], rows: list[list[str]], *, bom: bool, crlf: bool, final_newline: bool) -> bytes:
+def _csv_bytes(
+    header: list[str], rows: list[list[str]], *, bom: bool, crlf: bool, final_newline: bool
+) -> bytes:
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer, lineterminator="\r\n" if crlf else "\n", quoting=csv.QUOTE_MINIMAL)
     writer.writerow(header)
@@ -60,21 +67,27 @@ def _product_rows(rng: random.Random, first_id: int, records: int) -> list[dict[
             "categories": ",".join(rng.sample(_CATEGORIES, 2)),
             "upc": rng.choice(["8.49E+11", "084900000012", "0,0884392589", "N/A"]),
             "ean": f"{rng.randint(1, 9)}.{rng.randint(10000, 99999)}E+11",
-            "dateAdded": f"2017-0{rng.randint(1, 9)}-1{rng.randint(0, 9)}T0{rng.randint(0, 9)}:15:27Z",
+            "dateAdded": (
+                f"2017-0{rng.randint(1, 9)}-1{rng.randint(0, 9)}T0{rng.randint(0, 9)}:15:27Z"
+            ),
             "prices": json.dumps([{"amountMax": 19.99, "currency": "USD", "isSale": "false"}]),
             "postalCode": rng.choice(_CITIES)[2],
         }
         for review in range(1 + n % 3):
             long_text = "Great value. " * rng.choice([1, 2, 2400]) if review == 0 else "ok \ufffd"
             row = dict(record)
-            row.update({
-                "reviews.date": rng.choice(["2017-01-11T15:53:00Z", "2017-01-11T15:53:00.000Z"]),
-                "reviews.rating": str(rng.randint(1, 5)),
-                "reviews.text": long_text.strip(),
-                "reviews.username": rng.choice(["6.02E+26", "Joe", "An\ufffdre", ""]),
-                "prices.amountMax": f"{rng.randint(5, 400)}.{rng.randint(10, 99)}",
-                "prices.isSale": rng.choice(["TRUE", "FALSE"]),
-            })  # fmt: skip
+            row.update(
+                {
+                    "reviews.date": rng.choice(
+                        ["2017-01-11T15:53:00Z", "2017-01-11T15:53:00.000Z"]
+                    ),
+                    "reviews.rating": str(rng.randint(1, 5)),
+                    "reviews.text": long_text.strip(),
+                    "reviews.username": rng.choice(["6.02E+26", "Joe", "An\ufffdre", ""]),
+                    "prices.amountMax": f"{rng.randint(5, 400)}.{rng.randint(10, 99)}",
+                    "prices.isSale": rng.choice(["TRUE", "FALSE"]),
+                }
+            )
             rows.append(row)
     return rows
 
@@ -83,65 +96,112 @@ def _write_products(directory: Path, rng: random.Random) -> None:
     rows = _product_rows(rng, 1, 24)
     header = list(rows[0])
     (directory / "products_1.csv").write_bytes(
-        _csv_bytes(header, [[r[h] for h in header] for r in rows], bom=True, crlf=True, final_newline=False)
+        _csv_bytes(
+            header, [[r[h] for h in header] for r in rows], bom=True, crlf=True, final_newline=False
+        )
     )
     more = _product_rows(rng, 100, 12)
     header2 = ["primaryCategories", *[h for h in header if h != "ean"][::-1]]
-    body = [[r.get(h, "Electronics,Media") if h == "primaryCategories" else r[h] for h in header2] for r in more]
-    (directory / "products_2.csv").write_bytes(_csv_bytes(header2, body, bom=False, crlf=False, final_newline=True))
+    body = [
+        [r.get(h, "Electronics,Media") if h == "primaryCategories" else r[h] for h in header2]
+        for r in more
+    ]
+    (directory / "products_2.csv").write_bytes(
+        _csv_bytes(header2, body, bom=False, crlf=False, final_newline=True)
+    )
 
 
 def _write_businesses(directory: Path, rng: random.Random) -> None:
-    header = ["key", "name", "address", "city", "province", "postalCode", "lat", "long", "categories", "phones"]
+    header = [
+        "key",
+        "name",
+        "address",
+        "city",
+        "province",
+        "postalCode",
+        "lat",
+        "long",
+        "categories",
+        "phones",
+    ]
     rows = []
     for n in range(30):
         city, state, zip_code = rng.choice(_CITIES)
-        rows.append([
-            f"us/{state.lower()}/{city.lower()}/{n}main/-{rng.randint(10**8, 10**9)}",
-            f"Brewery {n}", f"{n} Main St", city, state,
-            f"{zip_code}-{rng.randint(1000, 9999)}" if n % 3 == 0 else zip_code,
-            f"{rng.uniform(25, 48):.7f}", f"-{rng.uniform(70, 120):.7f}",
-            ", ".join(rng.sample(["Brewery", "Bar", "Restaurant", "Pizza Place"], 2)),
-            f"[{rng.randint(2000000000, 9999999999)}]",
-        ])  # fmt: skip
-    (directory / "businesses_1.csv").write_bytes(_csv_bytes(header, rows, bom=False, crlf=True, final_newline=True))
+        rows.append(
+            [
+                f"us/{state.lower()}/{city.lower()}/{n}main/-{rng.randint(10**8, 10**9)}",
+                f"Brewery {n}",
+                f"{n} Main St",
+                city,
+                state,
+                f"{zip_code}-{rng.randint(1000, 9999)}" if n % 3 == 0 else zip_code,
+                f"{rng.uniform(25, 48):.7f}",
+                f"-{rng.uniform(70, 120):.7f}",
+                ", ".join(rng.sample(["Brewery", "Bar", "Restaurant", "Pizza Place"], 2)),
+                f"[{rng.randint(2000000000, 9999999999)}]",
+            ]
+        )
+    (directory / "businesses_1.csv").write_bytes(
+        _csv_bytes(header, rows, bom=False, crlf=True, final_newline=True)
+    )
 
 
 def _product_record(rng: random.Random, n: int, *, long: bool = False) -> dict[str, Any]:
     reviews = [
-        {"date": "2017-01-11T15:53:00.000Z", "rating": rng.randint(1, 5), "text": "Nice " * (8000 if long and i == 0 else 3),
-         "username": rng.choice(["Joe", "6.02E+26"])}
+        {
+            "date": "2017-01-11T15:53:00.000Z",
+            "rating": rng.randint(1, 5),
+            "text": "Nice " * (8000 if long and i == 0 else 3),
+            "username": rng.choice(["Joe", "6.02E+26"]),
+        }
         for i in range(2 if not long else 40)
-    ]  # fmt: skip
+    ]
     return {
         "id": f"AVpf{n:06d}",
         "name": f"{rng.choice(_BRANDS)} thing {n}",
         "brand": rng.choice(_BRANDS),
         "categories": rng.sample(_CATEGORIES, 2),
-        "dateAdded": "2017-03-0{}T11:12:13Z".format(rng.randint(1, 9)),
-        "prices": [{"amountMax": 10 + n, "amountMin": 9.5 + n, "currency": "USD", "isSale": False,
-                    "dateSeen": ["2017-03-01T00:00:00Z"]}],
+        "dateAdded": f"2017-03-0{rng.randint(1, 9)}T11:12:13Z",
+        "prices": [
+            {
+                "amountMax": 10 + n,
+                "amountMin": 9.5 + n,
+                "currency": "USD",
+                "isSale": False,
+                "dateSeen": ["2017-03-01T00:00:00Z"],
+            }
+        ],
         "reviews": reviews,
         "upc": ["084900000012"] if n % 2 else ["8.49E+11", "N/A"],
         "weight": rng.choice(["1.5 pounds", 1.5, None]) if n % 3 else "N/A",
         "features": [{"key": "Color", "value": ["Black"]}],
-    }  # fmt: skip
+    }
 
 
 def _write_json(directory: Path, rng: random.Random) -> None:
-    lines = [json.dumps(_product_record(rng, n, long=(n == 3)), ensure_ascii=False) for n in range(8)]
+    lines = [
+        json.dumps(_product_record(rng, n, long=(n == 3)), ensure_ascii=False) for n in range(8)
+    ]
     (directory / "products_json_1.txt").write_text("\n".join(lines), encoding="utf-8")
     records = [_product_record(rng, 100 + n) for n in range(4)]
     for record in records:
         record["weight"] = "2 pounds"
-    (directory / "records.json").write_text(json.dumps(records, indent=2, ensure_ascii=False), encoding="utf-8")
+    (directory / "records.json").write_text(
+        json.dumps(records, indent=2, ensure_ascii=False), encoding="utf-8"
+    )
     properties = [
-        {"id": f"prop{n}", "address": f"{n} Elm St", "postalCode": rng.choice(_CITIES)[2],
-         "latitude": f"{rng.uniform(25, 48):.6f}", "longitude": f"-{rng.uniform(70, 120):.6f}",
-         "numBedroom": rng.randint(1, 6), "prices": [{"amountMax": 250000 + n, "currency": "USD"}],
-         "features": [{"key": "Year Built", "value": [str(1950 + n)]}]}
+        {
+            "id": f"prop{n}",
+            "address": f"{n} Elm St",
+            "postalCode": rng.choice(_CITIES)[2],
+            "latitude": f"{rng.uniform(25, 48):.6f}",
+            "longitude": f"-{rng.uniform(70, 120):.6f}",
+            "numBedroom": rng.randint(1, 6),
+            "prices": [{"amountMax": 250000 + n, "currency": "USD"}],
+            "features": [{"key": "Year Built", "value": [str(1950 + n)]}],
+        }
         for n in range(6)
-    ]  # fmt: skip
+    ]
     envelope = {"num_found": 95378, "total_cost": 6, "records": properties}
     (directory / "envelope.json").write_text(json.dumps(envelope, indent=2), encoding="utf-8")
 

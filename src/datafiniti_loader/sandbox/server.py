@@ -82,7 +82,9 @@ class SandboxServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], sandbox: Sandbox):
+    def __init__(
+        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], sandbox: Sandbox
+    ):
         super().__init__(address, handler)
         self.sandbox = sandbox
 
@@ -96,7 +98,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: SandboxServer
     name = "?"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet by default
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     @property
@@ -115,7 +117,9 @@ class _Handler(BaseHTTPRequestHandler):
             )
         )
 
-    def send_body(self, status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None) -> None:
+    def send_body(
+        self, status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None
+    ) -> None:
         self.record(status)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
@@ -132,21 +136,29 @@ class ApiHandler(_Handler):
 
     name = "api"
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         fault = self.sandbox.faults.take(self.sandbox.faults.api_errors)
         if fault is not None:
             status, retry_after = fault
             extra = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else {}
-            return self.json(status, {"error": "Fault", "message": "injected fault", "code": status}, extra)
+            return self.json(
+                status, {"error": "Fault", "message": "injected fault", "code": status}, extra
+            )
         if not self._authorized():
             return self.json(
                 401,
-                {"error": "Unauthorized", "message": "Authentication required. Please provide a valid API token", "code": 401},
+                {
+                    "error": "Unauthorized",
+                    "message": "Authentication required. Please provide a valid API token",
+                    "code": 401,
+                },
             )
         parts = self.path.split("?", 1)[0].strip("/").split("/")
         if len(parts) == 3 and parts[0] == "v3" and parts[1] in ("results", "requests"):
             if not parts[2].isdigit():
-                return self.json(500, {"error": "Internal Server Error", "message": "Invalid id", "code": 500})
+                return self.json(
+                    500, {"error": "Internal Server Error", "message": "Invalid id", "code": 500}
+                )
             request = self.sandbox.requests.get(int(parts[2]))
             if parts[1] == "requests":
                 return self._request(request)
@@ -165,14 +177,20 @@ class ApiHandler(_Handler):
 
     def _request(self, request: Any) -> None:
         if request is None:
-            return self.json(404, {"error": "Not Found", "message": "Request not found", "code": 404})
+            return self.json(
+                404, {"error": "Not Found", "message": "Request not found", "code": 404}
+            )
         return self.json(200, [request.poll()])
 
     def _results(self, request: Any) -> None:
         if request is None or not request.ready() or not request.files:
-            return self.json(404, {"error": "Not Found", "message": "No results found", "code": 404})
+            return self.json(
+                404, {"error": "Not Found", "message": "No results found", "code": 404}
+            )
         expired = self.sandbox.faults.take_expired_signing()
-        return self.json(200, [self.sandbox.result_entry(request, rid, f, expired) for rid, f in request.files])
+        return self.json(
+            200, [self.sandbox.result_entry(request, rid, f, expired) for rid, f in request.files]
+        )
 
     def json(self, status: int, body: Any, extra: dict[str, str] | None = None) -> None:
         self.send_body(status, json.dumps(body).encode(), "application/json", extra)
@@ -183,18 +201,19 @@ class BucketHandler(_Handler):
 
     name = "bucket"
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         # S3 refuses HEAD on a URL signed for GET: the signature covers the method.
         self.send_body(403, b"", "application/xml")
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         raw_path, _, raw_query = self.path.partition("?")
         if "Authorization" in self.headers:
             return self.error(
-                400, "InvalidArgument",
+                400,
+                "InvalidArgument",
                 "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, "
                 "Signature query string parameter or the Authorization header should be specified",
-            )  # fmt: skip
+            )
         verdict = self.sandbox.signer.verify(raw_path, raw_query, self.sandbox.now())
         if not verdict.ok:
             return self.error(403, verdict.code, verdict.message)
@@ -202,7 +221,9 @@ class BucketHandler(_Handler):
         if fault is not None:
             status, retry_after = fault
             extra = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else {}
-            return self.error(status, "SlowDown" if status == 503 else "InternalError", "injected fault", extra)
+            return self.error(
+                status, "SlowDown" if status == 503 else "InternalError", "injected fault", extra
+            )
         served = self.sandbox.objects.get(unquote(raw_path))
         if served is None:
             return self.error(404, "NoSuchKey", "The specified key does not exist.")
@@ -225,7 +246,9 @@ class BucketHandler(_Handler):
         length = end - start + 1
         self.record(status)
         self.send_response(status)
-        self.send_header("Content-Type", "text/csv" if served.name.endswith(".csv") else "text/plain")
+        self.send_header(
+            "Content-Type", "text/csv" if served.name.endswith(".csv") else "text/plain"
+        )
         self.send_header("Content-Length", str(length))
         self.send_header("ETag", served.etag)
         self.send_header("Accept-Ranges", "bytes")
@@ -236,7 +259,9 @@ class BucketHandler(_Handler):
         throttle = self.sandbox.faults.throttle
         self._stream(served.path, start, length, drop_after, throttle)
 
-    def _stream(self, path: Path, start: int, length: int, drop_after: int | None, throttle: float | None) -> None:
+    def _stream(
+        self, path: Path, start: int, length: int, drop_after: int | None, throttle: float | None
+    ) -> None:
         sent = 0
         began = time.monotonic()
         with open(path, "rb") as source:
@@ -263,7 +288,9 @@ class BucketHandler(_Handler):
                     if ahead > 0:
                         time.sleep(ahead)
 
-    def error(self, status: int, code: str, message: str, extra: dict[str, str] | None = None) -> None:
+    def error(
+        self, status: int, code: str, message: str, extra: dict[str, str] | None = None
+    ) -> None:
         body = (
             '<?xml version="1.0" encoding="UTF-8"?>\n'
             f"<Error><Code>{code}</Code><Message>{message}</Message>"

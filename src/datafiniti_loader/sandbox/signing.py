@@ -65,7 +65,11 @@ class Signer:
             else:
                 unsigned.append(part)
         if not signature:
-            return Verdict(False, "AccessDenied", "Query-string authentication requires the Signature parameter")
+            return Verdict(
+                False,
+                "AccessDenied",
+                "Query-string authentication requires the Signature parameter",
+            )
         expected = self._signature(path, "&".join(unsigned))
         if not hmac.compare_digest(signature, expected):
             return Verdict(
@@ -75,10 +79,14 @@ class Signer:
             )
         fields = dict(p.split("=", 1) for p in unsigned if "=" in p)
         try:
-            signed_at = datetime.strptime(unquote(fields["X-Amz-Date"]), _AMZ_DATE).replace(tzinfo=UTC)
+            signed_at = datetime.strptime(unquote(fields["X-Amz-Date"]), _AMZ_DATE).replace(
+                tzinfo=UTC
+            )
             expires = int(fields["X-Amz-Expires"])
         except (KeyError, ValueError):
-            return Verdict(False, "AuthorizationQueryParametersError", "X-Amz-Date or X-Amz-Expires is missing")
+            return Verdict(
+                False, "AuthorizationQueryParametersError", "X-Amz-Date or X-Amz-Expires is missing"
+            )
         if (now or datetime.now(UTC)) > signed_at + timedelta(seconds=expires):
             return Verdict(False, "AccessDenied", "Request has expired")
         return Verdict(True)
