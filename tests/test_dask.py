@@ -14,12 +14,16 @@ distributed = pytest.importorskip("distributed")
 
 @pytest.fixture(scope="module")
 def cluster_client():
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None) as cluster:
-        with distributed.Client(cluster) as client:
-            yield client
+    cluster = distributed.LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None
+    )
+    with cluster, distributed.Client(cluster) as client:
+        yield client
 
 
-def test_partitions_meta_and_values_on_a_cluster(loader: Loader, sandbox: Sandbox, fixture_files, cluster_client) -> None:
+def test_partitions_meta_and_values_on_a_cluster(
+    loader: Loader, sandbox: Sandbox, fixture_files, cluster_client
+) -> None:
     rid = sandbox.add_request(fixture_files["products"] + fixture_files["businesses"])
     lazy = loader.load(rid, output="dask")
     assert isinstance(lazy, dd.DataFrame) and lazy.npartitions == 3
@@ -36,7 +40,9 @@ def test_partitions_meta_and_values_on_a_cluster(loader: Loader, sandbox: Sandbo
     )
 
 
-def test_graph_holds_no_url_and_shows_no_token(loader: Loader, sandbox: Sandbox, fixture_files) -> None:
+def test_graph_holds_no_url_and_shows_no_token(
+    loader: Loader, sandbox: Sandbox, fixture_files
+) -> None:
     rid = sandbox.add_request(fixture_files["businesses"])
     lazy = loader.load(rid, output="dask")
     graph = dict(lazy.__dask_graph__())
@@ -45,7 +51,9 @@ def test_graph_holds_no_url_and_shows_no_token(loader: Loader, sandbox: Sandbox,
     assert b"X-Amz-Signature" not in pickle.dumps(graph)
 
 
-def test_late_compute_survives_expired_urls(loader: Loader, sandbox: Sandbox, fixture_files, cluster_client) -> None:
+def test_late_compute_survives_expired_urls(
+    loader: Loader, sandbox: Sandbox, fixture_files, cluster_client
+) -> None:
     rid = sandbox.add_request(fixture_files["products"])
     lazy = loader.load(rid, output="dask", cache=False)
     sandbox.faults.expire_signings = 1  # the URLs handed out at compute time come back expired
