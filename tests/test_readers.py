@@ -42,7 +42,7 @@ def messy_csv(rng: random.Random, rows: int) -> bytes:
 @pytest.mark.parametrize("chunk_bytes", [64, 1000, 4096, 65536])
 def test_record_chunks_cut_only_between_records(chunk_bytes: int) -> None:
     data = messy_csv(random.Random(chunk_bytes), 300)
-    chunks = list(record_chunks(io.BytesIO(data), chunk_bytes))
+    chunks = [bytes(chunk) for chunk in record_chunks(io.BytesIO(data), chunk_bytes)]
     assert b"".join(chunks) == data
     for chunk in chunks[:-1]:
         assert chunk.endswith(b"\n") and chunk.count(b'"') % 2 == 0

@@ -28,7 +28,14 @@ from .models import ResultFile
 from .progress import Progress, want_progress
 from .readers import read_file
 from .retry import RetryPolicy
-from .schema import PROVENANCE_SCHEMA, Provenance, SchemaBuilder, add_provenance, conform
+from .schema import (
+    PROVENANCE_SCHEMA,
+    Provenance,
+    SchemaBuilder,
+    add_provenance,
+    conform,
+    release_arrow_memory,
+)
 from .transport import Transport
 
 __all__ = ["LoadOptions", "LoadSource", "Scan", "open_load", "read_table"]
@@ -67,6 +74,8 @@ class LoadSource:
                 rows += batch.num_rows
                 if keep:
                     held.append(batch)
+                else:
+                    release_arrow_memory()
             scan.files.append((file, held))
             scan.rows[file.name] = rows
             scan.bytes += path.stat().st_size

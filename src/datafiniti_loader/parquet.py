@@ -22,16 +22,19 @@ import fsspec
 import pyarrow as pa
 import pyarrow.dataset as pds
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from ._version import __version__
 from .loader import LoadSource, data_schema, log_summary, typed_batches, with_provenance
-from .schema import PROVENANCE_SCHEMA
+from .schema import PROVENANCE_SCHEMA, release_arrow_memory
 
 __all__ = ["ParquetSummary", "write_parquet"]
 
 logger = logging.getLogger("datafiniti_loader")
 
-_ROW_GROUP_BYTES = 64 * 1024 * 1024
+# Row groups are cut by Arrow bytes, not rows: Datafiniti rows range from 100 B
+# to 30 KB. 16 MB keeps the writer's buffers (and peak memory) small.
+_ROW_GROUP_BYTES = 16 * 1024 * 1024
 METADATA_KEY = b"datafiniti_loader"
 
 
@@ -72,6 +75,7 @@ def write_parquet(
 ) -> ParquetSummary:
     """Write ``source`` as a Parquet dataset at ``path`` (any fsspec URL)."""
     fs, target = fsspec.core.url_to_fs(path, **(storage_options or {}))
+    target = target.rstrip("/")
     if fs.exists(target) and not overwrite:
         raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it.")
     scan = source.scan(keep=False)
@@ -79,27 +83,18 @@ def write_parquet(
     if provenance:
         schema = with_provenance(schema)
     schema = schema.with_metadata({METADATA_KEY: json.dumps(_metadata(source, scan.rows))})
-    rows_per_group = _rows_per_group(scan.bytes, sum(scan.rows.values()))
+    batches = _all_batches(source, schema, provenance)
 
-    staging = f"{target.rstrip('/')}.tmp-{uuid.uuid4().hex[:12]}"
-    written: list[tuple[str, int]] = []
+    staging = f"{target}.tmp-{uuid.uuid4().hex[:12]}"
     try:
-        pds.write_dataset(
-            _all_batches(source, schema, columns, provenance),
-            staging,
-            schema=schema,
-            format="parquet",
-            filesystem=pafs.PyFileSystem(pafs.FSSpecHandler(fs)),
-            partitioning=[partition_by] if isinstance(partition_by, str) else partition_by,
-            partitioning_flavor="hive" if partition_by else None,
-            basename_template="part-{i}.parquet",
-            use_threads=False,
-            preserve_order=True,
-            min_rows_per_group=rows_per_group,
-            max_rows_per_group=rows_per_group,
-            file_visitor=lambda f: written.append((f.path, f.size or 0)),
-            existing_data_behavior="error",
-        )
+        fs.makedirs(staging, exist_ok=True)
+        if partition_by:
+            columns_by = [partition_by] if isinstance(partition_by, str) else list(partition_by)
+            _write_partitioned(batches, fs, staging, schema, columns_by)
+        else:
+            _write_single(batches, fs, f"{staging}/part-0.parquet", schema)
+        written = sorted(p for p in fs.find(staging) if p.endswith(".parquet"))
+        sizes = sum(fs.size(p) for p in written)
         if fs.exists(target):
             fs.rm(target, recursive=True)
         fs.mv(staging, target, recursive=True)
@@ -109,25 +104,53 @@ def write_parquet(
         raise
     rows = sum(scan.rows.values())
     log_summary(source, rows, len(schema), target=str(path))
-    relative = tuple(sorted(p[len(staging) :].lstrip("/") for p, _ in written))
-    return ParquetSummary(rows, len(source.files), sum(s for _, s in written), str(path), relative)
+    relative = tuple(p[len(staging) :].lstrip("/") for p in written)
+    return ParquetSummary(rows, len(source.files), sizes, str(path), relative)
+
+
+def _write_single(batches: Iterator[pa.RecordBatch], fs: Any, path: str, schema: pa.Schema) -> None:
+    """One file; a row group each time about ``_ROW_GROUP_BYTES`` of Arrow data has gathered."""
+    pending: list[pa.RecordBatch] = []
+    gathered = 0
+    with fs.open(path, "wb") as handle, pq.ParquetWriter(handle, schema) as writer:
+        for batch in batches:
+            pending.append(batch)
+            gathered += batch.nbytes
+            if gathered >= _ROW_GROUP_BYTES:
+                writer.write_table(pa.Table.from_batches(pending, schema), row_group_size=1 << 30)
+                pending, gathered = [], 0
+                release_arrow_memory()
+        if pending:
+            writer.write_table(pa.Table.from_batches(pending, schema), row_group_size=1 << 30)
+
+
+def _write_partitioned(
+    batches: Iterator[pa.RecordBatch], fs: Any, staging: str, schema: pa.Schema, by: list[str]
+) -> None:
+    """Hive-style directories through pyarrow's dataset writer (which buffers more)."""
+    pds.write_dataset(
+        batches,
+        staging,
+        schema=schema,
+        format="parquet",
+        filesystem=pafs.PyFileSystem(pafs.FSSpecHandler(fs)),
+        partitioning=by,
+        partitioning_flavor="hive",
+        basename_template="part-{i}.parquet",
+        use_threads=False,
+        preserve_order=True,
+        existing_data_behavior="overwrite_or_ignore",
+    )
 
 
 def _all_batches(
-    source: LoadSource, schema: pa.Schema, columns: Sequence[str] | None, provenance: bool
+    source: LoadSource, schema: pa.Schema, provenance: bool
 ) -> Iterator[pa.RecordBatch]:
     data = pa.schema([f for f in schema if f.name not in PROVENANCE_SCHEMA.names])
     for file, path in source.download.local_files():
         batches, _ = source.batches_of(file, path)
         for batch in typed_batches(file, batches, data, provenance):
             yield batch.replace_schema_metadata(schema.metadata)
-
-
-def _rows_per_group(total_bytes: int, total_rows: int) -> int:
-    if total_rows == 0:
-        return 65536
-    per_row = max(1.0, total_bytes / total_rows)
-    return int(min(1_000_000, max(1_000, _ROW_GROUP_BYTES / per_row)))
 
 
 def _metadata(source: LoadSource, counts: dict[str, int]) -> dict[str, Any]:

@@ -23,7 +23,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["PROVENANCE_COLUMNS", "SchemaBuilder", "add_provenance", "conform", "to_text"]
+__all__ = [
+    "PROVENANCE_COLUMNS",
+    "SchemaBuilder",
+    "add_provenance",
+    "conform",
+    "release_arrow_memory",
+    "to_text",
+]
 
 PROVENANCE_COLUMNS = (
     "_request_id",
@@ -166,6 +173,16 @@ class SchemaBuilder:
         """The data schema every batch is conformed to (optionally only ``columns``)."""
         names = self.column_names if columns is None else list(columns)
         return pa.schema([(name, self._columns[name].decide()) for name in names])
+
+
+def release_arrow_memory() -> None:
+    """Hand memory Arrow's allocator keeps for reuse back to the OS.
+
+    mimalloc holds freed pages per thread; streaming many batches through
+    several threads otherwise ratchets the process's RSS far above what is
+    in use (measured: 372 MB peak for 52 MB of live Arrow data).
+    """
+    pa.default_memory_pool().release_unused()
 
 
 def to_text(values: pa.Array) -> pa.Array:

