@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FIXTURE_REQUESTS", "write_fixtures"]
+__all__ = ["FIXTURE_REQUESTS", "write_fixtures", "write_large_csv"]
 
 #: Which fixture files make up which demo request, in result order.
 FIXTURE_REQUESTS: dict[str, list[str]] = {
@@ -204,6 +204,30 @@ def _write_json(directory: Path, rng: random.Random) -> None:
     ]
     envelope = {"num_found": 95378, "total_cost": 6, "records": properties}
     (directory / "envelope.json").write_text(json.dumps(envelope, indent=2), encoding="utf-8")
+
+
+def write_large_csv(path: str | Path, size: int, *, seed: int = 0) -> Path:
+    """Write a Datafiniti-like CSV of about ``size`` bytes (for memory tests and benchmarks).
+
+    A few thousand varied rows (quoted CRLF, leading zeros, ``8.49E+11``,
+    long review texts) repeat with fresh ids until the file is big enough.
+    """
+    rng = random.Random(seed)
+    rows = _product_rows(rng, 1, 1500)
+    header = list(rows[0])
+    template = [[r[h] for h in header] for r in rows]
+    path = Path(path)
+    with open(path, "wb") as out:
+        out.write(_csv_bytes(header, [], bom=True, crlf=True, final_newline=True))
+        written, copy = 0, 0
+        while written < size:
+            copy += 1
+            block = [[f"{row[0]}-{copy}", *row[1:]] for row in template]
+            data = _csv_bytes(header, block, bom=False, crlf=True, final_newline=True)
+            data = data.split(b"\r\n", 1)[1]  # drop the repeated header
+            out.write(data)
+            written += len(data)
+    return path
 
 
 def write_fixtures(directory: str | Path) -> dict[str, list[Path]]:

@@ -1,0 +1,60 @@
+"""to_parquet's peak memory: measured by the OS on a separate process, flat as input grows."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from datafiniti_loader.sandbox.fixtures import write_large_csv
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux's VmHWM"),
+]
+
+CONVERT = r"""
+import sys
+from datafiniti_loader import to_parquet
+from datafiniti_loader.sandbox import Sandbox
+with Sandbox() as sandbox:
+    rid = sandbox.add_request(sys.argv[2:])
+    summary = to_parquet(rid, sys.argv[1], token=sandbox.token, api_url=sandbox.api_url,
+                         cache=False, progress=False)
+print(summary.rows)
+# VmHWM: this process's own peak RSS. (wait4's ru_maxrss would also count the
+# parent's pages shared before exec, so it reads the test runner's size.)
+with open("/proc/self/status") as status:
+    print(next(line.split()[1] for line in status if line.startswith("VmHWM:")))
+"""
+
+
+def peak_rss_mb(out: Path, files: list[Path]) -> float:
+    """Run a conversion in a fresh process; return its peak RSS in MB, as the kernel saw it."""
+    done = subprocess.run(
+        [sys.executable, "-c", CONVERT, str(out), *map(str, files)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout.split()[-1]) / 1024
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
+    root = tmp_path_factory.mktemp("large")
+    small = [write_large_csv(root / "small.csv", 40_000_000, seed=1)]
+    large = [write_large_csv(root / f"large_{n}.csv", 100_000_000, seed=n) for n in range(3)]
+    return {"small": small, "large": large}
+
+
+def test_parquet_memory_is_bounded_and_flat(
+    generated: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    small = peak_rss_mb(tmp_path / "small", generated["small"])
+    large = peak_rss_mb(tmp_path / "large", generated["large"])
+    input_mb = sum(p.stat().st_size for p in generated["large"]) / 1e6
+    assert input_mb > 300
+    assert large < 300, f"peak {large:.0f} MB converting {input_mb:.0f} MB"
+    assert large - small < 60, f"peak grew from {small:.0f} to {large:.0f} MB"
