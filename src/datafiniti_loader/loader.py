@@ -74,8 +74,7 @@ class LoadSource:
                 rows += batch.num_rows
                 if keep:
                     held.append(batch)
-                else:
-                    release_arrow_memory()
+                release_arrow_memory()
             scan.files.append((file, held))
             scan.rows[file.name] = rows
             scan.bytes += path.stat().st_size

@@ -215,16 +215,17 @@ def write_large_csv(path: str | Path, size: int, *, seed: int = 0) -> Path:
     rng = random.Random(seed)
     rows = _product_rows(rng, 1, 1500)
     header = list(rows[0])
-    template = [[r[h] for h in header] for r in rows]
+    marker = "@COPY@"
+    template = [[f"{r['id']}-{marker}", *(r[h] for h in header[1:])] for r in rows]
+    block = _csv_bytes(header, template, bom=False, crlf=True, final_newline=True)
+    block = block.split(b"\r\n", 1)[1]  # rows only: the header is written once
     path = Path(path)
     with open(path, "wb") as out:
         out.write(_csv_bytes(header, [], bom=True, crlf=True, final_newline=True))
         written, copy = 0, 0
         while written < size:
             copy += 1
-            block = [[f"{row[0]}-{copy}", *row[1:]] for row in template]
-            data = _csv_bytes(header, block, bom=False, crlf=True, final_newline=True)
-            data = data.split(b"\r\n", 1)[1]  # drop the repeated header
+            data = block.replace(marker.encode(), str(copy).encode())
             out.write(data)
             written += len(data)
     return path

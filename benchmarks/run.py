@@ -1,0 +1,226 @@
+"""``make bench``: every figure in BENCHMARKS.md, measured as ratios against baselines in one run.
+
+Each run is a fresh process (``scenarios.py``); runs of the compared methods
+are interleaved round by round; figures are medians of ``--rounds`` (>= 3);
+peak RSS is each process's own VmHWM. The sandbox serves the files from this
+process over loopback, so clients pay real HTTP costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pandas
+import pyarrow
+
+import datafiniti_loader
+from datafiniti_loader.sandbox import Sandbox
+from datafiniti_loader.sandbox.fixtures import write_large_csv
+
+HERE = Path(__file__).resolve().parent
+REAL = HERE.parent.parent / "shared" / "datafiniti-real"
+REAL_CSVS = [
+    "Naren-Sridharan__Cross-Domain-Sentiment-Analysis/1429_1.csv.gz",
+    "BhavyaGoradia__AI/Datafiniti_Amazon_Consumer_Reviews_of_Amazon_Products.csv.gz",
+    "michaelcho29__text_analytics_workshop/Datafiniti_Hotel_Reviews.csv.gz",
+    "neylsoncrepalde__RFSVM/Datafiniti_Womens_Shoes.csv.gz",
+]
+GENERATED_FILE_BYTES = 128_000_000  # each generated file; 8 of them make the ~1 GB download
+
+
+class Bench:
+    """Runs scenarios in fresh processes and keeps every measurement."""
+
+    def __init__(self, sandbox: Sandbox, rounds: int) -> None:
+        self.sandbox = sandbox
+        self.rounds = rounds
+        self.runs: dict[str, list[dict[str, float]]] = defaultdict(list)
+
+    def run(self, label: str, scenario: str, config: dict[str, Any]) -> dict[str, float]:
+        config = {"token": self.sandbox.token, "api_url": self.sandbox.api_url, **config}
+        done = subprocess.run(
+            [sys.executable, str(HERE / "scenarios.py"), scenario, json.dumps(config, default=str)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise RuntimeError(f"{label} failed:\n{done.stderr}")
+        result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+        self.runs[label].append(result)
+        print(f"  {label}: {result['seconds']:.2f} s, {result['peak_mb']:.0f} MB", flush=True)
+        return result
+
+    def median(self, label: str, key: str = "seconds") -> float:
+        return statistics.median(r[key] for r in self.runs[label])
+
+
+def unpack_real(workdir: Path) -> list[Path]:
+    target = workdir / "real"
+    target.mkdir(exist_ok=True)
+    files = []
+    for relative in REAL_CSVS:
+        out = target / Path(relative).name.removesuffix(".gz")
+        if not out.exists():
+            with gzip.open(REAL / relative, "rb") as src, open(out, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        files.append(out)
+    return files
+
+
+def generate(workdir: Path, count: int) -> list[Path]:
+    target = workdir / "generated"
+    target.mkdir(exist_ok=True)
+    files = []
+    for n in range(count):
+        path = target / f"gen_{n}.csv"
+        if not path.exists():
+            write_large_csv(path, GENERATED_FILE_BYTES, seed=n)
+        files.append(path)
+    return files
+
+
+def size_gb(files: list[Path]) -> float:
+    return sum(p.stat().st_size for p in files) / 1e9
+
+
+def bench_load(bench: Bench, name: str, files: list[Path]) -> dict[str, Any]:
+    rid = bench.sandbox.add_request(files)
+    print(
+        f"load_results vs naive loop vs local floor: {name} ({size_gb(files):.2f} GB, {len(files)} files)"
+    )
+    labels = {m: f"load/{name}/{m}" for m in ("load_results", "naive_loop", "local_floor")}
+    for _ in range(bench.rounds):
+        for method, label in labels.items():
+            bench.run(label, method, {"request_id": rid, "files": files})
+    ours, naive, floor = (bench.median(labels[m]) for m in labels)
+    mem = {m: bench.median(labels[m], "peak_mb") for m in labels}
+    return {"data": name, "gb": size_gb(files), "ours_s": ours, "naive_s": naive, "floor_s": floor,
+            "vs_naive": ours / naive, "vs_floor": ours / floor, "ours_mb": mem["load_results"],
+            "naive_mb": mem["naive_loop"], "floor_mb": mem["local_floor"]}  # fmt: skip
+
+
+def bench_parquet(bench: Bench, name: str, files: list[Path], workdir: Path) -> dict[str, Any]:
+    rid = bench.sandbox.add_request(files)
+    print(f"to_parquet vs pyarrow streaming: {name} ({size_gb(files):.2f} GB)")
+    labels = {m: f"parquet/{name}/{m}" for m in ("to_parquet", "pyarrow_streaming")}
+    for _ in range(bench.rounds):
+        for method, label in labels.items():
+            out = workdir / "out" / label.replace("/", "_")
+            bench.run(label, method, {"request_id": rid, "files": files, "out": out})
+            shutil.rmtree(out, ignore_errors=True)
+    ours, arrow = (bench.median(labels[m]) for m in labels)
+    return {"data": name, "gb": size_gb(files), "ours_s": ours, "pyarrow_s": arrow, "ratio": ours / arrow,
+            "ours_mb": bench.median(labels["to_parquet"], "peak_mb"),
+            "pyarrow_mb": bench.median(labels["pyarrow_streaming"], "peak_mb")}  # fmt: skip
+
+
+def bench_cache(bench: Bench, files: list[Path], workdir: Path) -> dict[str, Any]:
+    rid = bench.sandbox.add_request(files)
+    print(f"cold vs warm reload ({size_gb(files):.2f} GB)")
+    warm_gets = 0
+    for n in range(bench.rounds):
+        cache = workdir / f"cache-{n}"
+        shutil.rmtree(cache, ignore_errors=True)
+        bench.run("cache/cold", "load_results", {"request_id": rid, "cache": cache})
+        before = len(bench.sandbox.log)
+        bench.run("cache/warm", "load_results", {"request_id": rid, "cache": cache})
+        warm_gets += sum(1 for e in bench.sandbox.log[before:] if e.server == "bucket")
+        shutil.rmtree(cache, ignore_errors=True)
+    cold, warm = bench.median("cache/cold"), bench.median("cache/warm")
+    return {
+        "cold_s": cold,
+        "warm_s": warm,
+        "speedup": cold / warm,
+        "warm_bucket_requests": warm_gets,
+    }
+
+
+def bench_workers(bench: Bench, files: list[Path], throttle: float) -> dict[str, Any]:
+    rid = bench.sandbox.add_request(files)
+    print(
+        f"downloads throttled to {throttle / 1e6:.0f} MB/s per connection ({size_gb(files):.2f} GB)"
+    )
+    bench.sandbox.faults.throttle = throttle
+    try:
+        for _ in range(bench.rounds):
+            for workers in (1, 2, 4, 8):
+                bench.run(
+                    f"workers/{workers}", "fetch_only", {"request_id": rid, "workers": workers}
+                )
+    finally:
+        bench.sandbox.faults.throttle = None
+    one = bench.median("workers/1")
+    return {w: {"seconds": bench.median(f"workers/{w}"), "speedup": one / bench.median(f"workers/{w}")}
+            for w in (1, 2, 4, 8)}  # fmt: skip
+
+
+def machine() -> dict[str, Any]:
+    cpu = "?"
+    if Path("/proc/cpuinfo").exists():
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next(
+            (ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "?"
+        )
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(memory, 1), "python": platform.python_version(),
+            "pandas": pandas.__version__, "pyarrow": pyarrow.__version__,
+            "datafiniti_loader": datafiniti_loader.__version__, "date": time.strftime("%Y-%m-%d")}  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "datafiniti-bench"
+    )
+    parser.add_argument("--sizes", default="0.25,0.5,1,2", help="to_parquet input sizes in GB")
+    parser.add_argument("--only", default="load,parquet,cache,workers")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "latest.json")
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    only = set(args.only.split(","))
+    sizes = [float(s) for s in args.sizes.split(",")]
+    generated = generate(args.workdir, max(8, round(max(sizes) * 1e9 / GENERATED_FILE_BYTES)))
+    real = unpack_real(args.workdir) if REAL.is_dir() else []
+    report: dict[str, Any] = {"machine": machine(), "rounds": args.rounds}
+    with Sandbox() as sandbox:
+        bench = Bench(sandbox, args.rounds)
+        if "load" in only:
+            datasets = ([("real", real)] if real else []) + [("generated 1 GB", generated[:8])]
+            report["load"] = [bench_load(bench, name, files) for name, files in datasets]
+        if "parquet" in only:
+            rows = [bench_parquet(bench, "real", real, args.workdir)] if real else []
+            for gb in sizes:
+                count = max(1, round(gb * 1e9 / GENERATED_FILE_BYTES))
+                rows.append(
+                    bench_parquet(bench, f"generated {gb:g} GB", generated[:count], args.workdir)
+                )
+            report["parquet"] = rows
+        if "cache" in only:
+            report["cache"] = bench_cache(bench, generated[:2], args.workdir)
+        if "workers" in only:
+            small = [
+                write_large_csv(args.workdir / f"throttled_{n}.csv", 12_000_000, seed=n)
+                for n in range(8)
+            ]
+            report["workers"] = bench_workers(bench, small, throttle=20e6)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""One benchmark run, in a fresh process: ``python scenarios.py NAME CONFIG_JSON``.
+
+Prints one JSON line: wall seconds of the measured work (imports excluded),
+rows, and this process's peak RSS (VmHWM) as the kernel counted it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def peak_rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        return int(next(line.split()[1] for line in status if line.startswith("VmHWM:"))) / 1024
+
+
+def load_results(cfg: dict[str, Any]) -> int:
+    from datafiniti_loader import load_results
+
+    frame = load_results(
+        cfg["request_id"], token=cfg["token"], api_url=cfg["api_url"], cache=cfg.get("cache", False),
+        progress=False, max_workers=cfg.get("workers"),
+    )  # fmt: skip
+    return len(frame)
+
+
+def naive_loop(cfg: dict[str, Any]) -> int:
+    """What Datafiniti's guides show: get each URL, read_csv on the bytes, concat."""
+    import pandas as pd
+    import requests
+
+    listing = requests.get(
+        f"{cfg['api_url']}/results/{cfg['request_id']}", auth=(cfg["token"], ""), timeout=60
+    )
+    frames = []
+    for result in listing.json():
+        body = requests.get(result["url"], timeout=600).content
+        frames.append(pd.read_csv(io.BytesIO(body)))
+    return len(pd.concat(frames, ignore_index=True))
+
+
+def local_floor(cfg: dict[str, Any]) -> int:
+    """pandas reading the same files from local disk: the floor for any loader."""
+    import pandas as pd
+
+    return len(pd.concat([pd.read_csv(p) for p in cfg["files"]], ignore_index=True))
+
+
+def to_parquet(cfg: dict[str, Any]) -> int:
+    from datafiniti_loader import to_parquet
+
+    summary = to_parquet(
+        cfg["request_id"], cfg["out"], token=cfg["token"], api_url=cfg["api_url"],
+        cache=cfg.get("cache", False), progress=False, overwrite=True,
+    )  # fmt: skip
+    return summary.rows
+
+
+def pyarrow_streaming(cfg: dict[str, Any]) -> int:
+    """pyarrow's own streaming CSV to Parquet over the same local files (types guessed per file)."""
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    rows = 0
+    Path(cfg["out"]).mkdir(parents=True, exist_ok=True)
+    for n, path in enumerate(cfg["files"]):
+        reader = pcsv.open_csv(path, parse_options=pcsv.ParseOptions(newlines_in_values=True))
+        with pq.ParquetWriter(f"{cfg['out']}/part-{n}.parquet", reader.schema) as writer:
+            for batch in reader:
+                writer.write_batch(batch)
+                rows += batch.num_rows
+    return rows
+
+
+def fetch_only(cfg: dict[str, Any]) -> int:
+    """Only the downloads (for the worker-scaling figure)."""
+    from datafiniti_loader.loader import LoadOptions, open_load
+
+    options = LoadOptions(token=cfg["token"], api_url=cfg["api_url"], cache=False, progress=False,
+                          max_workers=cfg["workers"])  # fmt: skip
+    with open_load(cfg["request_id"], options) as source:
+        return sum(1 for _ in source.download.local_files())
+
+
+SCENARIOS = {
+    f.__name__: f
+    for f in (load_results, naive_loop, local_floor, to_parquet, pyarrow_streaming, fetch_only)
+}
+
+if __name__ == "__main__":
+    name, config = sys.argv[1], json.loads(sys.argv[2])
+    # Every scenario pays the same imports before the clock starts.
+    import pandas  # noqa: F401
+    import pyarrow.csv
+    import pyarrow.parquet  # noqa: F401
+    import requests  # noqa: F401
+
+    import datafiniti_loader  # noqa: F401
+
+    started = time.perf_counter()
+    rows = SCENARIOS[name](config)
+    elapsed = time.perf_counter() - started
+    print(json.dumps({"seconds": elapsed, "rows": rows, "peak_mb": peak_rss_mb()}))
