@@ -62,14 +62,28 @@ def to_parquet(cfg: dict[str, Any]) -> int:
 
 
 def pyarrow_streaming(cfg: dict[str, Any]) -> int:
-    """pyarrow's own streaming CSV to Parquet over the same local files (types guessed per file)."""
+    """pyarrow's own streaming CSV to Parquet over the same local files.
+
+    Every column is read as text: with guessed types, pyarrow's streaming
+    reader fails on these files (a column empty in the first block, then
+    ``TRUE``), the trap the engineering notes describe.
+    """
+    import csv
+
+    import pyarrow as pa
     import pyarrow.csv as pcsv
     import pyarrow.parquet as pq
 
     rows = 0
     Path(cfg["out"]).mkdir(parents=True, exist_ok=True)
     for n, path in enumerate(cfg["files"]):
-        reader = pcsv.open_csv(path, parse_options=pcsv.ParseOptions(newlines_in_values=True))
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            names = next(csv.reader(handle))
+        reader = pcsv.open_csv(
+            path,
+            parse_options=pcsv.ParseOptions(newlines_in_values=True),
+            convert_options=pcsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string())),
+        )
         with pq.ParquetWriter(f"{cfg['out']}/part-{n}.parquet", reader.schema) as writer:
             for batch in reader:
                 writer.write_batch(batch)

@@ -10,15 +10,14 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 from ._version import __version__
 from .cache import FileCache
 from .client import Client
 from .config import CacheSetting, resolve_api_url, resolve_cache_dir
+from .display import files_table
 from .errors import DatafinitiError
-from .models import ResultFile
 
 __all__ = ["main"]
 
@@ -166,7 +165,7 @@ def _run(args: argparse.Namespace) -> int:
             if request.error:
                 print(f"error: {request.error}")
             return 0
-        print(format_files(client.results(args.request_id)))
+        print(files_table(client.results(args.request_id)))
     return 0
 
 
@@ -184,31 +183,6 @@ def _cache(args: argparse.Namespace) -> int:
 
 def _split(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
-
-
-def format_files(files: list[ResultFile], now: datetime | None = None) -> str:
-    """A readable table: name, format, created, expires in."""
-    now = now or datetime.now(UTC)
-    rows = [("ID", "NAME", "FORMAT", "CREATED (UTC)", "EXPIRES IN")]
-    for f in files:
-        created = f"{f.date_created:%Y-%m-%d %H:%M}" if f.date_created else "?"
-        rows.append((str(f.id), f.name, f.format, created, expires_in(f, now)))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
-    )
-
-
-def expires_in(file: ResultFile, now: datetime) -> str:
-    """``6d 23h``, ``45m`` or ``expired``."""
-    if file.expires_at is None:
-        return "?"
-    left = (file.expires_at - now).total_seconds()
-    if left <= 0:
-        return "expired"
-    days, rest = divmod(int(left), 86400)
-    hours, rest = divmod(rest, 3600)
-    return f"{days}d {hours}h" if days else f"{hours}h {rest // 60}m" if hours else f"{rest // 60}m"
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from .errors import (
     RequestNotReady,
 )
 from .http import ApiSession
-from .models import DownloadRequest, ResultFile
+from .models import DownloadRequest, ResultFile, ResultFiles
 from .retry import RetryPolicy
 
 __all__ = ["Client"]
@@ -130,7 +130,7 @@ class Client:
         response = self._http.get(f"results/{rid}")
         if response.status == 200 and isinstance(response.body, list) and response.body:
             files = [ResultFile.from_api(_as_dict(raw), rid) for raw in response.body]
-            return sorted(files, key=lambda f: f.id)
+            return ResultFiles(sorted(files, key=lambda f: f.id))
         if response.status not in (200, 404):
             raise DatafinitiError(
                 f"Unexpected HTTP {response.status} from /results/{rid}: {response.message()}",

@@ -48,8 +48,8 @@ def serve_sandbox(fixtures: Path | None = None) -> int:
 def run_demo(output: str, *, cache: CacheSetting = None, quiet: bool = False) -> int:
     """Load a multi-file request into pandas, convert it to Parquet, and say what happened."""
     from .api import load_results, to_parquet
-    from .cli import format_files
     from .client import Client
+    from .display import files_table
 
     sandbox, ids = _start(None)
     scratch = tempfile.TemporaryDirectory(prefix="datafiniti-demo-cache-")
@@ -60,7 +60,7 @@ def run_demo(output: str, *, cache: CacheSetting = None, quiet: bool = False) ->
         rid = ids["products"]
         print(f"Sandbox API at {sandbox.api_url}; request {rid} has these result files:")
         with Client(sandbox.token, sandbox.api_url) as client:
-            print(format_files(client.results(rid)))
+            print(files_table(client.results(rid)))
         frame = load_results(rid, token=token, api_url=api_url, cache=where, progress=progress)
         print(
             f"\nLoaded {len(frame):,} rows x {frame.shape[1]} columns from "

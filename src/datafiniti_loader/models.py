@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["RESULT_LIFETIME", "DownloadRequest", "ResultFile", "redact_url"]
+__all__ = ["RESULT_LIFETIME", "DownloadRequest", "ResultFile", "ResultFiles", "redact_url"]
 
 #: Datafiniti deletes a result file this long after it was created.
 RESULT_LIFETIME = timedelta(days=7)
@@ -129,6 +129,25 @@ class ResultFile:
 
     __str__ = __repr__
 
+    def _repr_html_(self) -> str:
+        from .display import files_html
+
+        return files_html([self])
+
+
+class ResultFiles(list[ResultFile]):
+    """A request's result files: a plain list that shows as a table in notebooks."""
+
+    def __str__(self) -> str:
+        from .display import files_table
+
+        return files_table(self)
+
+    def _repr_html_(self) -> str:
+        from .display import files_html
+
+        return files_html(self)
+
 
 _DONE_STATUSES = {"COMPLETED"}
 _FAILED_STATUSES = {"FAILED", "ERROR", "CANCELLED", "CANCELED"}
@@ -179,6 +198,11 @@ class DownloadRequest:
         if self.num_requested <= 0:
             return None
         return min(1.0, self.num_downloaded / self.num_requested)
+
+    def _repr_html_(self) -> str:
+        from .display import request_html
+
+        return request_html(self)
 
     def describe(self) -> str:
         """One line for people: status and progress."""

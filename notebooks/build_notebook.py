@@ -1,0 +1,160 @@
+"""Writes explore_results.ipynb from the cells below, without outputs, so it stays reviewable."""
+
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+CELLS = [
+    (
+        "md",
+        """# Exploring a Datafiniti download
+
+This notebook walks through what an analyst does with a Datafiniti download
+request: list its result files, load them into pandas, check where each row
+came from, look at the data, and convert it to Parquet for later.
+
+By default it runs against the **sandbox**, a local stand-in for Datafiniti's
+API and S3 that serves this project's fixture files, so it needs no account.
+To use your own data, set `DATAFINITI_API_TOKEN` and `DATAFINITI_REQUEST_ID`
+in the environment before starting Jupyter.""",
+    ),
+    (
+        "code",
+        """import os
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from datafiniti_loader import Client, load_results, to_parquet
+from datafiniti_loader.demo import fixture_requests
+from datafiniti_loader.sandbox import Sandbox
+
+if os.environ.get("DATAFINITI_API_TOKEN") and os.environ.get("DATAFINITI_REQUEST_ID"):
+    sandbox = None
+    REQUEST_ID = int(os.environ["DATAFINITI_REQUEST_ID"])
+    connection = {}  # token and API URL come from the environment
+else:
+    sandbox = Sandbox().start()
+    REQUEST_ID = sandbox.add_request(fixture_requests()["products"])
+    connection = {"token": sandbox.token, "api_url": sandbox.api_url}
+REQUEST_ID""",
+    ),
+    (
+        "md",
+        """## The request and its files
+
+`Client.request` says how far the request has got; `Client.results` lists its
+files. Each file expires seven days after it was created; the table says when.""",
+    ),
+    (
+        "code",
+        """client = Client(**connection)
+client.request(REQUEST_ID)""",
+    ),
+    (
+        "code",
+        """files = client.results(REQUEST_ID)
+files""",
+    ),
+    (
+        "md",
+        """## Load everything into one DataFrame
+
+Every result file, in order, with identifiers kept exactly as written
+(postal codes keep their leading zeros, `8.49E+11` stays text) and columns
+typed only where that loses nothing.""",
+    ),
+    (
+        "code",
+        """df = load_results(REQUEST_ID, **connection)
+print(f"{len(df):,} rows x {df.shape[1]} columns")
+df.head()""",
+    ),
+    ("code", """df.dtypes.to_frame("dtype").T"""),
+    (
+        "md",
+        """## Provenance: where each row came from
+
+The last five columns name the request, the result, the file and the row in
+that file, so any row can be traced back to its source.""",
+    ),
+    (
+        "code",
+        """provenance = [c for c in df.columns if c.startswith("_")]
+df.groupby("_source_file", observed=True).size().rename("rows").to_frame()""",
+    ),
+    ("code", """df[["id", "postalCode", "upc", *provenance]].sample(5, random_state=0)"""),
+    (
+        "md",
+        """## A first look
+
+Ratings come typed (every value was a whole number). Prices are kept as text,
+because values such as `123.10` would not read back as written once turned
+into floats; converting them for a plot is the analyst's call.""",
+    ),
+    (
+        "code",
+        """fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+
+df["reviews.rating"].value_counts().sort_index().plot.bar(ax=axes[0], title="Review ratings")
+
+prices = df.assign(price=pd.to_numeric(df["prices.amountMax"], errors="coerce"))
+prices.boxplot(column="price", by="brand", ax=axes[1], rot=45)
+axes[1].set_title("Max price by brand")
+fig.suptitle("")
+
+records = df.drop_duplicates("id").set_index("dateAdded").sort_index()
+records["id"].resample("MS").count().plot(ax=axes[2], marker="o", title="Records by month added")
+plt.tight_layout()
+plt.show()""",
+    ),
+    (
+        "md",
+        """## Convert to Parquet and query it back
+
+`to_parquet` streams the files into a Parquet dataset with bounded memory and
+leaves nothing behind if it fails. pyarrow (or duckdb, polars, Spark) can
+query the result without loading it all.""",
+    ),
+    (
+        "code",
+        """summary = to_parquet(REQUEST_ID, "explore-output/products", overwrite=True, **connection)
+summary""",
+    ),
+    (
+        "code",
+        """import pyarrow.dataset as ds
+
+dataset = ds.dataset("explore-output/products", format="parquet")
+top_brand = df["brand"].value_counts().index[0]
+dataset.to_table(
+    columns=["id", "brand", "reviews.rating", "_source_file"],
+    filter=ds.field("brand") == top_brand,
+).to_pandas().head()""",
+    ),
+    (
+        "code",
+        """if sandbox is not None:
+    sandbox.close()""",
+    ),
+]
+
+
+def build() -> nbformat.NotebookNode:
+    notebook = new_notebook()
+    notebook.cells = [
+        new_markdown_cell(text) if kind == "md" else new_code_cell(text) for kind, text in CELLS
+    ]
+    notebook.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    return notebook
+
+
+if __name__ == "__main__":
+    target = Path(__file__).with_name("explore_results.ipynb")
+    nbformat.write(build(), target)
+    print(f"wrote {target}")

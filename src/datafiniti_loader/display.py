@@ -1,0 +1,77 @@
+"""How results look to people: a text table for terminals, an HTML table for notebooks."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .models import DownloadRequest, ResultFile
+
+__all__ = ["expires_in", "files_html", "files_table", "request_html"]
+
+_HEADER = ("ID", "NAME", "FORMAT", "CREATED (UTC)", "EXPIRES IN")
+
+
+def expires_in(file: ResultFile, now: datetime | None = None) -> str:
+    """``6d 23h``, ``3h 5m``, ``45m`` or ``expired``."""
+    if file.expires_at is None:
+        return "?"
+    left = (file.expires_at - (now or datetime.now(UTC))).total_seconds()
+    if left <= 0:
+        return "expired"
+    days, rest = divmod(int(left), 86400)
+    hours, rest = divmod(rest, 3600)
+    if days:
+        return f"{days}d {hours}h"
+    return f"{hours}h {rest // 60}m" if hours else f"{rest // 60}m"
+
+
+def _rows(files: Iterable[ResultFile], now: datetime | None) -> list[tuple[str, ...]]:
+    return [
+        (
+            str(f.id),
+            f.name,
+            f.format,
+            f"{f.date_created:%Y-%m-%d %H:%M}" if f.date_created else "?",
+            expires_in(f, now),
+        )
+        for f in files
+    ]
+
+
+def files_table(files: Iterable[ResultFile], now: datetime | None = None) -> str:
+    """A plain-text table: id, name, format, created, expires in."""
+    rows = [_HEADER, *_rows(files, now)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(_HEADER))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
+
+
+def _html_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def files_html(files: Iterable[ResultFile], now: datetime | None = None) -> str:
+    """The same table as HTML, for Jupyter."""
+    return _html_table(_HEADER, _rows(files, now))
+
+
+def request_html(request: DownloadRequest) -> str:
+    """A download request's status as a small HTML table."""
+    progress = request.progress
+    rows = [
+        ("id", str(request.id)),
+        ("status", request.status + (f" ({request.error})" if request.error else "")),
+        ("progress", "?" if progress is None else f"{progress:.0%}"),
+        ("records", f"{request.num_downloaded:,} of {request.num_requested:,}"),
+        ("type", f"{request.data_type} {request.data_format}".strip()),
+    ]
+    return _html_table(("", "download request"), rows)
