@@ -23,6 +23,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .models import ResultFile
+from .parsed import PARSED_FORMAT
 
 __all__ = ["CacheInfo", "FileCache", "FileStore", "ScratchStore"]
 
@@ -51,6 +52,10 @@ class FileStore:
         """Make a finished download the file's entry; return its final path."""
         raise NotImplementedError
 
+    def parsed_path(self, file: ResultFile) -> Path:
+        """Where the file's parsed copy (Arrow IPC) lives."""
+        raise NotImplementedError
+
     def close(self) -> None:
         """Release what the store holds for this load only."""
 
@@ -61,7 +66,7 @@ class CacheInfo:
 
     path: Path
     files: int
-    bytes: int
+    bytes: int  # everything: downloads, parsed copies, leftovers of interrupted runs
 
 
 class FileCache(FileStore):
@@ -103,8 +108,13 @@ class FileCache(FileStore):
         data.parent.mkdir(parents=True, exist_ok=True)
         return data.with_name(f".{data.name}.{uuid.uuid4().hex}.part")
 
+    def parsed_path(self, file: ResultFile) -> Path:
+        data = self._entry(file)
+        return data.with_name(f"{data.name}.parsed-v{PARSED_FORMAT}.arrow")
+
     def commit(self, file: ResultFile, part: Path, size: int, etag: str | None) -> Path:
         data = self._entry(file)
+        self.parsed_path(file).unlink(missing_ok=True)  # it described the old bytes
         os.replace(part, data)
         record = {
             "request_id": file.request_id,
@@ -130,7 +140,7 @@ class FileCache(FileStore):
                 data = meta.with_name(meta.name.removesuffix(".json"))
                 if not meta.name.startswith(".") and data.is_file():
                     files += 1
-                    total += data.stat().st_size
+            total = sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
         return CacheInfo(self.root, files, total)
 
     def clear(self) -> CacheInfo:
@@ -152,6 +162,9 @@ class ScratchStore(FileStore):
 
     def part_path(self, file: ResultFile) -> Path:
         return self.root / f".{int(file.id)}-{_safe(file.name)}.part"
+
+    def parsed_path(self, file: ResultFile) -> Path:
+        return self.root / f"{int(file.id)}.parsed.arrow"
 
     def commit(self, file: ResultFile, part: Path, size: int, etag: str | None) -> Path:
         data = self.root / f"{int(file.id)}-{_safe(file.name)}"

@@ -67,6 +67,19 @@ def _token_from_netrc(host: str) -> str | None:
     return login or password or None
 
 
+def ca_bundle() -> str | None:
+    """A CA file from ``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE`` or ``SSL_CERT_FILE``, if set.
+
+    Both HTTP stacks verify TLS; this makes them trust the same CAs as
+    ``requests`` would (corporate proxies often need their own CA).
+    """
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE"):
+        value = os.environ.get(name)
+        if value:
+            return value
+    return None
+
+
 def resolve_cache_dir(cache: CacheSetting) -> Path | None:
     """Return the cache directory, or ``None`` when caching is off.
 

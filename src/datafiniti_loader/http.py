@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import requests
 
 from ._version import __version__
+from .config import ca_bundle
 from .errors import AuthenticationError, DatafinitiError
 from .retry import RETRYABLE_STATUSES, RetryPolicy
 
@@ -53,6 +54,7 @@ class ApiSession:
         self._session.auth = (token, "")
         self._session.headers["User-Agent"] = f"datafiniti-loader/{__version__}"
         self._session.headers["Accept"] = "application/json"
+        self._session.verify = ca_bundle() or True
         self._host = urlsplit(self.api_url).netloc
 
     def __repr__(self) -> str:
@@ -81,6 +83,12 @@ class ApiSession:
             last_try = attempt == self.policy.attempts - 1
             try:
                 response = self._session.get(url, timeout=timeout, allow_redirects=True)
+            except requests.exceptions.SSLError:
+                raise DatafinitiError(
+                    f"TLS certificate verification failed for {self._host}. If a proxy or "
+                    "firewall inspects TLS, point REQUESTS_CA_BUNDLE (or SSL_CERT_FILE) at "
+                    "its CA certificate."
+                ) from None
             except (requests.ConnectionError, requests.Timeout) as exc:
                 if last_try:
                     raise DatafinitiError(

@@ -25,6 +25,7 @@ from .config import CacheSetting, resolve_cache_dir
 from .download import DEFAULT_MAX_WORKERS, Download
 from .errors import ColumnNotFound
 from .models import ResultFile
+from .parsed import open_parsed, tee_parsed
 from .progress import Progress, want_progress
 from .readers import read_file
 from .retry import RetryPolicy
@@ -51,22 +52,35 @@ class LoadSource:
     client: Client
     download: Download
     started: float
+    #: Keep parsed copies of files for a later read (always when caching).
+    keep_parsed: bool = False
 
     @property
     def files(self) -> list[ResultFile]:
         """The request's result files, in load order."""
         return self.download.files
 
-    def batches_of(self, file: ResultFile, path: Path) -> tuple[Iterator[pa.RecordBatch], bool]:
-        """A local file's batches and whether they are untyped text."""
-        read = read_file(path, file.name, file.format)
+    def batches_of(
+        self, file: ResultFile, path: Path, *, mapped: bool = False
+    ) -> tuple[Iterator[pa.RecordBatch], bool]:
+        """A local file's batches and whether they are untyped text.
+
+        A parsed copy is used when there is one (memory-mapped if ``mapped``),
+        and made when ``keep_parsed``.
+        """
+        target = self.download.store.parsed_path(file)
+        read = open_parsed(target, mapped=mapped)
+        if read is None:
+            read = read_file(path, file.name, file.format)
+            if self.keep_parsed:
+                read = tee_parsed(read, target)
         return read.batches, read.text
 
     def scan(self, keep: bool) -> Scan:
         """Read every file once, deciding column types; keep the batches if asked."""
         scan = Scan(SchemaBuilder())
         for file, path in self.download.local_files():
-            batches, text = self.batches_of(file, path)
+            batches, text = self.batches_of(file, path, mapped=keep)
             held: list[pa.RecordBatch] = []
             rows = 0
             for batch in batches:
@@ -204,7 +218,7 @@ def open_load(
             max_workers=options.max_workers or DEFAULT_MAX_WORKERS,
             progress=bars,
         )
-        yield LoadSource(rid, api, download, started)
+        yield LoadSource(rid, api, download, started, keep_parsed=isinstance(store, FileCache))
     finally:
         if bars is not None:
             bars.close()

@@ -78,6 +78,7 @@ def write_parquet(
     target = target.rstrip("/")
     if fs.exists(target) and not overwrite:
         raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it.")
+    source.keep_parsed = True  # the second pass reads parsed copies instead of parsing again
     scan = source.scan(keep=False)
     schema = data_schema(scan.builder, columns)
     if provenance:

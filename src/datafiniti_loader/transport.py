@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import ssl
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ import aiohttp
 from fsspec.asyn import sync
 from fsspec.implementations.http import HTTPFileSystem, HTTPStreamFile
 
+from .config import ca_bundle
 from .errors import DownloadError
 from .models import ResultFile
 from .retry import RETRYABLE_STATUSES, RetryPolicy
@@ -56,16 +59,23 @@ class BucketFileSystem(HTTPFileSystem):  # type: ignore[misc]
     response so that S3's XML error code can be read.
     """
 
+    # One instance per load: fsspec's instance cache keys on the call's
+    # arguments, so it would hand back a file system whose TLS settings were
+    # resolved from an older environment.
+    cachable = False
+
     def __init__(self, policy: RetryPolicy, **storage_options: Any) -> None:
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=policy.connect_timeout, sock_read=policy.read_timeout
         )
         client_kwargs = {"timeout": timeout, "trust_env": True, "auto_decompress": False}
         client_kwargs.update(storage_options.pop("client_kwargs", {}))
+        cafile = ca_bundle()
+        if cafile and "ssl" not in storage_options:
+            storage_options["ssl"] = ssl.create_default_context(cafile=cafile)
         super().__init__(
             encoded=True,
             client_kwargs=client_kwargs,
-            skip_instance_cache=True,
             **storage_options,
         )
 
@@ -129,7 +139,17 @@ class Transport:
     ) -> None:
         self.policy = policy or RetryPolicy()
         self.on_bytes = on_bytes
-        self.fs = BucketFileSystem(self.policy, **(storage_options or {}))
+        self._storage_options = storage_options or {}
+        self._fs: BucketFileSystem | None = None
+        self._fs_lock = threading.Lock()
+
+    @property
+    def fs(self) -> BucketFileSystem:
+        """The file system, made on first use: a load served from the cache needs none."""
+        with self._fs_lock:
+            if self._fs is None:
+                self._fs = BucketFileSystem(self.policy, **self._storage_options)
+            return self._fs
 
     def download(self, file: ResultFile, part: Path) -> Fetched:
         """Download ``file`` into ``part`` (resumed if it already holds a prefix).
@@ -173,6 +193,11 @@ class Transport:
             stream = self.fs.open(file.url, headers=headers)
         except _BucketStatus as exc:
             self._raise_for_status(file, exc.response)
+        except aiohttp.ClientConnectorCertificateError:
+            raise DownloadError(
+                f"TLS certificate verification failed downloading {file.name}. If a proxy "
+                "inspects TLS, point REQUESTS_CA_BUNDLE (or SSL_CERT_FILE) at its CA."
+            ) from None
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise _Retryable(f"connection failed ({type(exc).__name__})") from None
         with stream:

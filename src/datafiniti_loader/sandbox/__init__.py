@@ -22,6 +22,7 @@ import hashlib
 import itertools
 import os
 import secrets
+import ssl
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -100,6 +101,8 @@ class Sandbox:
         The API token it accepts (random by default).
     host : str
         Address to bind, loopback by default.
+    tls : ssl.SSLContext, optional
+        Serve HTTPS with this server-side context (certificate loaded).
 
     Attributes
     ----------
@@ -113,7 +116,13 @@ class Sandbox:
         Shifts the bucket's clock (to make URLs expire).
     """
 
-    def __init__(self, token: str | None = None, *, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        token: str | None = None,
+        *,
+        host: str = "127.0.0.1",
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.token = token or "sandbox-" + secrets.token_urlsafe(18)
         self.signer = Signer()
         self.faults = Faults()
@@ -123,8 +132,8 @@ class Sandbox:
         self.objects: dict[str, ServedObject] = {}
         self._ids = itertools.count(6073)
         self._result_ids = itertools.count(1)
-        self._api = SandboxServer((host, 0), ApiHandler, self)
-        self._bucket = SandboxServer((host, 0), BucketHandler, self)
+        self._api = SandboxServer((host, 0), ApiHandler, self, tls)
+        self._bucket = SandboxServer((host, 0), BucketHandler, self, tls)
         self._threads: list[threading.Thread] = []
 
     @property

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 import threading
 import time
 from collections import deque
@@ -53,15 +54,22 @@ class Faults:
         sending that many body bytes (the headers promise the full length).
     expire_signings : int
         The next this many ``/results`` replies hand out already-expired URLs.
+    stalls : deque of float
+        Each bucket GET takes the next number and waits that many seconds
+        after the headers before sending the body (a read timeout).
     throttle : float or None
         Bytes per second per bucket connection.
+    api_redirect : str or None
+        When set, the API answers every call with a 302 to this URL.
     """
 
     api_errors: deque[tuple[int, float | None]] = field(default_factory=deque)
     bucket_errors: deque[tuple[int, float | None]] = field(default_factory=deque)
     drops: deque[int] = field(default_factory=deque)
+    stalls: deque[float] = field(default_factory=deque)
     expire_signings: int = 0
     throttle: float | None = None
+    api_redirect: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def take(self, queue: deque[Any]) -> Any:
@@ -83,14 +91,22 @@ class SandboxServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(
-        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], sandbox: Sandbox
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        sandbox: Sandbox,
+        tls: ssl.SSLContext | None = None,
     ):
         super().__init__(address, handler)
         self.sandbox = sandbox
+        self.scheme = "http"
+        if tls is not None:
+            self.socket = tls.wrap_socket(self.socket, server_side=True)
+            self.scheme = "https"
 
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"{self.scheme}://{host!s}:{port}"
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -144,6 +160,9 @@ class ApiHandler(_Handler):
             return self.json(
                 status, {"error": "Fault", "message": "injected fault", "code": status}, extra
             )
+        redirect = self.sandbox.faults.api_redirect
+        if redirect:
+            return self.send_body(302, b"", "text/plain", {"Location": redirect})
         if not self._authorized():
             return self.json(
                 401,
@@ -256,6 +275,10 @@ class BucketHandler(_Handler):
             self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
         self.end_headers()
         drop_after = self.sandbox.faults.take(self.sandbox.faults.drops)
+        stall = self.sandbox.faults.take(self.sandbox.faults.stalls)
+        if stall:
+            self.wfile.flush()
+            time.sleep(stall)
         throttle = self.sandbox.faults.throttle
         self._stream(served.path, start, length, drop_after, throttle)
 
@@ -269,8 +292,10 @@ class BucketHandler(_Handler):
             if drop_after is None and throttle is None:
                 self.connection.sendfile(source, start, length)
                 return
+            # Throttled bodies go out in tenth-of-a-second slices, paced before each send.
+            slice_bytes = _CHUNK if not throttle else max(4096, min(_CHUNK, int(throttle / 10)))
             while sent < length:
-                step = min(_CHUNK, length - sent)
+                step = min(slice_bytes, length - sent)
                 if drop_after is not None:
                     step = min(step, drop_after - sent)
                     if step <= 0:
@@ -281,12 +306,12 @@ class BucketHandler(_Handler):
                         self.close_connection = True
                         self.connection.shutdown(2)
                         return
-                self.wfile.write(source.read(step))
-                sent += step
                 if throttle:
-                    ahead = sent / throttle - (time.monotonic() - began)
+                    ahead = (sent + step) / throttle - (time.monotonic() - began)
                     if ahead > 0:
                         time.sleep(ahead)
+                self.wfile.write(source.read(step))
+                sent += step
 
     def error(
         self, status: int, code: str, message: str, extra: dict[str, str] | None = None

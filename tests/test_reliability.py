@@ -1,0 +1,224 @@
+"""Fault injection against the sandbox: every fault ends in the fault-free data or a typed error."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import ClassVar
+
+import pandas as pd
+import pytest
+
+from conftest import FAST_RETRY, Loader
+from datafiniti_loader import Client, DatafinitiError, DownloadError, RetryPolicy
+from datafiniti_loader.sandbox import Sandbox
+
+
+def committed_entries(cache: Path) -> list[Path]:
+    return [p for p in cache.rglob("*") if p.is_file() and not p.name.startswith(".")]
+
+
+def test_read_timeout_is_retried(loader: Loader, sandbox: Sandbox, fixture_files) -> None:
+    rid = sandbox.add_request(fixture_files["products"][:1])
+    baseline = loader.load(rid, cache=False)
+    sandbox.faults.stalls.append(2.0)
+    impatient = RetryPolicy(attempts=3, backoff=0.01, read_timeout=0.3)
+    pd.testing.assert_frame_equal(loader.load(rid, cache=False, retry=impatient), baseline)
+
+
+def test_a_connection_that_always_drops_is_a_download_error(
+    loader: Loader, sandbox: Sandbox, fixture_files, cache_dir: Path
+) -> None:
+    rid = sandbox.add_request(fixture_files["products"][:1])
+    sandbox.faults.drops.extend([10_000] * 10)  # without an ETag-less restart, still short
+    with pytest.raises(DownloadError, match="after 4 tries"):
+        loader.load(rid)
+    assert committed_entries(cache_dir) == []
+    assert not list(cache_dir.rglob("*.part"))
+
+
+def test_zero_byte_file_gives_no_rows_but_the_rest_loads(
+    loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    rid = sandbox.add_request([empty, fixture_files["businesses"][0]])
+    frame = loader.load(rid)
+    assert len(frame) == 30 and frame["_source_file"].unique().tolist() == [f"{rid}_2.csv"]
+
+
+LOAD = r"""
+import sys
+from datafiniti_loader import load_results
+frame = load_results(int(sys.argv[1]), progress=False)
+print(len(frame), frame["_source_row"].sum())
+"""
+
+
+def run_load(sandbox: Sandbox, cache: Path, rid: int) -> subprocess.Popen[str]:
+    env = {**os.environ, "DATAFINITI_API_URL": sandbox.api_url, "DATAFINITI_API_TOKEN": sandbox.token,
+           "DATAFINITI_CACHE_DIR": str(cache)}  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-c", LOAD, str(rid)], env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def test_two_processes_loading_at_once_share_the_cache_safely(
+    loader: Loader, sandbox: Sandbox, fixture_files, cache_dir: Path
+) -> None:
+    rid = sandbox.add_request(fixture_files["products"])
+    sandbox.faults.throttle = 400_000  # both downloads overlap
+    first, second = run_load(sandbox, cache_dir, rid), run_load(sandbox, cache_dir, rid)
+    outputs = [p.communicate(timeout=120) for p in (first, second)]
+    assert first.returncode == second.returncode == 0, outputs
+    assert outputs[0][0] == outputs[1][0]
+    sandbox.faults.throttle = None
+    sandbox.log.clear()
+    assert len(loader.load(rid)) == int(outputs[0][0].split()[0])
+    assert [e for e in sandbox.log if e.server == "bucket"] == []
+    downloads = [p for p in committed_entries(cache_dir) if p.suffix not in (".json", ".arrow")]
+    assert len(downloads) == 2
+
+
+def test_a_killed_load_leaves_no_entry_and_the_next_load_completes(
+    loader: Loader, sandbox: Sandbox, fixture_files, cache_dir: Path
+) -> None:
+    rid = sandbox.add_request(fixture_files["products"][:1])
+    baseline = loader.load(rid, cache=False)
+    sandbox.faults.throttle = 50_000  # 261 kB: about five seconds
+    victim = run_load(sandbox, cache_dir, rid)
+    deadline = time.monotonic() + 20
+    while not list(cache_dir.rglob("*.part")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert committed_entries(cache_dir) == []  # only a hidden .part, never a half entry
+    sandbox.faults.throttle = None
+    pd.testing.assert_frame_equal(loader.load(rid), baseline)
+
+
+def test_a_killed_conversion_leaves_nothing_at_the_target(
+    loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path
+) -> None:
+    rid = sandbox.add_request(fixture_files["products"])
+    sandbox.faults.throttle = 100_000
+    script = (
+        "import sys\nfrom datafiniti_loader import to_parquet\n"
+        "to_parquet(int(sys.argv[1]), sys.argv[2], progress=False, cache=False)\n"
+    )
+    env = {
+        **os.environ,
+        "DATAFINITI_API_URL": sandbox.api_url,
+        "DATAFINITI_API_TOKEN": sandbox.token,
+    }
+    target = tmp_path / "out"
+    victim = subprocess.Popen([sys.executable, "-c", script, str(rid), str(target)], env=env)
+    time.sleep(2.0)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert not target.exists()
+    sandbox.faults.throttle = None
+    assert loader.parquet(rid, target).rows == 72
+
+
+def test_the_token_never_follows_a_redirect_to_another_host(sandbox: Sandbox) -> None:
+    sandbox.faults.api_redirect = f"{sandbox.bucket_url}/somewhere-else"
+    with pytest.raises(DatafinitiError):
+        Client(sandbox.token, sandbox.api_url, retry=FAST_RETRY).results(1)
+    redirected = [e for e in sandbox.log if e.server == "bucket"]
+    assert redirected and not any(e.had_authorization for e in redirected)
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    if not Path("/usr/bin/openssl").exists():
+        pytest.skip("needs the openssl command")
+    d = tmp_path_factory.mktemp("tls")
+    run = lambda *args: subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)  # noqa: E731
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=Test CA",
+        "-keyout", "ca.key", "-out", "ca.pem")  # fmt: skip
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server.key",
+        "-out", "server.csr")  # fmt: skip
+    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-days", "2", "-extfile", "ext.cnf", "-out", "server.pem")  # fmt: skip
+    return {"ca": d / "ca.pem", "cert": d / "server.pem", "key": d / "server.key"}
+
+
+def test_tls_is_verified_and_honours_requests_ca_bundle(
+    tls_files: dict[str, Path], fixture_files, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tls_files["cert"], tls_files["key"])
+    with Sandbox(tls=context) as sandbox:
+        rid = sandbox.add_request(fixture_files["businesses"])
+        options = {"token": sandbox.token, "api_url": sandbox.api_url, "cache": False,
+                   "progress": False, "retry": FAST_RETRY}  # fmt: skip
+        assert sandbox.api_url.startswith("https://")
+        with pytest.raises(DatafinitiError, match="TLS certificate verification failed"):
+            from datafiniti_loader import load_results
+
+            load_results(rid, **options)
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tls_files["ca"]))
+        assert len(load_results(rid, **options)) == 30
+
+
+_HOP_BY_HOP = {"connection", "proxy-connection", "keep-alive", "proxy-authorization"}
+
+
+class _Proxy(http.server.BaseHTTPRequestHandler):
+    """A forward proxy for plain HTTP that relays the request line exactly as received."""
+
+    seen: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        _Proxy.seen.append(self.path.split("?", 1)[0])
+        url = urllib.parse.urlsplit(self.path)
+        with socket.create_connection((url.hostname, url.port)) as upstream:
+            target = url.path + ("?" + url.query if url.query else "")
+            headers = "".join(
+                f"{k}: {v}\r\n" for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP
+            )
+            upstream.sendall(
+                f"GET {target} HTTP/1.0\r\n{headers}Connection: close\r\n\r\n".encode()
+            )
+            reply = b""
+            while chunk := upstream.recv(1 << 16):
+                reply += chunk
+        self.wfile.write(reply)
+        self.close_connection = True
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_http_proxy_from_the_environment_is_used(
+    loader: Loader, sandbox: Sandbox, fixture_files, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import urllib.parse  # noqa: F401  (used by the proxy handler)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Proxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{server.server_address[1]}")
+        rid = sandbox.add_request(fixture_files["businesses"])
+        _Proxy.seen.clear()
+        assert len(loader.load(rid, cache=False)) == 30
+        assert any("/v3/results/" in p for p in _Proxy.seen)
+        assert any("/datafiniti-downloads/" in p for p in _Proxy.seen)
+    finally:
+        server.shutdown()
