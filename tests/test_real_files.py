@@ -11,6 +11,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from conftest import FAST_RETRY, REAL_DATA
@@ -58,21 +59,23 @@ def real_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, l
     yield unpacked
 
 
+def load_through_sandbox(files: list[Path]) -> tuple[int, pd.DataFrame]:
+    """Serve ``files`` as one request and load it; return the request id and the frame."""
+    with Sandbox() as sandbox:
+        rid = sandbox.add_request(files)
+        frame = load_results(
+            rid, token=sandbox.token, api_url=sandbox.api_url, cache=False, progress=False,
+            retry=FAST_RETRY,
+        )  # fmt: skip
+    return rid, frame
+
+
 @pytest.mark.parametrize("request_name", ["small_csv", "large_csv"])
 def test_real_csv_files_load_losslessly(
     real_files: dict[str, list[Path]], request_name: str
 ) -> None:
     files = real_files[request_name]
-    with Sandbox() as sandbox:
-        rid = sandbox.add_request(files)
-        frame = load_results(
-            rid,
-            token=sandbox.token,
-            api_url=sandbox.api_url,
-            cache=False,
-            progress=False,
-            retry=FAST_RETRY,
-        )
+    rid, frame = load_through_sandbox(files)
     total = 0
     for n, path in enumerate(files, start=1):
         total += assert_lossless_csv(frame, path, f"{rid}_{n}.csv")
@@ -81,16 +84,7 @@ def test_real_csv_files_load_losslessly(
 
 def test_real_json_files_load_losslessly(real_files: dict[str, list[Path]]) -> None:
     files = real_files["json"]
-    with Sandbox() as sandbox:
-        rid = sandbox.add_request(files)
-        frame = load_results(
-            rid,
-            token=sandbox.token,
-            api_url=sandbox.api_url,
-            cache=False,
-            progress=False,
-            retry=FAST_RETRY,
-        )
+    rid, frame = load_through_sandbox(files)
     counts = [
         assert_same_json(frame, path, f"{rid}_{n}.txt") for n, path in enumerate(files, start=1)
     ]
