@@ -150,3 +150,33 @@ def test_no_cache_leaves_nothing_behind(
     loader.load(rid, cache=False)
     assert not cache_dir.exists()
     assert set(Path(tempfile.gettempdir()).glob("datafiniti-loader-*")) == before
+
+
+def test_progress_bars_only_when_asked(
+    loader: Loader, sandbox: Sandbox, fixture_files, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rid = sandbox.add_request(fixture_files["products"])
+    loader.load(rid, progress=False, cache=False)
+    assert capsys.readouterr().err == ""
+    loader.load(rid, progress=True, cache=False)
+    err = capsys.readouterr().err
+    assert "files" in err and "2/2" in err and "bytes" in err
+
+
+def test_one_info_line_per_load(
+    loader: Loader, sandbox: Sandbox, fixture_files, caplog: pytest.LogCaptureFixture
+) -> None:
+    rid = sandbox.add_request(fixture_files["products"])
+    with caplog.at_level("INFO", logger="datafiniti_loader"):
+        loader.load(rid)
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
+    assert len(lines) == 1
+    assert f"request {rid}: 2 file(s) (2 downloaded, 0 cached" in lines[0] and "72 rows" in lines[0]
+
+
+def test_library_is_quiet_by_default() -> None:
+    import logging
+
+    logger = logging.getLogger("datafiniti_loader")
+    assert any(isinstance(h, logging.NullHandler) for h in logger.handlers)
+    assert logger.level == logging.NOTSET and logger.propagate

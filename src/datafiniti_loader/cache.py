@@ -93,6 +93,7 @@ class FileCache(FileStore):
         )
 
     def lookup(self, file: ResultFile) -> Path | None:
+        """The entry's data file, if complete (its size matches its record)."""
         data = self._entry(file)
         meta = data.with_name(data.name + ".json")
         try:
@@ -104,15 +105,18 @@ class FileCache(FileStore):
         return None
 
     def part_path(self, file: ResultFile) -> Path:
+        """A unique hidden name beside the entry, so concurrent loads never collide."""
         data = self._entry(file)
         data.parent.mkdir(parents=True, exist_ok=True)
         return data.with_name(f".{data.name}.{uuid.uuid4().hex}.part")
 
     def parsed_path(self, file: ResultFile) -> Path:
+        """The parsed copy beside the entry, named for the parsed-copy format."""
         data = self._entry(file)
         return data.with_name(f"{data.name}.parsed-v{PARSED_FORMAT}.arrow")
 
     def commit(self, file: ResultFile, part: Path, size: int, etag: str | None) -> Path:
+        """Rename the download into place, then write its record (size, ETag, dates)."""
         data = self._entry(file)
         self.parsed_path(file).unlink(missing_ok=True)  # it described the old bytes
         os.replace(part, data)
@@ -158,18 +162,23 @@ class ScratchStore(FileStore):
         self.root = Path(tempfile.mkdtemp(prefix="datafiniti-loader-"))
 
     def lookup(self, file: ResultFile) -> Path | None:
+        """Nothing is reused across loads."""
         return None
 
     def part_path(self, file: ResultFile) -> Path:
+        """A hidden name in the scratch directory."""
         return self.root / f".{int(file.id)}-{_safe(file.name)}.part"
 
     def parsed_path(self, file: ResultFile) -> Path:
+        """The parsed copy in the scratch directory."""
         return self.root / f"{int(file.id)}.parsed.arrow"
 
     def commit(self, file: ResultFile, part: Path, size: int, etag: str | None) -> Path:
+        """Rename the download into the scratch directory."""
         data = self.root / f"{int(file.id)}-{_safe(file.name)}"
         os.replace(part, data)
         return data
 
     def close(self) -> None:
+        """Remove the scratch directory and everything in it."""
         shutil.rmtree(self.root, ignore_errors=True)

@@ -42,6 +42,7 @@ class DownloadStats:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, *, downloaded: int = 0, cached: int = 0, nbytes: int = 0) -> None:
+        """Count files and bytes (thread-safe: downloads run in parallel)."""
         with self._lock:
             self.downloaded_files += downloaded
             self.cached_files += cached

@@ -63,9 +63,9 @@ class Chunk:
 
 
 def record_chunks(stream: IO[bytes], chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[Chunk]:
-    """Yield pieces of ``stream`` that each end at a record boundary.
+    r"""Yield pieces of ``stream`` that each end at a record boundary.
 
-    A boundary is a ``\\n`` with an even number of ``"`` before it (escaped
+    A boundary is a ``\n`` with an even number of ``"`` before it (escaped
     quotes come in pairs, so parity is exact for well-formed CSV). The last
     piece is whatever remains, with or without a final newline.
     """

@@ -62,6 +62,7 @@ class SandboxRequest:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def ready(self) -> bool:
+        """True once polls are used up and the request completed without error."""
         with self.lock:
             return self.pending_polls <= 0 and self.status == "COMPLETED" and not self.error
 

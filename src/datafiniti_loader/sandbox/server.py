@@ -73,10 +73,12 @@ class Faults:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def take(self, queue: deque[Any]) -> Any:
+        """The next queued fault, or ``None``."""
         with self.lock:
             return queue.popleft() if queue else None
 
     def take_expired_signing(self) -> bool:
+        """Whether this ``/results`` reply should hand out expired URLs."""
         with self.lock:
             if self.expire_signings > 0:
                 self.expire_signings -= 1
@@ -105,6 +107,7 @@ class SandboxServer(ThreadingHTTPServer):
             self.scheme = "https"
 
     def url(self) -> str:
+        """The server's base URL."""
         host, port = self.server_address[:2]
         return f"{self.scheme}://{host!s}:{port}"
 
@@ -153,6 +156,7 @@ class ApiHandler(_Handler):
     name = "api"
 
     def do_GET(self) -> None:
+        """Answer ``/v3/results/{id}`` and ``/v3/requests/{id}`` (after faults and auth)."""
         fault = self.sandbox.faults.take(self.sandbox.faults.api_errors)
         if fault is not None:
             status, retry_after = fault
@@ -212,6 +216,7 @@ class ApiHandler(_Handler):
         )
 
     def json(self, status: int, body: Any, extra: dict[str, str] | None = None) -> None:
+        """Send ``body`` as JSON."""
         self.send_body(status, json.dumps(body).encode(), "application/json", extra)
 
 
@@ -221,10 +226,11 @@ class BucketHandler(_Handler):
     name = "bucket"
 
     def do_HEAD(self) -> None:
-        # S3 refuses HEAD on a URL signed for GET: the signature covers the method.
+        """Refuse: S3 answers 403 to HEAD on a URL signed for GET (signatures cover the method)."""
         self.send_body(403, b"", "application/xml")
 
     def do_GET(self) -> None:
+        """Serve an object to a correctly signed, unexpired, unauthenticated GET."""
         raw_path, _, raw_query = self.path.partition("?")
         if "Authorization" in self.headers:
             return self.error(
@@ -316,6 +322,7 @@ class BucketHandler(_Handler):
     def error(
         self, status: int, code: str, message: str, extra: dict[str, str] | None = None
     ) -> None:
+        """Answer with an S3-style XML error."""
         body = (
             '<?xml version="1.0" encoding="UTF-8"?>\n'
             f"<Error><Code>{code}</Code><Message>{message}</Message>"
