@@ -222,3 +222,19 @@ def test_http_proxy_from_the_environment_is_used(
         assert any("/datafiniti-downloads/" in p for p in _Proxy.seen)
     finally:
         server.shutdown()
+
+
+def test_a_failed_load_stops_its_other_downloads(
+    loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path, cache_dir: Path
+) -> None:
+    from datafiniti_loader import ParseError
+
+    broken = tmp_path / "broken.csv"
+    broken.write_bytes(b"id,name\n1,a,extra\n")
+    rid = sandbox.add_request([broken, fixture_files["products"][0]])
+    sandbox.faults.throttle = 50_000  # the second file would take over five seconds
+    started = time.monotonic()
+    with pytest.raises(ParseError):
+        loader.load(rid)
+    assert time.monotonic() - started < 2.5
+    assert not list(cache_dir.rglob("*.part"))

@@ -104,8 +104,10 @@ class Download:
                     done, future = pending.popleft()
                     yield done, future.result()
             finally:
-                for _, future in pending:
-                    future.cancel()
+                if pending:  # abandoned early: an error, or the consumer stopped
+                    self.transport.cancel()
+                    for _, future in pending:
+                        future.cancel()
 
     def fetch(self, file: ResultFile) -> Path:
         """A complete local copy of ``file``: from the store, or downloaded into it."""

@@ -17,7 +17,6 @@ import logging
 import os
 import ssl
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from .errors import DownloadError
 from .models import ResultFile
 from .retry import RETRYABLE_STATUSES, RetryPolicy
 
-__all__ = ["BucketFileSystem", "Fetched", "Transport", "UrlExpired"]
+__all__ = ["BucketFileSystem", "DownloadCancelled", "Fetched", "Transport", "UrlExpired"]
 
 logger = logging.getLogger("datafiniti_loader")
 
@@ -41,6 +40,10 @@ _READ_BYTES = 1024 * 1024
 
 class UrlExpired(Exception):
     """The bucket said the pre-signed URL has expired (internal: the loader refreshes it)."""
+
+
+class DownloadCancelled(Exception):
+    """The load this download belonged to was abandoned (an error elsewhere, or Ctrl-C)."""
 
 
 class _BucketStatus(Exception):
@@ -142,6 +145,11 @@ class Transport:
         self._storage_options = storage_options or {}
         self._fs: BucketFileSystem | None = None
         self._fs_lock = threading.Lock()
+        self._cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        """Stop every download of this transport at its next chunk (a load was abandoned)."""
+        self._cancelled.set()
 
     @property
     def fs(self) -> BucketFileSystem:
@@ -163,6 +171,8 @@ class Transport:
         """
         attempt = _Attempt(part)
         for retry in range(self.policy.attempts):
+            if self._cancelled.is_set():
+                raise DownloadCancelled(file.name)
             last_try = retry == self.policy.attempts - 1
             try:
                 self._get(file, attempt)
@@ -176,7 +186,7 @@ class Transport:
                     ) from None
                 wait = self.policy.delay(retry, exc.retry_after)
                 logger.debug("%s: %s; retry %d in %.2fs", file.name, exc, retry + 1, wait)
-                time.sleep(wait)
+                self._cancelled.wait(wait)
                 continue
             size = attempt.received
             return Fetched(part, size, attempt.etag, attempt.downloaded)
@@ -209,7 +219,9 @@ class Transport:
             attempt.total = _expected_total(response, received)
             try:
                 with open(attempt.part, "ab" if append else "wb") as out:
-                    attempt.downloaded += sync(self.fs.loop, _drain, response, out, self.on_bytes)
+                    attempt.downloaded += sync(
+                        self.fs.loop, _drain, response, out, self.on_bytes, self._cancelled
+                    )
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 raise _Retryable(
                     f"connection lost after {attempt.received:,} bytes ({type(exc).__name__})"
@@ -260,10 +272,15 @@ def _expected_total(response: aiohttp.ClientResponse, offset: int) -> int | None
 
 
 async def _drain(
-    response: aiohttp.ClientResponse, out: Any, on_bytes: Callable[[int], None] | None
+    response: aiohttp.ClientResponse,
+    out: Any,
+    on_bytes: Callable[[int], None] | None,
+    cancelled: threading.Event,
 ) -> int:
     written = 0
     while True:
+        if cancelled.is_set():
+            raise DownloadCancelled("the load was abandoned")
         chunk = await response.content.read(_READ_BYTES)
         if not chunk:
             return written
