@@ -36,6 +36,7 @@ format: $(DEV)
 
 bench: $(DEV)
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/report.py
 
 fixtures: $(CORE)
 	$(BIN)/python -m datafiniti_loader.sandbox.fixtures data/fixtures

@@ -51,6 +51,7 @@ class Bench:
 
     def run(self, label: str, scenario: str, config: dict[str, Any]) -> dict[str, float]:
         config = {"token": self.sandbox.token, "api_url": self.sandbox.api_url, **config}
+        os.sync()  # earlier runs' dirty pages must not be flushed during this one
         done = subprocess.run(
             [sys.executable, str(HERE / "scenarios.py"), scenario, json.dumps(config, default=str)],
             capture_output=True, text=True, check=False,
