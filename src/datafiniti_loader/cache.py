@@ -17,6 +17,7 @@ import re
 import shutil
 import tempfile
 import uuid
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,28 +36,28 @@ def _safe(part: str) -> str:
     return cleaned or "_"
 
 
-class FileStore:
-    """Interface of the places files are downloaded to."""
+class FileStore(ABC):
+    """Where a load's files are downloaded to: the cache, or a scratch directory."""
 
     root: Path
 
+    @abstractmethod
     def lookup(self, file: ResultFile) -> Path | None:
         """A complete local copy of ``file``, or ``None``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def part_path(self, file: ResultFile) -> Path:
         """Where to download ``file`` to before :meth:`commit`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def commit(self, file: ResultFile, part: Path, size: int, etag: str | None) -> Path:
         """Make a finished download the file's entry; return its final path."""
-        raise NotImplementedError
 
+    @abstractmethod
     def parsed_path(self, file: ResultFile) -> Path:
         """Where the file's parsed copy (Arrow IPC) lives."""
-        raise NotImplementedError
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - most stores hold nothing per load
         """Release what the store holds for this load only."""
 
 

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from .cache import FileCache, FileStore, ScratchStore
 from .client import Client
-from .config import resolve_cache_dir
+from .config import resolve_cache_dir, resolve_token
 from .download import Download
 from .loader import LoadOptions, data_schema, open_load, typed_batches, with_provenance
 from .models import ResultFile
@@ -93,8 +93,8 @@ def load_dask(
         data = data_schema(scan.builder, columns)
         schema = with_provenance(data) if provenance else data
         client = source.client
-        secret = _Token(client._http.token)
         files = source.files
+    secret = _Token(resolve_token(options.token, client.api_url))
     cache_dir = resolve_cache_dir(options.cache)
     parts = [
         _Partition(

@@ -50,7 +50,6 @@ class ApiSession:
         self.api_url = api_url.rstrip("/")
         self.policy = policy or RetryPolicy()
         self._session = requests.Session()
-        self.token = token
         self._session.auth = (token, "")
         self._session.headers["User-Agent"] = f"datafiniti-loader/{__version__}"
         self._session.headers["Accept"] = "application/json"

@@ -146,11 +146,10 @@ def records_to_table(records: list[dict[str, Any]], name: str) -> pa.Table:
         for key in record:
             columns.setdefault(key, None)
     arrays = {key: _column([record.get(key) for record in records]) for key in columns}
-    return (
-        pa.table(arrays)
-        if arrays
-        else pa.table({"__empty__": pa.nulls(len(records))}).drop(["__empty__"])
-    )
+    if arrays:
+        return pa.table(arrays)
+    # Records that are all {}: no columns, but every row still counts.
+    return pa.table({"_": pa.nulls(len(records))}).drop_columns(["_"])
 
 
 def _column(values: list[Any]) -> pa.Array:
