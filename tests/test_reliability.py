@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -200,6 +201,28 @@ class _Proxy(http.server.BaseHTTPRequestHandler):
         self.wfile.write(reply)
         self.close_connection = True
 
+    def do_CONNECT(self) -> None:
+        """Tunnel TLS for HTTPS_PROXY: bytes both ways until either side closes."""
+        _Proxy.seen.append(f"CONNECT {self.path}")
+        host, port = self.path.rsplit(":", 1)
+        upstream = socket.create_connection((host, int(port)))
+        self.send_response(200, "Connection established")
+        self.end_headers()
+        sockets = [self.connection, upstream]
+        try:
+            while True:
+                readable, _, _ = select.select(sockets, [], [], 10)
+                if not readable:
+                    return
+                for sock in readable:
+                    data = sock.recv(1 << 16)
+                    if not data:
+                        return
+                    (upstream if sock is self.connection else self.connection).sendall(data)
+        finally:
+            upstream.close()
+            self.close_connection = True
+
     def log_message(self, *args: object) -> None:
         pass
 
@@ -238,3 +261,33 @@ def test_a_failed_load_stops_its_other_downloads(
         loader.load(rid)
     assert time.monotonic() - started < 2.5
     assert not list(cache_dir.rglob("*.part"))
+
+
+def test_https_proxy_from_the_environment_tunnels_tls(
+    tls_files: dict[str, Path], fixture_files, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ssl
+
+    from datafiniti_loader import load_results
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tls_files["cert"], tls_files["key"])
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Proxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        with Sandbox(tls=context) as sandbox:
+            for name in ("NO_PROXY", "no_proxy"):
+                monkeypatch.delenv(name, raising=False)
+            monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+            monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tls_files["ca"]))
+            rid = sandbox.add_request(fixture_files["businesses"])
+            _Proxy.seen.clear()
+            frame = load_results(rid, token=sandbox.token, api_url=sandbox.api_url, cache=False,
+                                 progress=False, retry=FAST_RETRY)  # fmt: skip
+            assert len(frame) == 30
+            api_port = sandbox.api_url.split(":")[2].split("/")[0]
+            bucket_port = sandbox.bucket_url.rsplit(":", 1)[1]
+            assert f"CONNECT 127.0.0.1:{api_port}" in _Proxy.seen
+            assert f"CONNECT 127.0.0.1:{bucket_port}" in _Proxy.seen
+    finally:
+        proxy.shutdown()
