@@ -185,3 +185,11 @@ def test_csv_named_txt_is_read_as_csv(tmp_path: Path) -> None:
     path = write_json(tmp_path, "odd.txt", "id,name\n1,x\n")
     read = read_file(path, "odd.txt", "json")
     assert read.text and pa.Table.from_batches(list(read.batches)).num_rows == 1
+
+
+def test_duplicate_header_names_keep_every_column(tmp_path: Path) -> None:
+    path = tmp_path / "dup.csv"
+    path.write_bytes(b"id,name,name,name.1\n1,a,b,c\n")
+    table = pa.Table.from_batches(list(iter_csv_batches(path, "dup.csv")))
+    assert table.column_names == ["id", "name", "name.1", "name.1.1"]
+    assert table.to_pylist() == [{"id": "1", "name": "a", "name.1": "b", "name.1.1": "c"}]

@@ -163,7 +163,21 @@ def _parse_header(raw: bytes, name: str) -> list[str]:
             line=1,
         ) from None
     rows = list(csv.reader(io.StringIO(text, newline="")))
-    return rows[0] if rows else []
+    return _unique(rows[0]) if rows else []
+
+
+def _unique(names: list[str]) -> list[str]:
+    """Header names made unique as pandas does (``a``, ``a.1``), so no column hides another."""
+    seen: dict[str, int] = {}
+    unique = []
+    for name in names:
+        candidate = name
+        while candidate in seen:
+            seen[name] += 1
+            candidate = f"{name}.{seen[name]}"
+        seen.setdefault(candidate, 0)
+        unique.append(candidate)
+    return unique
 
 
 def _with_first(first: Chunk, rest: Iterator[Chunk]) -> Iterator[Chunk]:
