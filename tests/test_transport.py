@@ -51,19 +51,21 @@ def test_bucket_is_strict_like_s3(sandbox: Sandbox, fixture_files) -> None:
 
 
 def test_dropped_connection_resumes_with_range(
-    loader: Loader, sandbox: Sandbox, fixture_files
+    loader: Loader, sandbox: Sandbox, fixture_files, cache_dir: Path
 ) -> None:
-    rid = sandbox.add_request(fixture_files["products"][:1])
+    source = fixture_files["products"][0]
+    rid = sandbox.add_request([source])
     baseline = loader.load(rid, cache=False)
     sandbox.log.clear()
-    sandbox.faults.drops.extend(
-        [50_000, 120_000]
-    )  # cut after 50 kB, then 120 kB more, then a clean finish
-    resumed = loader.load(rid, cache=False)
+    # cut after 50 kB, then after 120 kB more, then a clean finish
+    sandbox.faults.drops.extend([50_000, 120_000])
+    resumed = loader.load(rid)
     pd.testing.assert_frame_equal(resumed, baseline)
     gets = bucket_gets(sandbox)
     assert [e.status for e in gets] == [200, 206, 206]
     assert gets[1].range == "bytes=50000-" and gets[2].range == "bytes=170000-"
+    (cached,) = cache_dir.rglob(f"*-{rid}_1.csv")
+    assert cached.read_bytes() == source.read_bytes()  # the spliced download, byte for byte
 
 
 def test_changed_object_restarts_instead_of_splicing(
