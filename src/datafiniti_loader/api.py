@@ -133,13 +133,10 @@ def load_results(
         from .dask import load_dask
 
         return load_dask(request_id, options, columns=columns, provenance=provenance)
+    sink = {"arrow": lambda table: table, "polars": to_polars, "pandas": to_pandas}[output]
     with open_load(request_id, options) as source:
-        table = read_table(source, columns, provenance)
-    if output == "arrow":
-        return table
-    if output == "polars":
-        return to_polars(table)
-    return to_pandas(table)
+        # No local name holds the table, so to_pandas can free it as it converts.
+        return sink(read_table(source, columns, provenance))
 
 
 def to_parquet(

@@ -23,18 +23,21 @@ def to_pandas(table: pa.Table) -> pd.DataFrame:
     nested values (structs, lists) arrive as plain dicts and lists, exactly as
     in the file; the repeated ``_source_file`` arrives as a categorical.
     """
-    frame: pd.DataFrame = table.to_pandas(split_blocks=True)
+    special: dict[str, Any] = {}
     for field in table.schema:
+        column = table.column(field.name)
         if pa.types.is_nested(field.type):
             # pandas would turn nested ints with gaps into floats and lists into arrays
-            frame[field.name] = pd.Series(
-                table.column(field.name).to_pylist(), index=frame.index, dtype=object
-            )
+            special[field.name] = pd.array(column.to_pylist(), dtype=object)
         elif pa.types.is_integer(field.type) and field.name not in PROVENANCE_SCHEMA.names:
-            frame[field.name] = table.column(field.name).to_pandas(
-                types_mapper={field.type: pd.Int64Dtype()}.get
-            )
-    return frame
+            special[field.name] = column.to_pandas(types_mapper={field.type: pd.Int64Dtype()}.get)
+    order = table.column_names
+    rest = table.drop_columns(list(special))
+    del table  # let self_destruct free each Arrow column as pandas takes it over
+    frame: pd.DataFrame = rest.to_pandas(split_blocks=True, self_destruct=True)
+    for name, values in special.items():
+        frame[name] = values if not isinstance(values, pd.Series) else values.array
+    return frame[order] if special else frame
 
 
 def to_polars(table: pa.Table) -> Any:
