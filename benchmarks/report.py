@@ -56,7 +56,7 @@ def render(report: dict[str, Any]) -> str:
     if "cache" in report:
         c = report["cache"]
         lines += [
-            "### Warm reload vs cold (two generated files, 0.27 GB)",
+            "### Warm reload vs cold (two generated files, 0.27 GB; medians of 5)",
             "",
             "| cold s | warm s | speed-up (target >= 5) | bucket requests during warm loads |",
             "|---|---|---|---|",
