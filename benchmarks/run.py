@@ -96,8 +96,11 @@ def size_gb(files: list[Path]) -> float:
     return sum(p.stat().st_size for p in files) / 1e9
 
 
-def bench_load(bench: Bench, name: str, files: list[Path]) -> dict[str, Any]:
+def bench_load(
+    bench: Bench, name: str, files: list[Path], throttle: float | None = None
+) -> dict[str, Any]:
     rid = bench.sandbox.add_request(files)
+    bench.sandbox.faults.throttle = throttle
     print(
         f"load_results vs naive loop vs local floor: {name} ({size_gb(files):.2f} GB, {len(files)} files)"
     )
@@ -105,6 +108,7 @@ def bench_load(bench: Bench, name: str, files: list[Path]) -> dict[str, Any]:
     for _ in range(bench.rounds):
         for method, label in labels.items():
             bench.run(label, method, {"request_id": rid, "files": files})
+    bench.sandbox.faults.throttle = None
     ours, naive, floor = (bench.median(labels[m]) for m in labels)
     mem = {m: bench.median(labels[m], "peak_mb") for m in labels}
     return {"data": name, "gb": size_gb(files), "ours_s": ours, "naive_s": naive, "floor_s": floor,
@@ -198,9 +202,15 @@ def main() -> int:
     report: dict[str, Any] = {"machine": machine(), "rounds": args.rounds}
     with Sandbox() as sandbox:
         bench = Bench(sandbox, args.rounds)
+        small = [
+            write_large_csv(args.workdir / f"throttled_{n}.csv", 12_000_000, seed=n)
+            for n in range(8)
+        ]
         if "load" in only:
             datasets = ([("real", real)] if real else []) + [("generated 1 GB", generated[:8])]
             report["load"] = [bench_load(bench, name, files) for name, files in datasets]
+            # The same comparison over a link of 20 MB/s per connection, as from S3.
+            report["load"].append(bench_load(bench, "generated 0.1 GB at 20 MB/s", small, 20e6))
         if "cache" in only:
             report["cache"] = bench_cache(bench, generated[:2], args.workdir)
         if "parquet" in only:
@@ -212,10 +222,6 @@ def main() -> int:
                 )
             report["parquet"] = rows
         if "workers" in only:
-            small = [
-                write_large_csv(args.workdir / f"throttled_{n}.csv", 12_000_000, seed=n)
-                for n in range(8)
-            ]
             report["workers"] = bench_workers(bench, small, throttle=20e6)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
