@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 from .config import resolve_api_url, resolve_token
 from .errors import (
@@ -72,7 +73,14 @@ class Client:
         self.api_url = resolve_api_url(api_url)
         self.retry = retry or RetryPolicy()
         self.poll_interval = DEFAULT_POLL_INTERVAL if poll_interval is None else poll_interval
-        self._http = ApiSession(self.api_url, resolve_token(token, self.api_url), self.retry)
+        #: ``"v3"`` or ``"v4"``, from the API URL's last path segment.
+        self.api_version = "v4" if urlsplit(self.api_url).path.rstrip("/").endswith("/v4") else "v3"
+        self._http = ApiSession(
+            self.api_url,
+            resolve_token(token, self.api_url),
+            self.retry,
+            bearer=self.api_version == "v4",
+        )
 
     def __repr__(self) -> str:
         return f"Client(api_url={self.api_url!r}, token='***')"
@@ -96,6 +104,8 @@ class Client:
             When the API knows no such request.
         """
         rid = normalize_request_id(request_id)
+        if self.api_version == "v4":
+            return DownloadRequest.from_v4(self._download_v4(rid))
         response = self._http.get(f"requests/{rid}")
         body = response.body
         if response.status == 404 or (response.status == 200 and body in ([], None)):
@@ -127,6 +137,8 @@ class Client:
             No such request; :class:`NoResults` when it completed without files.
         """
         rid = normalize_request_id(request_id)
+        if self.api_version == "v4":
+            return self._results_v4(rid)
         response = self._http.get(f"results/{rid}")
         if response.status == 200 and isinstance(response.body, list) and response.body:
             files = [ResultFile.from_api(_as_dict(raw), rid) for raw in response.body]
@@ -164,6 +176,35 @@ class Client:
                 raise _not_ready(current, waited=timeout)
             logger.info("%s; polling again in %.0fs", current.describe(), self.poll_interval)
             time.sleep(self.poll_interval)
+
+    def _download_v4(self, rid: int) -> dict[str, Any]:
+        """API v4 keeps status and result URLs in one download object."""
+        response = self._http.get(f"downloads/{rid}")
+        if response.status == 404:
+            raise RequestNotFound(
+                f"Datafiniti has no download {rid} for this token. Check the id and that "
+                "the token belongs to the account that made the download."
+            )
+        if response.status != 200 or not isinstance(response.body, dict):
+            raise DatafinitiError(
+                f"Unexpected HTTP {response.status} from /downloads/{rid}: {response.message()}",
+                status=response.status,
+            )
+        return response.body
+
+    def _results_v4(self, rid: int) -> ResultFiles:
+        download = self._download_v4(rid)
+        # v4 fills "results" while the download runs: only "completed" means done.
+        self._raise_for_state(DownloadRequest.from_v4(download))
+        urls = download.get("results") or []
+        if not urls:
+            raise NoResults(f"Download {rid} completed but has no result files.")
+        # v4 gives no per-file dates: the download's last update stands for them.
+        created = download.get("date_updated")
+        return ResultFiles(
+            ResultFile.from_api({"id": n, "url": url, "date_created": created}, rid)
+            for n, url in enumerate(urls, start=1)
+        )
 
     @staticmethod
     def _raise_for_state(current: DownloadRequest) -> None:

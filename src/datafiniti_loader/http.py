@@ -46,11 +46,16 @@ class ApiSession:
     which knows what a 404 means for its endpoint.
     """
 
-    def __init__(self, api_url: str, token: str, policy: RetryPolicy | None = None) -> None:
+    def __init__(
+        self, api_url: str, token: str, policy: RetryPolicy | None = None, *, bearer: bool = False
+    ) -> None:
         self.api_url = api_url.rstrip("/")
         self.policy = policy or RetryPolicy()
         self._session = requests.Session()
-        self._session.auth = (token, "")
+        if bearer:  # API v4
+            self._session.headers["Authorization"] = f"Bearer {token}"
+        else:  # API v3: HTTP Basic, the token as user name, no password
+            self._session.auth = (token, "")
         self._session.headers["User-Agent"] = f"datafiniti-loader/{__version__}"
         self._session.headers["Accept"] = "application/json"
         self._session.verify = ca_bundle() or True

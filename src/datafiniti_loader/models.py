@@ -212,6 +212,26 @@ class DownloadRequest:
         return f"request {self.id} is {self.status}{pct}"
 
     @classmethod
+    def from_v4(cls, raw: dict[str, Any]) -> DownloadRequest:
+        """Build from API v4's download object (``GET /v4/downloads/{id}``)."""
+        status = str(raw.get("status") or "")
+        done = status.lower() == "completed"
+        return cls.from_api(
+            {
+                "id": raw.get("id"),
+                "status": status,
+                "numFound": raw.get("num_records"),
+                "numRequested": raw.get("num_records"),
+                "numDownloaded": raw.get("num_downloaded"),
+                "dataType": raw.get("data_type"),
+                "dataFormat": raw.get("format"),
+                "query": raw.get("query"),
+                "date_started": raw.get("date_started"),
+                "date_completed": raw.get("date_updated") if done else None,
+            }
+        )
+
+    @classmethod
     def from_api(cls, raw: dict[str, Any]) -> DownloadRequest:
         """Build from the element of ``GET /requests/{id}``."""
 

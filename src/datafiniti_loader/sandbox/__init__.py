@@ -143,6 +143,11 @@ class Sandbox:
         return f"{self._api.url()}/v3"
 
     @property
+    def api_url_v4(self) -> str:
+        """The v4 API base URL (Bearer auth, ``/downloads/{id}``)."""
+        return f"{self._api.url()}/v4"
+
+    @property
     def bucket_url(self) -> str:
         """The bucket's base URL."""
         return self._bucket.url()

@@ -156,7 +156,7 @@ class ApiHandler(_Handler):
     name = "api"
 
     def do_GET(self) -> None:
-        """Answer ``/v3/results/{id}`` and ``/v3/requests/{id}`` (after faults and auth)."""
+        """Answer v3's /results and /requests, and v4's /downloads (after faults and auth)."""
         fault = self.sandbox.faults.take(self.sandbox.faults.api_errors)
         if fault is not None:
             status, retry_after = fault
@@ -177,6 +177,11 @@ class ApiHandler(_Handler):
                 },
             )
         parts = self.path.split("?", 1)[0].strip("/").split("/")
+        if len(parts) == 3 and parts[:2] == ["v4", "downloads"]:
+            request = self.sandbox.requests.get(int(parts[2])) if parts[2].isdigit() else None
+            if request is None:
+                return self.json(404, {"error": "Not Found", "message": "Download not found"})
+            return self.json(200, self._download_v4(request))
         if len(parts) == 3 and parts[0] == "v3" and parts[1] in ("results", "requests"):
             if not parts[2].isdigit():
                 return self.json(
@@ -190,6 +195,8 @@ class ApiHandler(_Handler):
 
     def _authorized(self) -> bool:
         header = self.headers.get("Authorization", "")
+        if self.path.startswith("/v4/"):
+            return header == f"Bearer {self.sandbox.token}"
         if not header.startswith("Basic "):
             return False
         try:
@@ -204,6 +211,32 @@ class ApiHandler(_Handler):
                 404, {"error": "Not Found", "message": "Request not found", "code": 404}
             )
         return self.json(200, [request.poll()])
+
+    def _download_v4(self, request: Any) -> dict[str, Any]:
+        """API v4's download object: status, counts and (once running) result URLs."""
+        state = request.poll()
+        status = {"STARTED": "running", "COMPLETED": "completed"}.get(
+            state["status"], state["status"].lower()
+        )
+        if state["error"]:
+            status = "cancelled"
+        expired = self.sandbox.faults.take_expired_signing()
+        urls = [
+            self.sandbox.result_entry(request, rid, f, expired)["url"] for rid, f in request.files
+        ]
+        stamp = request.created.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        return {
+            "id": str(request.id),
+            "status": status,
+            "format": state["dataFormat"],
+            "num_records": state["numRequested"],
+            "num_downloaded": state["numDownloaded"],
+            "data_type": request.data_type,
+            "query": "sandbox",
+            "results": urls if status in ("running", "completed") else [],
+            "date_started": stamp,
+            "date_updated": stamp,
+        }
 
     def _results(self, request: Any) -> None:
         if request is None or not request.ready() or not request.files:
