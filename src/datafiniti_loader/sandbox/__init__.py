@@ -18,6 +18,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import os
@@ -58,8 +59,15 @@ class SandboxRequest:
     error: str = ""
     pending_polls: int = 0
     data_type: str = "products"
-    records: int = 0
+    records_given: int | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @functools.cached_property
+    def records(self) -> int:
+        """Records in the files, counted by this library's readers when first asked."""
+        if self.records_given is not None:
+            return self.records_given
+        return sum(_count_records(obj) for _, obj in self.files)
 
     def ready(self) -> bool:
         """True once polls are used up and the request completed without error."""
@@ -220,7 +228,6 @@ class Sandbox:
             obj = ServedObject(name, path, path.stat().st_size, _etag(path))
             self.objects[f"/{_BUCKET}/{rid}/{name}"] = obj
             served.append((next(self._result_ids), obj))
-        total = records if records is not None else sum(_count_records(o.path) for _, o in served)
         self.requests[rid] = SandboxRequest(
             rid,
             served,
@@ -228,7 +235,7 @@ class Sandbox:
             status=status,
             error=error,
             pending_polls=pending_polls,
-            records=total,
+            records_given=records,
         )
         return rid
 
@@ -252,8 +259,8 @@ class Sandbox:
             "id": result_id,
             "url": f"{self.bucket_url}{path}?{query}",
             "request_id": request.id,
-            "downloaded": request.records,
-            "imported": request.records,
+            "downloaded": 0,  # internal to Datafiniti; clients ignore them
+            "imported": 0,
             "date_created": f"{created.year}-{created.month}-{created.day} {created:%H:%M:%S}",
         }
 
@@ -269,6 +276,9 @@ def _etag(path: Path) -> str:
         return f'"{hashlib.file_digest(handle, "md5").hexdigest()}"'
 
 
-def _count_records(path: Path) -> int:
-    with open(path, "rb") as handle:
-        return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
+def _count_records(obj: ServedObject) -> int:
+    from ..models import format_from_name
+    from ..readers import read_file
+
+    read = read_file(obj.path, obj.name, format_from_name(obj.name))
+    return sum(batch.num_rows for batch in read.batches)
