@@ -59,3 +59,12 @@ def test_late_compute_survives_expired_urls(
     sandbox.faults.expire_signings = 1  # the URLs handed out at compute time come back expired
     computed = lazy.compute()
     assert len(computed) == 72 and computed["_source_file"].nunique() == 2
+
+
+def test_json_partitions_keep_nesting(loader: Loader, sandbox: Sandbox, fixture_files) -> None:
+    rid = sandbox.add_request(fixture_files["products_json"])
+    lazy = loader.load(rid, output="dask")
+    computed = lazy.compute(scheduler="sync")
+    eager = loader.load(rid)
+    assert len(computed) == len(eager) == 12
+    assert computed["reviews"].tolist() == eager["reviews"].tolist()

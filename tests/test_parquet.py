@@ -101,3 +101,15 @@ def test_any_fsspec_url(loader: Loader, sandbox: Sandbox, fixture_files) -> None
     assert not [p for p in fs.ls("/exports") if ".tmp-" in p]
     with fs.open(f"/exports/businesses/{summary.parquet_files[0]}", "rb") as handle:
         assert pq.read_table(handle).num_rows == 30
+
+
+def test_nested_json_round_trips_through_parquet(
+    loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path
+) -> None:
+    rid = sandbox.add_request(fixture_files["products_json"] + fixture_files["properties"])
+    summary = loader.parquet(rid, tmp_path / "out")
+    in_memory = loader.load(rid, output="arrow")
+    on_disk = pds.dataset(tmp_path / "out", format="parquet").to_table()
+    assert summary.rows == in_memory.num_rows == 18
+    assert pa.types.is_list(on_disk.schema.field("reviews").type)
+    assert on_disk.to_pylist() == in_memory.to_pylist()

@@ -83,6 +83,7 @@ def load_dask(
 ) -> Any:
     """A lazy dask DataFrame of the request's results (see :func:`load_results`)."""
     try:
+        import dask
         import dask.dataframe as dd
     except ImportError:
         raise ImportError(
@@ -110,6 +111,9 @@ def load_dask(
         for f in files
     ]
     meta = to_pandas(schema.empty_table())
-    return dd.from_map(  # type: ignore[no-untyped-call]
-        _load_partition, parts, meta=meta, label="datafiniti-results"
-    )
+    # dask would turn object columns into strings: nested lists and dicts must stay as they are.
+    nested = any(pa.types.is_nested(f.type) for f in schema)
+    with dask.config.set({"dataframe.convert-string": False} if nested else {}):
+        return dd.from_map(  # type: ignore[no-untyped-call]
+            _load_partition, parts, meta=meta, label="datafiniti-results"
+        )
