@@ -180,3 +180,12 @@ def test_library_is_quiet_by_default() -> None:
     logger = logging.getLogger("datafiniti_loader")
     assert any(isinstance(h, logging.NullHandler) for h in logger.handlers)
     assert logger.level == logging.NOTSET and logger.propagate
+
+
+def test_polars_keeps_nesting(loader: Loader, sandbox: Sandbox, fixture_files) -> None:
+    polars = pytest.importorskip("polars")
+    rid = sandbox.add_request(fixture_files["products_json"])
+    frame = loader.load(rid, output="polars")
+    assert frame.height == 12
+    assert isinstance(frame.schema["reviews"], polars.List)
+    assert frame["reviews"][0][0]["rating"] == loader.load(rid)["reviews"].iloc[0][0]["rating"]
