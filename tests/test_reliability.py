@@ -291,3 +291,41 @@ def test_https_proxy_from_the_environment_tunnels_tls(
             assert f"CONNECT 127.0.0.1:{bucket_port}" in _Proxy.seen
     finally:
         proxy.shutdown()
+
+
+def test_an_unwritable_cache_is_a_storage_error(
+    loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path
+) -> None:
+    from datafiniti_loader import StorageError
+
+    not_a_dir = tmp_path / "cache-file"
+    not_a_dir.write_text("a file where the cache directory should be")
+    rid = sandbox.add_request(fixture_files["businesses"])
+    with pytest.raises(StorageError, match="DATAFINITI_CACHE_DIR"):
+        loader.load(rid, cache=not_a_dir)
+    assert len(loader.load(rid, cache=False)) == 30  # the way out the message names
+
+
+def test_an_unwritable_parquet_target_is_a_storage_error(
+    loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path
+) -> None:
+    from datafiniti_loader import StorageError
+
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    rid = sandbox.add_request(fixture_files["businesses"])
+    with pytest.raises(StorageError, match="Could not write Parquet"):
+        loader.parquet(rid, blocker / "out")
+    assert blocker.read_text() == ""
+
+
+def test_a_parsed_copy_that_cannot_be_kept_costs_nothing_but_time(
+    loader: Loader, sandbox: Sandbox, fixture_files, cache_dir: Path
+) -> None:
+    rid = sandbox.add_request(fixture_files["businesses"])
+    first = loader.load(rid)
+    (copy,) = cache_dir.rglob("*.parsed-v*.arrow")
+    copy.unlink()
+    copy.mkdir()  # the copy's place is taken: it can be neither read nor replaced
+    pd.testing.assert_frame_equal(loader.load(rid), first)
+    pd.testing.assert_frame_equal(loader.load(rid), first)

@@ -22,6 +22,7 @@ from .errors import (
     RequestNotFound,
     RequestNotReady,
     ResultExpired,
+    StorageError,
 )
 from .models import DownloadRequest, ResultFile
 from .parquet import ParquetSummary
@@ -45,6 +46,7 @@ __all__ = [
     "ResultExpired",
     "ResultFile",
     "RetryPolicy",
+    "StorageError",
     "__version__",
     "load_results",
     "to_parquet",

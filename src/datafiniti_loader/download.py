@@ -11,14 +11,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cache import FileStore
 from .client import Client
-from .errors import ResultExpired
+from .errors import ResultExpired, StorageError
 from .models import ResultFile
 from .progress import Progress
 from .transport import Transport, UrlExpired, remove_quietly
@@ -129,7 +129,7 @@ class Download:
             current = self._with_urls(file, refresh=False)
         if current.is_expired:
             raise _expired(current)
-        part = self.store.part_path(file)
+        part = _storage(lambda: self.store.part_path(file), f"prepare {self.store.root}")
         try:
             logger.debug("%s: downloading (result %d)", file.name, file.id)
             try:
@@ -140,7 +140,10 @@ class Download:
                     fetched = self.transport.download(current, part)
                 except UrlExpired:
                     raise _expired(current) from None
-            path = self.store.commit(file, part, fetched.size, fetched.etag)
+            path = _storage(
+                lambda: self.store.commit(file, part, fetched.size, fetched.etag),
+                f"store {file.name} in {self.store.root}",
+            )
         finally:
             remove_quietly(part)
         self.stats.add(downloaded=1, nbytes=fetched.downloaded)
@@ -170,6 +173,17 @@ class Download:
         if fresh is None:
             raise _expired(file)
         return fresh
+
+
+def _storage(action: Callable[[], Path], what: str) -> Path:
+    """Run a file-system step of the store; a failure becomes a StorageError saying what to do."""
+    try:
+        return action()
+    except OSError as exc:
+        raise StorageError(
+            f"Could not {what}: {exc.strerror or exc}. Free disk space, or point "
+            "DATAFINITI_CACHE_DIR (or cache=) at a writable directory, or pass cache=False."
+        ) from None
 
 
 def _expired(file: ResultFile) -> ResultExpired:

@@ -19,6 +19,7 @@ __all__ = [
     "RequestNotFound",
     "RequestNotReady",
     "ResultExpired",
+    "StorageError",
 ]
 
 
@@ -76,6 +77,10 @@ class ParseError(DatafinitiError):
         super().__init__(message)
         self.file = file
         self.line = line
+
+
+class StorageError(DatafinitiError):
+    """A local file (cache, scratch copy or output) could not be written."""
 
 
 class ColumnNotFound(DatafinitiError, ValueError):

@@ -10,6 +10,7 @@ failure leaves nothing at ``path``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import uuid
@@ -25,6 +26,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ._version import __version__
+from .errors import StorageError
 from .loader import LoadSource, data_schema, log_summary, typed_batches, with_provenance
 from .schema import PROVENANCE_SCHEMA, release_arrow_memory
 
@@ -99,9 +101,15 @@ def write_parquet(
         if fs.exists(target):
             fs.rm(target, recursive=True)
         fs.mv(staging, target, recursive=True)
-    except BaseException:
-        if fs.exists(staging):
-            fs.rm(staging, recursive=True)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            if fs.exists(staging):
+                fs.rm(staging, recursive=True)
+        if isinstance(exc, OSError):
+            raise StorageError(
+                f"Could not write Parquet to {path}: {exc.strerror or exc}. Check the "
+                "path, permissions and free space; nothing was left at the target."
+            ) from None
         raise
     rows = sum(scan.rows.values())
     log_summary(source, rows, len(schema), target=str(path))

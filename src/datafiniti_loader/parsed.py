@@ -11,6 +11,7 @@ and is written aside and renamed into place only when complete.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -22,6 +23,8 @@ import pyarrow.ipc as ipc
 from .readers import FileBatches
 
 __all__ = ["PARSED_FORMAT", "open_parsed", "tee_parsed"]
+
+logger = logging.getLogger("datafiniti_loader")
 
 #: Bump whenever the readers' output changes: older parsed copies are then ignored.
 PARSED_FORMAT = "1"
@@ -64,25 +67,39 @@ def tee_parsed(read: FileBatches, target: Path) -> FileBatches:
 
 
 def _tee(read: FileBatches, target: Path) -> Iterator[pa.RecordBatch]:
+    """Yield every batch; keep the copy only if all of it could be written.
+
+    The copy is an optimisation: when the disk refuses it (full, read-only),
+    the batches still flow and the next read parses the file again.
+    """
     part = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
     writer: ipc.RecordBatchFileWriter | None = None
+    failed = False
     try:
         for batch in read.batches:
-            if writer is None:
-                metadata = {
-                    _FORMAT_KEY: PARSED_FORMAT.encode(),
-                    _TEXT_KEY: b"1" if read.text else b"0",
-                }
-                writer = ipc.new_file(
-                    str(part), batch.schema.with_metadata(metadata), options=_WRITE_OPTIONS
-                )
-            writer.write_batch(batch)
+            if not failed:
+                try:
+                    if writer is None:
+                        writer = ipc.new_file(
+                            str(part), batch.schema.with_metadata(_metadata(read.text)),
+                            options=_WRITE_OPTIONS,
+                        )  # fmt: skip
+                    writer.write_batch(batch)
+                except OSError as exc:
+                    logger.debug("no parsed copy of %s: %s", target.name, exc)
+                    failed = True
             yield batch
-        if writer is not None:
+        if writer is not None and not failed:
             writer.close()
             os.replace(part, target)
+    except OSError as exc:
+        logger.debug("no parsed copy of %s: %s", target.name, exc)
     finally:
         if writer is not None and part.exists():
             with contextlib.suppress(OSError):
                 writer.close()
             part.unlink(missing_ok=True)
+
+
+def _metadata(text: bool) -> dict[bytes, bytes]:
+    return {_FORMAT_KEY: PARSED_FORMAT.encode(), _TEXT_KEY: b"1" if text else b"0"}

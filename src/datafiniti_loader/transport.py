@@ -27,7 +27,7 @@ from fsspec.asyn import sync
 from fsspec.implementations.http import HTTPFileSystem, HTTPStreamFile
 
 from .config import ca_bundle
-from .errors import DownloadError
+from .errors import DownloadError, StorageError
 from .models import ResultFile
 from .retry import RETRYABLE_STATUSES, RetryPolicy
 
@@ -218,11 +218,15 @@ class Transport:
             attempt.etag = response.headers.get("ETag") or attempt.etag
             attempt.total = _expected_total(response, received)
             try:
-                with open(attempt.part, "ab" if append else "wb") as out:
+                out = open(attempt.part, "ab" if append else "wb")  # noqa: SIM115
+            except OSError as exc:
+                raise _unwritable(attempt.part, exc) from None
+            try:
+                with out:
                     attempt.downloaded += sync(
                         self.fs.loop, _drain, response, out, self.on_bytes, self._cancelled
                     )
-            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 raise _Retryable(
                     f"connection lost after {attempt.received:,} bytes ({type(exc).__name__})"
                 ) from None
@@ -284,10 +288,20 @@ async def _drain(
         chunk = await response.content.read(_READ_BYTES)
         if not chunk:
             return written
-        out.write(chunk)
+        try:
+            out.write(chunk)
+        except OSError as exc:  # the disk, not the network: retrying will not help
+            raise _unwritable(Path(out.name), exc) from None
         written += len(chunk)
         if on_bytes is not None:
             on_bytes(len(chunk))
+
+
+def _unwritable(path: Path, exc: OSError) -> StorageError:
+    return StorageError(
+        f"Could not write a download to {path.parent}: {exc.strerror or exc}. Free disk "
+        "space, or point DATAFINITI_CACHE_DIR (or cache=) at another directory."
+    )
 
 
 def _xml_text(body: str, tag: str) -> str:
