@@ -7,6 +7,7 @@ import json
 import random
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pytest
 
@@ -193,3 +194,25 @@ def test_duplicate_header_names_keep_every_column(tmp_path: Path) -> None:
     table = pa.Table.from_batches(list(iter_csv_batches(path, "dup.csv")))
     assert table.column_names == ["id", "name", "name.1", "name.1.1"]
     assert table.to_pylist() == [{"id": "1", "name": "a", "name.1": "b", "name.1.1": "c"}]
+
+
+@pytest.mark.parametrize("chunk_bytes", [64, 1024, 1 << 20])
+def test_a_quote_inside_an_unquoted_cell_is_kept_literally(
+    tmp_path: Path, chunk_bytes: int
+) -> None:
+    """``5" screen`` breaks quote parity; the reader must still cut no record and lose nothing."""
+    rows = ["id,name,x"]
+    for i in range(200):
+        if i in (50, 120):
+            rows.append(f'{i},{i % 9}" screen,x')
+        elif i % 7 == 0:
+            rows.append(f'{i},"multi\r\nline {i}",y')
+        else:
+            rows.append(f"{i},plain {i},z")
+    data = "\r\n".join(rows).encode()
+    path = tmp_path / "stray.csv"
+    path.write_bytes(data)
+    expected = pd.read_csv(path, dtype=str, keep_default_na=False).values.tolist()
+    assert csv_rows(path, chunk_bytes) == [
+        [c if c != "" else None for c in row] for row in expected
+    ]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,6 +30,8 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 
 from ..errors import ParseError
+
+logger = logging.getLogger("datafiniti_loader")
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "Chunk", "iter_csv_batches", "record_chunks"]
 
@@ -79,6 +82,13 @@ def record_chunks(stream: IO[bytes], chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> 
             if carry:
                 yield Chunk(carry, 0, len(carry), offset)
             return
+        if _has_stray_quote(buffer, end, first=offset == 0):
+            # Quote parity no longer tells where records end: let pyarrow, which
+            # reads such quotes literally (as pandas does), take the rest at once.
+            rest = bytes(buffer[:end]) + stream.read()
+            logger.debug("a quote inside an unquoted cell: reading the rest as one block")
+            yield Chunk(rest, 0, len(rest), offset)
+            return
         cut = _last_record_end(buffer, end)
         if cut == 0:
             carry = bytes(buffer[:end])  # one record longer than a chunk: read on
@@ -97,6 +107,28 @@ def _read_into(stream: IO[bytes], view: memoryview) -> int:
             break
         filled += got
     return filled
+
+
+_FIELD_EDGES = np.array([ord(","), ord("\n"), ord("\r")], dtype=np.uint8)
+
+
+def _has_stray_quote(buffer: bytearray, end: int, *, first: bool) -> bool:
+    """Whether a ``"`` stands inside an unquoted cell (``5" screen``), where parity fails.
+
+    In well-formed CSV every quote opens a cell (after a comma or a line end),
+    closes one (before a comma or a line end), or is half of an escaped ``""``.
+    """
+    octets = np.frombuffer(buffer, dtype=np.uint8, count=end)
+    quotes = np.flatnonzero(octets == _QUOTE)
+    if quotes.size == 0:
+        return False
+    start = len(_BOM) if first and buffer.startswith(_BOM) else 0
+    before = octets[np.maximum(quotes - 1, 0)]
+    after = octets[np.minimum(quotes + 1, end - 1)]
+    opens = np.isin(before, _FIELD_EDGES) | (quotes == start)
+    closes = np.isin(after, _FIELD_EDGES) | (quotes == end - 1)
+    paired = (before == _QUOTE) | (after == _QUOTE)
+    return bool(np.any(~(opens | closes | paired)))
 
 
 def _last_record_end(buffer: bytearray, end: int) -> int:
