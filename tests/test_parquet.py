@@ -2,6 +2,7 @@
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -18,13 +19,18 @@ def read_back(path: Path) -> pd.DataFrame:
     return pds.dataset(path, format="parquet").to_table().to_pandas()
 
 
+def convert_and_load(loader: Loader, rid: int, out: Path) -> tuple[Any, pa.Table, pa.Table]:
+    """``to_parquet`` into ``out``; return its summary, the in-memory table and what was written."""
+    summary = loader.parquet(rid, out)
+    in_memory = loader.load(rid, output="arrow")
+    return summary, in_memory, pds.dataset(out, format="parquet").to_table()
+
+
 def test_parquet_holds_what_load_results_returns(
     loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path
 ) -> None:
     rid = sandbox.add_request(fixture_files["products"] + fixture_files["businesses"])
-    summary = loader.parquet(rid, tmp_path / "out")
-    in_memory = loader.load(rid, output="arrow")
-    on_disk = pds.dataset(tmp_path / "out", format="parquet").to_table()
+    summary, in_memory, on_disk = convert_and_load(loader, rid, tmp_path / "out")
     assert summary.rows == in_memory.num_rows == on_disk.num_rows
     assert summary.files == 3 and summary.bytes > 0 and summary.parquet_files
     # Parquet has no seconds unit: timestamp[s] columns come back as timestamp[ms]
@@ -107,9 +113,7 @@ def test_nested_json_round_trips_through_parquet(
     loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path
 ) -> None:
     rid = sandbox.add_request(fixture_files["products_json"] + fixture_files["properties"])
-    summary = loader.parquet(rid, tmp_path / "out")
-    in_memory = loader.load(rid, output="arrow")
-    on_disk = pds.dataset(tmp_path / "out", format="parquet").to_table()
+    summary, in_memory, on_disk = convert_and_load(loader, rid, tmp_path / "out")
     assert summary.rows == in_memory.num_rows == 18
     assert pa.types.is_list(on_disk.schema.field("reviews").type)
     assert on_disk.to_pylist() == in_memory.to_pylist()

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from conftest import FAST_RETRY, Loader
-from datafiniti_loader import Client, DatafinitiError, DownloadError, RetryPolicy
+from datafiniti_loader import Client, DatafinitiError, DownloadError, RetryPolicy, StorageError
 from datafiniti_loader.sandbox import Sandbox
 
 
@@ -296,8 +296,6 @@ def test_https_proxy_from_the_environment_tunnels_tls(
 def test_an_unwritable_cache_is_a_storage_error(
     loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path
 ) -> None:
-    from datafiniti_loader import StorageError
-
     not_a_dir = tmp_path / "cache-file"
     not_a_dir.write_text("a file where the cache directory should be")
     rid = sandbox.add_request(fixture_files["businesses"])
@@ -309,8 +307,6 @@ def test_an_unwritable_cache_is_a_storage_error(
 def test_an_unwritable_parquet_target_is_a_storage_error(
     loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path
 ) -> None:
-    from datafiniti_loader import StorageError
-
     blocker = tmp_path / "blocker"
     blocker.write_text("")
     rid = sandbox.add_request(fixture_files["businesses"])

@@ -38,7 +38,6 @@ class DownloadStats:
     downloaded_files: int = 0
     cached_files: int = 0
     bytes_downloaded: int = 0
-    url_refreshes: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, *, downloaded: int = 0, cached: int = 0, nbytes: int = 0) -> None:
@@ -167,7 +166,6 @@ class Download:
                         "pre-signed URLs expired; fetching fresh ones (request %d)", file.request_id
                     )
                     self._refreshed_once = True
-                    self.stats.url_refreshes += 1
                 self._fresh = {f.id: f for f in self.client.results(file.request_id)}
             fresh = self._fresh.get(file.id)
         if fresh is None:

@@ -71,7 +71,7 @@ class ApiSession:
         """Close pooled connections."""
         self._session.close()
 
-    def get(self, path: str, *, retry_statuses: frozenset[int] = RETRYABLE_STATUSES) -> ApiResponse:
+    def get(self, path: str) -> ApiResponse:
         """GET ``{api_url}/{path}`` and return its status and JSON body.
 
         Raises
@@ -108,7 +108,7 @@ class ApiSession:
                 continue
             status = response.status_code
             logger.debug("GET /%s -> %d", path, status)
-            if status in retry_statuses and not last_try:
+            if status in RETRYABLE_STATUSES and not last_try:
                 wait = self.policy.delay(attempt, response.headers.get("Retry-After"))
                 logger.debug("retrying GET /%s in %.2fs after HTTP %d", path, wait, status)
                 response.close()

@@ -91,7 +91,6 @@ class LoadSource:
                 release_arrow_memory()
             scan.files.append((file, held))
             scan.rows[file.name] = rows
-            scan.bytes += path.stat().st_size
         return scan
 
 
@@ -102,7 +101,6 @@ class Scan:
     builder: SchemaBuilder
     files: list[tuple[ResultFile, list[pa.RecordBatch]]] = field(default_factory=list)
     rows: dict[str, int] = field(default_factory=dict)
-    bytes: int = 0
 
 
 def data_schema(builder: SchemaBuilder, columns: Sequence[str] | None) -> pa.Schema:

@@ -13,15 +13,15 @@ conformed to; that is what lets Parquet conversion stream in bounded memory.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from .readers.jsonfile import json_text
 
 __all__ = [
     "PROVENANCE_COLUMNS",
@@ -194,14 +194,8 @@ def to_text(values: pa.Array) -> pa.Array:
     if pa.types.is_timestamp(values.type):
         return values.cast(pa.string())
     return pa.array(
-        [None if v is None else _json_text(v) for v in values.to_pylist()], type=pa.string()
+        [None if v is None else json_text(v) for v in values.to_pylist()], type=pa.string()
     )
-
-
-def _json_text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))
 
 
 def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:

@@ -82,14 +82,16 @@ def record_chunks(stream: IO[bytes], chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> 
             if carry:
                 yield Chunk(carry, 0, len(carry), offset)
             return
-        if _has_stray_quote(buffer, end, first=offset == 0):
+        octets = np.frombuffer(buffer, dtype=np.uint8, count=end)
+        quotes = np.flatnonzero(octets == _QUOTE)  # one scan serves both checks below
+        if _has_stray_quote(octets, quotes, first=offset == 0):
             # Quote parity no longer tells where records end: let pyarrow, which
             # reads such quotes literally (as pandas does), take the rest at once.
             rest = bytes(buffer[:end]) + stream.read()
             logger.debug("a quote inside an unquoted cell: reading the rest as one block")
             yield Chunk(rest, 0, len(rest), offset)
             return
-        cut = _last_record_end(buffer, end)
+        cut = _last_record_end(buffer, end, quotes)
         if cut == 0:
             carry = bytes(buffer[:end])  # one record longer than a chunk: read on
             continue
@@ -112,17 +114,17 @@ def _read_into(stream: IO[bytes], view: memoryview) -> int:
 _FIELD_EDGES = np.array([ord(","), ord("\n"), ord("\r")], dtype=np.uint8)
 
 
-def _has_stray_quote(buffer: bytearray, end: int, *, first: bool) -> bool:
+def _has_stray_quote(octets: np.ndarray, quotes: np.ndarray, *, first: bool) -> bool:
     """Whether a ``"`` stands inside an unquoted cell (``5" screen``), where parity fails.
 
     In well-formed CSV every quote opens a cell (after a comma or a line end),
     closes one (before a comma or a line end), or is half of an escaped ``""``.
+    ``quotes`` are the positions of ``"`` in ``octets``.
     """
-    octets = np.frombuffer(buffer, dtype=np.uint8, count=end)
-    quotes = np.flatnonzero(octets == _QUOTE)
     if quotes.size == 0:
         return False
-    start = len(_BOM) if first and buffer.startswith(_BOM) else 0
+    end = len(octets)
+    start = len(_BOM) if first and octets[: len(_BOM)].tobytes() == _BOM else 0
     before = octets[np.maximum(quotes - 1, 0)]
     after = octets[np.minimum(quotes + 1, end - 1)]
     opens = np.isin(before, _FIELD_EDGES) | (quotes == start)
@@ -131,19 +133,14 @@ def _has_stray_quote(buffer: bytearray, end: int, *, first: bool) -> bool:
     return bool(np.any(~(opens | closes | paired)))
 
 
-def _last_record_end(buffer: bytearray, end: int) -> int:
-    """Index just past the last newline outside quotes in ``buffer[:end]``, or 0."""
+def _last_record_end(buffer: bytearray, end: int, quotes: np.ndarray) -> int:
+    """Index just past the last newline outside quotes in ``buffer[:end]``, or 0.
+
+    ``quotes`` (sorted positions of ``"``) give the parity before any newline.
+    """
     pos = buffer.rfind(b"\n", 0, end)
-    if pos < 0:
-        return 0
-    octets = np.frombuffer(buffer, dtype=np.uint8, count=end)
-    quotes = int(np.count_nonzero(octets[:pos] == _QUOTE))
-    while quotes % 2:
-        previous = buffer.rfind(b"\n", 0, pos)
-        if previous < 0:
-            return 0
-        quotes -= int(np.count_nonzero(octets[previous:pos] == _QUOTE))
-        pos = previous
+    while pos >= 0 and int(np.searchsorted(quotes, pos)) % 2:
+        pos = buffer.rfind(b"\n", 0, pos)
     return pos + 1
 
 

@@ -21,7 +21,7 @@ import pyarrow.json as pjson
 
 from ..errors import ParseError
 
-__all__ = ["read_json_table", "records_to_table"]
+__all__ = ["json_text", "read_json_table", "records_to_table"]
 
 _BLOCK_BYTES = 32 * 1024 * 1024
 _WHITESPACE = b" \t\r\n"
@@ -156,10 +156,11 @@ def _column(values: list[Any]) -> pa.Array:
     try:
         return pa.array(values)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
-        return pa.array(
-            [
-                v if v is None or isinstance(v, str) else json.dumps(v, ensure_ascii=False)
-                for v in values
-            ],
-            type=pa.string(),
-        )
+        return pa.array([None if v is None else json_text(v) for v in values], type=pa.string())
+
+
+def json_text(value: Any) -> str:
+    """A value as text when its field has no single type: strings as they are, the rest as JSON."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))
