@@ -24,7 +24,15 @@ from datafiniti_loader.sandbox import Sandbox
 
 
 def committed_entries(cache: Path) -> list[Path]:
-    return [p for p in cache.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    return [
+        p for p in cache.rglob("*")
+        if p.is_file() and not p.name.startswith(".") and p.name != "CACHEDIR.TAG"
+    ]  # fmt: skip
+
+
+def partial_size(cache: Path) -> int:
+    (partial,) = cache.rglob(".*.partial")
+    return partial.stat().st_size
 
 
 def test_read_timeout_is_retried(loader: Loader, sandbox: Sandbox, fixture_files) -> None:
@@ -35,15 +43,35 @@ def test_read_timeout_is_retried(loader: Loader, sandbox: Sandbox, fixture_files
     pd.testing.assert_frame_equal(loader.load(rid, cache=False, retry=impatient), baseline)
 
 
-def test_a_connection_that_always_drops_is_a_download_error(
+def test_a_load_that_gave_up_is_resumed_by_the_next_load(
     loader: Loader, sandbox: Sandbox, fixture_files, cache_dir: Path
 ) -> None:
-    rid = sandbox.add_request(fixture_files["products"][:1])
-    sandbox.faults.drops.extend([10_000] * 10)  # without an ETag-less restart, still short
-    with pytest.raises(DownloadError, match="after 4 tries"):
+    source = fixture_files["products"][0]
+    rid = sandbox.add_request([source])
+    baseline = loader.load(rid, cache=False)
+    sandbox.faults.drops.extend([10_000] * 4)  # four tries, 10 kB each, then give up
+    with pytest.raises(DownloadError, match=r"after 4 tries.*40,000 bytes received are kept"):
         loader.load(rid)
-    assert committed_entries(cache_dir) == []
-    assert not list(cache_dir.rglob("*.part"))
+    assert committed_entries(cache_dir) == []  # nothing half-done poses as an entry
+    kept = partial_size(cache_dir)
+    assert kept == 40_000
+    sandbox.log.clear()
+    pd.testing.assert_frame_equal(loader.load(rid), baseline)
+    (get,) = [e for e in sandbox.log if e.server == "bucket"]
+    assert (get.status, get.range) == (206, f"bytes={kept}-")  # the rest, not the whole
+    assert not list(cache_dir.rglob(".*.partial*"))
+    (entry,) = [p for p in committed_entries(cache_dir) if p.name.endswith(".csv")]
+    assert entry.read_bytes() == source.read_bytes()
+
+
+def test_without_a_cache_nothing_is_kept_and_the_message_promises_nothing(
+    loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path
+) -> None:
+    rid = sandbox.add_request(fixture_files["products"][:1])
+    sandbox.faults.drops.extend([10_000] * 4)
+    with pytest.raises(DownloadError) as caught:
+        loader.load(rid, cache=False)
+    assert "kept" not in str(caught.value) and "resume" not in str(caught.value)
 
 
 def test_zero_byte_file_gives_no_rows_but_the_rest_loads(
@@ -90,22 +118,87 @@ def test_two_processes_loading_at_once_share_the_cache_safely(
     assert len(downloads) == 2
 
 
-def test_a_killed_load_leaves_no_entry_and_the_next_load_completes(
+def wait_for_partial(cache: Path, at_least: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = list(cache.rglob(".*.partial"))
+        if found and found[0].stat().st_size >= at_least:
+            return
+        time.sleep(0.02)
+    raise AssertionError("the download never got going")
+
+
+def assert_next_load_resumes(loader: Loader, sandbox: Sandbox, rid: int, cache: Path,
+                             baseline: pd.DataFrame) -> None:  # fmt: skip
+    """The next load asks only for the bytes after the kept partial, and loads exactly."""
+    kept = partial_size(cache)
+    sandbox.faults.throttle = None
+    sandbox.log.clear()
+    pd.testing.assert_frame_equal(loader.load(rid), baseline)
+    (get,) = [e for e in sandbox.log if e.server == "bucket"]
+    assert (get.status, get.range) == (206, f"bytes={kept}-")
+
+
+def cli(sandbox: Sandbox, *args: str, **env: str) -> subprocess.Popen[str]:
+    full = {**os.environ, "DATAFINITI_API_URL": sandbox.api_url,
+            "DATAFINITI_API_TOKEN": sandbox.token, **env}  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "datafiniti_loader.cli", *args],
+        env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def test_a_killed_load_leaves_no_entry_and_the_next_load_resumes(
     loader: Loader, sandbox: Sandbox, fixture_files, cache_dir: Path
 ) -> None:
     rid = sandbox.add_request(fixture_files["products"][:1])
     baseline = loader.load(rid, cache=False)
     sandbox.faults.throttle = 50_000  # 261 kB: about five seconds
     victim = run_load(sandbox, cache_dir, rid)
-    deadline = time.monotonic() + 20
-    while not list(cache_dir.rglob("*.part")) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.3)
+    wait_for_partial(cache_dir, 60_000)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    assert committed_entries(cache_dir) == []  # only a hidden .part, never a half entry
-    sandbox.faults.throttle = None
-    pd.testing.assert_frame_equal(loader.load(rid), baseline)
+    assert committed_entries(cache_dir) == []  # only a hidden partial, never a half entry
+    assert_next_load_resumes(loader, sandbox, rid, cache_dir, baseline)
+
+
+def test_ctrl_c_stops_the_cli_at_once_and_the_next_load_resumes(
+    loader: Loader, sandbox: Sandbox, fixture_files, cache_dir: Path, tmp_path: Path
+) -> None:
+    source = fixture_files["products"][0]
+    rid = sandbox.add_request([source])
+    baseline = loader.load(rid, cache=False)
+    sandbox.faults.throttle = 50_000  # about five seconds for the file
+    out = tmp_path / "out"
+    victim = cli(sandbox, "load", str(rid), "--output", str(out),
+                 DATAFINITI_CACHE_DIR=str(cache_dir))  # fmt: skip
+    wait_for_partial(cache_dir, 60_000)
+    interrupted = time.monotonic()
+    victim.send_signal(signal.SIGINT)
+    _, stderr = victim.communicate(timeout=30)
+    stopped_after = time.monotonic() - interrupted
+    assert victim.returncode == 130
+    assert stderr.strip().splitlines() == ["datafiniti-loader: interrupted"], stderr
+    assert stopped_after < 1.5, f"took {stopped_after:.2f}s to stop"
+    assert not out.exists() and not list(tmp_path.glob("out.tmp-*"))
+    assert 60_000 <= partial_size(cache_dir) < source.stat().st_size
+    assert_next_load_resumes(loader, sandbox, rid, cache_dir, baseline)
+
+
+def test_ctrl_c_without_a_cache_leaves_no_scratch_directory(
+    sandbox: Sandbox, fixture_files, tmp_path: Path
+) -> None:
+    rid = sandbox.add_request(fixture_files["products"][:1])
+    sandbox.faults.throttle = 50_000
+    scratch_parent = tmp_path / "tmp"
+    scratch_parent.mkdir()
+    victim = cli(sandbox, "load", str(rid), "--no-cache", "--output", str(tmp_path / "out"),
+                 TMPDIR=str(scratch_parent))  # fmt: skip
+    wait_for_partial(scratch_parent, 30_000)
+    victim.send_signal(signal.SIGINT)
+    victim.communicate(timeout=30)
+    assert victim.returncode == 130
+    assert list(scratch_parent.iterdir()) == []
 
 
 def test_a_killed_conversion_leaves_nothing_at_the_target(

@@ -120,7 +120,19 @@ def test_url_that_stays_expired_is_result_expired(
         loader.load(rid)
 
 
-def test_files_older_than_seven_days_are_expired_without_a_download(
+def test_the_bucket_decides_expiry_not_the_clients_clock(
+    loader: Loader, sandbox: Sandbox, fixture_files
+) -> None:
+    # The API reports a date_created 8 days old (no time zone, or a client clock
+    # that runs fast), but the bucket still serves the file: it loads.
+    rid = sandbox.add_request(
+        fixture_files["products"], reported_created=datetime.now(UTC) - timedelta(days=8)
+    )
+    assert len(loader.load(rid)) == 72
+    assert [e.status for e in bucket_gets(sandbox)] == [200, 200]
+
+
+def test_files_the_bucket_calls_expired_after_a_refresh_are_result_expired(
     loader: Loader, sandbox: Sandbox, fixture_files
 ) -> None:
     rid = sandbox.add_request(
@@ -128,8 +140,37 @@ def test_files_older_than_seven_days_are_expired_without_a_download(
     )
     with pytest.raises(ResultExpired, match="7 days") as caught:
         loader.load(rid)
-    assert bucket_gets(sandbox) == []
+    statuses = [e.status for e in bucket_gets(sandbox)]
+    assert statuses and set(statuses) == {403}  # the bucket was asked, and said expired
     assert "X-Amz" not in str(caught.value)
+
+
+def test_a_206_nobody_asked_for_is_not_taken_as_the_whole_file(
+    loader: Loader, sandbox: Sandbox, fixture_files
+) -> None:
+    rid = sandbox.add_request(fixture_files["products"][:1])
+    baseline = loader.load(rid, cache=False)
+    sandbox.log.clear()
+    # 206 with "Content-Range: bytes 0-19999/N": the first 20,000 bytes, and the
+    # bucket says so; the rest is asked for, and nothing is taken as whole.
+    sandbox.faults.partial_answers.append((20_000, True))
+    pd.testing.assert_frame_equal(loader.load(rid, cache=False), baseline)
+    gets = [(e.status, e.range) for e in bucket_gets(sandbox)]
+    assert gets == [(206, None), (206, "bytes=20000-")]
+
+
+def test_a_206_without_content_range_is_refused(
+    loader: Loader, sandbox: Sandbox, fixture_files
+) -> None:
+    rid = sandbox.add_request(fixture_files["products"][:1])
+    baseline = loader.load(rid, cache=False)
+    sandbox.log.clear()
+    sandbox.faults.partial_answers.append((20_000, False))  # which bytes? unknown: not used
+    pd.testing.assert_frame_equal(loader.load(rid, cache=False), baseline)
+    assert [(e.status, e.range) for e in bucket_gets(sandbox)] == [(206, None), (200, None)]
+    sandbox.faults.partial_answers.extend([(20_000, False)] * 4)
+    with pytest.raises(DownloadError, match="without a usable Content-Range"):
+        loader.load(rid, cache=False)
 
 
 def test_missing_object_is_a_download_error_naming_the_file(

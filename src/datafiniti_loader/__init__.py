@@ -12,8 +12,10 @@ from ._version import __version__
 from .api import load_results, to_parquet
 from .client import Client
 from .errors import (
+    ApiError,
     AuthenticationError,
     ColumnNotFound,
+    ConfigurationError,
     DatafinitiError,
     DownloadError,
     NoResults,
@@ -23,6 +25,7 @@ from .errors import (
     RequestNotReady,
     ResultExpired,
     StorageError,
+    TargetExists,
 )
 from .models import DownloadRequest, ResultFile
 from .parquet import ParquetSummary
@@ -31,9 +34,11 @@ from .retry import RetryPolicy
 logging.getLogger("datafiniti_loader").addHandler(logging.NullHandler())
 
 __all__ = [
+    "ApiError",
     "AuthenticationError",
     "Client",
     "ColumnNotFound",
+    "ConfigurationError",
     "DatafinitiError",
     "DownloadError",
     "DownloadRequest",
@@ -47,6 +52,7 @@ __all__ = [
     "ResultFile",
     "RetryPolicy",
     "StorageError",
+    "TargetExists",
     "__version__",
     "load_results",
     "to_parquet",

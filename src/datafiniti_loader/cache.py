@@ -1,61 +1,119 @@
 """Where downloaded files live: a persistent cache keyed by what a file *is*, or a scratch dir.
 
-A cache entry's key is the API host, the request id, the result id and the
-file name, never the URL, whose signature changes every time ``/results``
-is asked. An entry is a data file plus a small JSON record of its size and
-ETag; both are written aside and renamed into place, data first, so a
-crash leaves either a complete entry or none, and two processes loading the
-same request at once each commit a whole file. Entries hold no token and no
-URL query.
+A cache entry's key is the API host, the request id, and the result's
+position, id and name, never the URL, whose signature changes every time
+``/results`` is asked. An entry is a data file plus a small JSON record of its
+size, ETag and SHA-256; the parsed copy beside it has a record of its own
+holding its SHA-256 and the SHA-256 of the download it was parsed from.
+
+Nothing in the cache is trusted unread: an entry is used only when its
+checksums match, so a damaged byte costs a re-parse or a re-download (with a
+WARNING), never a wrong value or a crash. To keep warm reloads fast only the
+parsed copy (LZ4-compressed, several times smaller than the download) is
+hashed when it is good; the download is hashed only when it must be parsed.
+
+Files are written aside and renamed into place. One process at a time
+downloads a given file (an advisory lock beside the entry); the others wait
+and then find it in the cache. A download that stops keeps its bytes as a
+partial with the object's ETag, which the next load resumes. Entries hold no
+token and no URL query. Clearing deletes only files the cache wrote.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import logging
 import os
 import re
 import shutil
 import tempfile
+import threading
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from .models import ResultFile
 from .parsed import PARSED_FORMAT
+from .transport import Fetched, Partial
 
-__all__ = ["CacheInfo", "FileCache", "FileStore", "ScratchStore"]
+try:  # POSIX; elsewhere concurrent loads of one file each download it
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["CacheInfo", "FileCache", "FileStore", "ScratchStore", "sha256_of"]
+
+logger = logging.getLogger(__name__)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_MAX_NAME = 120  # file systems refuse names over 255 bytes; suffixes need room
+_HASH_BLOCK = 1024 * 1024
+_LOCK_POLL = 0.1
+_TAG_NAME = "CACHEDIR.TAG"
+_TAG = (
+    "Signature: 8a477f597d28d172789f06886806bc55\n"
+    "# This directory is a cache of Datafiniti result files made by datafiniti-loader.\n"
+    "# `datafiniti-loader cache clear` empties it. See https://bford.info/cachedir/\n"
+)
+# Hidden files an entry may have beside it: downloads in progress and their locks.
+_HIDDEN = re.compile(r"^\.(?P<entry>.+?)\.(lock|partial|partial\.json|[0-9a-f]{32}\.part)$")
 
 
 def _safe(part: str) -> str:
-    cleaned = _UNSAFE.sub("_", part).strip("._")
-    return cleaned or "_"
+    cleaned = _UNSAFE.sub("_", part).strip("._") or "_"
+    if len(cleaned) <= _MAX_NAME:
+        return cleaned
+    digest = hashlib.sha256(part.encode()).hexdigest()[:16]
+    return f"{cleaned[: _MAX_NAME - 17]}-{digest}"
+
+
+def sha256_of(path: Path) -> str:
+    """The SHA-256 of a file's bytes, as hex (hashlib releases the GIL while hashing)."""
+    hasher = hashlib.sha256()
+    with open(path, "rb") as source:
+        while block := source.read(_HASH_BLOCK):
+            hasher.update(block)
+    return hasher.hexdigest()
 
 
 class FileStore(ABC):
     """Where a load's files are downloaded to: the cache, or a scratch directory."""
 
     root: Path
+    #: Whether a stopped download's bytes outlive the load (to be resumed later).
+    keeps_partials: bool = False
 
     @abstractmethod
     def lookup(self, file: ResultFile) -> Path | None:
-        """A complete local copy of ``file``, or ``None``."""
+        """A complete, verified local copy of ``file``, or ``None``."""
 
     @abstractmethod
-    def part_path(self, file: ResultFile) -> Path:
-        """Where to download ``file`` to before :meth:`commit`."""
+    @contextlib.contextmanager
+    def claim(self, file: ResultFile, cancelled: threading.Event) -> Iterator[Partial]:
+        """Exclusive right to download ``file``: where its bytes go, and how far they got."""
 
     @abstractmethod
-    def commit(self, file: ResultFile, part: Path, size: int, etag: str | None) -> Path:
+    def commit(self, file: ResultFile, fetched: Fetched) -> Path:
         """Make a finished download the file's entry; return its final path."""
 
     @abstractmethod
-    def parsed_path(self, file: ResultFile) -> Path:
-        """Where the file's parsed copy (Arrow IPC) lives."""
+    def parsed_copy(self, file: ResultFile) -> Path | None:
+        """The file's parsed copy (Arrow IPC) if there is a sound one, else ``None``."""
+
+    @abstractmethod
+    def parsed_part(self, file: ResultFile) -> Path:
+        """Where to write a new parsed copy before :meth:`commit_parsed`."""
+
+    @abstractmethod
+    def commit_parsed(self, file: ResultFile, part: Path) -> None:
+        """Make a finished parsed copy the file's own."""
 
     def close(self) -> None:  # noqa: B027 - most stores hold nothing per load
         """Release what the store holds for this load only."""
@@ -63,11 +121,33 @@ class FileStore(ABC):
 
 @dataclass(frozen=True)
 class CacheInfo:
-    """What a cache directory holds."""
+    """What a cache directory holds (counting only files the cache wrote)."""
 
     path: Path
     files: int
-    bytes: int  # everything: downloads, parsed copies, leftovers of interrupted runs
+    bytes: int  # downloads, parsed copies, records and unfinished downloads
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """The paths of one cache entry."""
+
+    data: Path
+
+    @property
+    def record(self) -> Path:
+        return self.data.with_name(self.data.name + ".json")
+
+    @property
+    def parsed(self) -> Path:
+        return self.data.with_name(f"{self.data.name}.parsed-v{PARSED_FORMAT}.arrow")
+
+    @property
+    def parsed_record(self) -> Path:
+        return self.data.with_name(f"{self.data.name}.parsed-v{PARSED_FORMAT}.json")
+
+    def hidden(self, suffix: str) -> Path:
+        return self.data.with_name(f".{self.data.name}.{suffix}")
 
 
 class FileCache(FileStore):
@@ -81,105 +161,374 @@ class FileCache(FileStore):
         Files of different API hosts never share entries.
     """
 
+    keeps_partials = True
+
     def __init__(self, root: Path, api_url: str) -> None:
         self.root = Path(root)
         self._host = _safe(urlsplit(api_url).netloc or "api")
+        self._sound_parsed: dict[Path, str] = {}  # parsed copies verified by this load
+        self._lock = threading.Lock()
 
-    def _entry(self, file: ResultFile) -> Path:
-        return (
-            self.root
-            / self._host
-            / str(int(file.request_id))
-            / f"{int(file.id)}-{_safe(file.name)}"
-        )
+    def _entry(self, file: ResultFile) -> _Entry:
+        name = f"{int(file.position)}-{int(file.id)}-{_safe(file.name)}"
+        return _Entry(self.root / self._host / str(int(file.request_id)) / name)
+
+    # -- reading -------------------------------------------------------------
 
     def lookup(self, file: ResultFile) -> Path | None:
-        """The entry's data file, if complete (its size matches its record)."""
-        data = self._entry(file)
-        meta = data.with_name(data.name + ".json")
-        try:
-            record = json.loads(meta.read_text(encoding="utf-8"))
-            if data.stat().st_size == int(record["size"]):
-                return data
-        except (OSError, ValueError, KeyError, TypeError):
+        """The entry's download, once it is known to be the bytes that were recorded.
+
+        A sound parsed copy of it vouches for it (it was made from the recorded
+        bytes and will be read instead); otherwise the download is hashed.
+        """
+        entry = self._entry(file)
+        record = _read_record(entry.record)
+        if record is None:
+            if entry.record.exists() or entry.data.exists():
+                self._discard(entry, file, "its record is unreadable")
             return None
-        return None
+        try:
+            size_ok = entry.data.stat().st_size == record["size"]
+        except OSError:
+            size_ok = False
+        if not size_ok:
+            self._discard(entry, file, "its size differs from the one recorded")
+            return None
+        if self._sound_parsed_copy(entry, file, record["sha256"]) is not None:
+            return entry.data
+        if sha256_of(entry.data) != record["sha256"]:
+            self._discard(entry, file, "its bytes differ from the ones downloaded")
+            return None
+        return entry.data
 
-    def part_path(self, file: ResultFile) -> Path:
-        """A unique hidden name beside the entry, so concurrent loads never collide."""
-        data = self._entry(file)
-        data.parent.mkdir(parents=True, exist_ok=True)
-        return data.with_name(f".{data.name}.{uuid.uuid4().hex}.part")
+    def parsed_copy(self, file: ResultFile) -> Path | None:
+        """The parsed copy, if its checksum and its source's checksum both hold."""
+        entry = self._entry(file)
+        record = _read_record(entry.record)
+        if record is None:
+            return None
+        return self._sound_parsed_copy(entry, file, record["sha256"])
 
-    def parsed_path(self, file: ResultFile) -> Path:
-        """The parsed copy beside the entry, named for the parsed-copy format."""
-        data = self._entry(file)
-        return data.with_name(f"{data.name}.parsed-v{PARSED_FORMAT}.arrow")
+    def _sound_parsed_copy(self, entry: _Entry, file: ResultFile, source: str) -> Path | None:
+        with self._lock:
+            if self._sound_parsed.get(entry.parsed) == source:
+                return entry.parsed
+        if not entry.parsed_record.exists():
+            return None
+        record = _read_json(entry.parsed_record)
+        if record is None or record.get("source_sha256") != source:
+            self._discard_parsed(entry, file, "it was made from other bytes or its record is bad")
+            return None
+        try:
+            sound = sha256_of(entry.parsed) == record.get("sha256")
+        except OSError:
+            sound = False
+        if not sound:
+            self._discard_parsed(entry, file, "its bytes differ from the ones written")
+            return None
+        with self._lock:
+            self._sound_parsed[entry.parsed] = source
+        return entry.parsed
 
-    def commit(self, file: ResultFile, part: Path, size: int, etag: str | None) -> Path:
-        """Rename the download into place, then write its record (size, ETag, dates)."""
-        data = self._entry(file)
-        self.parsed_path(file).unlink(missing_ok=True)  # it described the old bytes
-        os.replace(part, data)
-        record = {
-            "request_id": file.request_id,
-            "result_id": file.id,
-            "name": file.name,
-            "size": size,
-            "etag": etag,
-            "date_created": file.date_created.isoformat() if file.date_created else None,
-            "cached_at": datetime.now(UTC).isoformat(),
-        }
-        meta = data.with_name(data.name + ".json")
-        tmp = meta.with_name(f".{meta.name}.{uuid.uuid4().hex}.part")
-        tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
-        os.replace(tmp, meta)
-        return data
+    # -- writing -------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def claim(self, file: ResultFile, cancelled: threading.Event) -> Iterator[Partial]:
+        """Hold the entry's lock; yield its partial download, with what resuming it needs.
+
+        The partial (bytes and record) survives whatever ends the download:
+        the next load of the same file resumes it.
+        """
+        entry = self._entry(file)
+        entry.data.parent.mkdir(parents=True, exist_ok=True)
+        self._tag()
+        with _locked(entry.hidden("lock"), cancelled):
+            state = _read_json(entry.hidden("partial.json")) or {}
+            etag = state.get("etag") if isinstance(state.get("etag"), str) else None
+            total = state.get("total") if isinstance(state.get("total"), int) else None
+            yield Partial(
+                entry.hidden("partial"),
+                etag=etag,
+                total=total,
+                on_change=lambda partial: _write_json(
+                    entry.hidden("partial.json"),
+                    {"etag": partial.etag, "total": partial.total},
+                ),
+            )
+
+    def commit(self, file: ResultFile, fetched: Fetched) -> Path:
+        """Rename the download into place, then write its record (size, ETag, SHA-256)."""
+        entry = self._entry(file)
+        for stale in (entry.parsed, entry.parsed_record):  # they described the old bytes
+            stale.unlink(missing_ok=True)
+        os.replace(fetched.path, entry.data)
+        _write_json(
+            entry.record,
+            {
+                "request_id": file.request_id,
+                "result_id": file.id,
+                "position": file.position,
+                "name": file.name,
+                "size": fetched.size,
+                "etag": fetched.etag,
+                "sha256": fetched.sha256,
+                "date_created": file.date_created.isoformat() if file.date_created else None,
+                "cached_at": datetime.now(UTC).isoformat(),
+            },
+        )
+        entry.hidden("partial.json").unlink(missing_ok=True)
+        return entry.data
+
+    def parsed_part(self, file: ResultFile) -> Path:
+        """A unique hidden name beside the entry."""
+        return self._entry(file).hidden(f"{uuid.uuid4().hex}.part")
+
+    def commit_parsed(self, file: ResultFile, part: Path) -> None:
+        """Rename the parsed copy into place and record its checksum and its source's."""
+        entry = self._entry(file)
+        record = _read_record(entry.record)
+        if record is None:  # the download was cleared meanwhile: the copy has no source
+            part.unlink(missing_ok=True)
+            return
+        digest = sha256_of(part)
+        os.replace(part, entry.parsed)
+        _write_json(entry.parsed_record, {"sha256": digest, "source_sha256": record["sha256"]})
+        with self._lock:
+            self._sound_parsed[entry.parsed] = record["sha256"]
+
+    # -- damage --------------------------------------------------------------
+
+    def _discard(self, entry: _Entry, file: ResultFile, why: str) -> None:
+        logger.warning(
+            "cache entry of %s (request %d) is damaged: %s; discarding it and downloading again",
+            file.name,
+            file.request_id,
+            why,
+        )
+        for path in (entry.data, entry.record, entry.parsed, entry.parsed_record):
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+
+    def _discard_parsed(self, entry: _Entry, file: ResultFile, why: str) -> None:
+        logger.warning(
+            "parsed copy of %s (request %d) in the cache is damaged: %s; parsing the file again",
+            file.name,
+            file.request_id,
+            why,
+        )
+        for path in (entry.parsed, entry.parsed_record):
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+
+    # -- the whole cache -----------------------------------------------------
+
+    def _tag(self) -> None:
+        tag = self.root / _TAG_NAME
+        if not tag.exists():
+            with contextlib.suppress(OSError):
+                _write_text(tag, _TAG)
+
+    def _owned_files(self) -> Iterator[Path]:
+        """Every file under the root that this cache wrote, recognised by name and record."""
+        if not self.root.is_dir():
+            return
+        for host in _subdirs(self.root):
+            for request in _subdirs(host):
+                if not request.name.isdigit():
+                    continue
+                names = {p.name for p in request.iterdir()}
+                entries = {
+                    n.removesuffix(".json")
+                    for n in names
+                    if n.endswith(".json") and not n.startswith(".") and _is_record(request / n)
+                }
+                for name in sorted(names):
+                    hidden = _HIDDEN.match(name)
+                    if (
+                        (hidden and _looks_like_entry(hidden["entry"]))
+                        or name in entries
+                        or name.removesuffix(".json") in entries
+                        or name.split(".parsed-v", 1)[0] in entries
+                    ):
+                        yield request / name
+        tag = self.root / _TAG_NAME
+        if tag.is_file() and tag.read_text(errors="replace").startswith(_TAG.split("\n")[0]):
+            yield tag
 
     def info(self) -> CacheInfo:
-        """Number of cached files and their total size."""
+        """Number of cached downloads and the size of everything the cache wrote."""
         files = 0
         total = 0
-        if self.root.is_dir():
-            for meta in self.root.rglob("*.json"):
-                data = meta.with_name(meta.name.removesuffix(".json"))
-                if not meta.name.startswith(".") and data.is_file():
+        for path in self._owned_files():
+            with contextlib.suppress(OSError):
+                total += path.stat().st_size
+                if path.name.endswith(".json") and _is_record(path):
                     files += 1
-            total = sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
         return CacheInfo(self.root, files, total)
 
     def clear(self) -> CacheInfo:
-        """Delete every cached file; return what was there."""
+        """Delete every file the cache wrote, and the directories it made once empty.
+
+        Anything else under the root (a user's own files, if the cache was
+        pointed at a directory in use) is left as it was.
+        """
         before = self.info()
-        if self.root.is_dir():
-            shutil.rmtree(self.root)
+        owned = list(self._owned_files())
+        for path in owned:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        for directory in sorted({p.parent for p in owned}, key=lambda p: -len(p.parts)):
+            for level in (directory, directory.parent):
+                if level != self.root.parent:
+                    with contextlib.suppress(OSError):
+                        level.rmdir()  # only when empty
         return before
 
 
+def _looks_like_entry(name: str) -> bool:
+    """An entry's name starts with its position or result id and a dash (any layout)."""
+    number, dash, _ = name.partition("-")
+    return number.isdigit() and bool(dash)
+
+
+def _is_record(path: Path) -> bool:
+    """Whether ``path`` is an entry record of this cache (of any version)."""
+    record = _read_json(path)
+    return record is not None and isinstance(record.get("size"), int) and "result_id" in record
+
+
+def _subdirs(path: Path) -> list[Path]:
+    try:
+        return [p for p in path.iterdir() if p.is_dir() and not p.is_symlink()]
+    except OSError:
+        return []
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    """An entry's record, if it is one of ours and whole."""
+    record = _read_json(path)
+    if record is None:
+        return None
+    size, digest = record.get("size"), record.get("sha256")
+    if not isinstance(size, int) or not isinstance(digest, str) or len(digest) != 64:
+        return None
+    return record
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_json(path: Path, value: dict[str, Any]) -> None:
+    _write_text(path, json.dumps(value, indent=1))
+
+
+@contextlib.contextmanager
+def _locked(path: Path, cancelled: threading.Event) -> Iterator[None]:
+    """An exclusive advisory lock on ``path``, waited for while the load goes on.
+
+    The lock file stays (removing it would let a waiter lock a file no longer
+    there); the kernel releases the lock when its holder exits, however it exits.
+    """
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    handle = open(path, "a+b")  # noqa: SIM115 - closed below
+    try:
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if cancelled.wait(_LOCK_POLL):
+                    from .transport import DownloadCancelled
+
+                    raise DownloadCancelled(path.name) from None
+        yield
+    finally:
+        handle.close()  # releases the lock
+
+
 class ScratchStore(FileStore):
-    """A temporary directory for one load (``cache=False``), removed by :meth:`close`."""
+    """A temporary directory for one load (``cache=False``), removed by :meth:`close`.
+
+    Nothing is kept: an interrupted download starts from the beginning next time.
+    Scratch directories of processes that died without cleaning up (killed)
+    are removed by the next scratch store.
+    """
+
+    _PREFIX = "datafiniti-loader-"
 
     def __init__(self) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="datafiniti-loader-"))
+        _remove_orphans(Path(tempfile.gettempdir()), self._PREFIX)
+        self.root = Path(tempfile.mkdtemp(prefix=f"{self._PREFIX}{os.getpid()}-"))
+
+    def _name(self, file: ResultFile) -> str:
+        return f"{int(file.position)}-{int(file.id)}-{_safe(file.name)}"
 
     def lookup(self, file: ResultFile) -> Path | None:
         """Nothing is reused across loads."""
         return None
 
-    def part_path(self, file: ResultFile) -> Path:
-        """A hidden name in the scratch directory."""
-        return self.root / f".{int(file.id)}-{_safe(file.name)}.part"
+    @contextlib.contextmanager
+    def claim(self, file: ResultFile, cancelled: threading.Event) -> Iterator[Partial]:
+        """A fresh partial in the scratch directory (one load downloads each file once)."""
+        yield Partial(self.root / f".{self._name(file)}.partial")
 
-    def parsed_path(self, file: ResultFile) -> Path:
-        """The parsed copy in the scratch directory."""
-        return self.root / f"{int(file.id)}.parsed.arrow"
-
-    def commit(self, file: ResultFile, part: Path, size: int, etag: str | None) -> Path:
+    def commit(self, file: ResultFile, fetched: Fetched) -> Path:
         """Rename the download into the scratch directory."""
-        data = self.root / f"{int(file.id)}-{_safe(file.name)}"
-        os.replace(part, data)
+        data = self.root / self._name(file)
+        os.replace(fetched.path, data)
         return data
+
+    def parsed_copy(self, file: ResultFile) -> Path | None:
+        """The copy this load wrote, if any."""
+        path = self.root / f"{self._name(file)}.parsed.arrow"
+        return path if path.exists() else None
+
+    def parsed_part(self, file: ResultFile) -> Path:
+        """A hidden name in the scratch directory."""
+        return self.root / f".{self._name(file)}.{uuid.uuid4().hex}.part"
+
+    def commit_parsed(self, file: ResultFile, part: Path) -> None:
+        """Rename the parsed copy into place."""
+        os.replace(part, self.root / f"{self._name(file)}.parsed.arrow")
 
     def close(self) -> None:
         """Remove the scratch directory and everything in it."""
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _remove_orphans(parent: Path, prefix: str) -> None:
+    """Remove ``prefix{pid}-*`` directories whose process no longer exists."""
+    try:
+        candidates = [p for p in parent.iterdir() if p.name.startswith(prefix) and p.is_dir()]
+    except OSError:
+        return
+    for path in candidates:
+        pid = path.name[len(prefix) :].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, but not ours to signal
+        return True
+    return True

@@ -4,24 +4,28 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from .config import resolve_api_url, resolve_token
 from .errors import (
-    DatafinitiError,
+    ApiError,
     NoResults,
     RequestFailed,
     RequestNotFound,
     RequestNotReady,
 )
-from .http import ApiSession
+from .http import ApiResponse, ApiSession
 from .models import DownloadRequest, ResultFile, ResultFiles
 from .retry import RetryPolicy
 
 __all__ = ["Client"]
 
-logger = logging.getLogger("datafiniti_loader")
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 #: Datafiniti's own guides poll every five seconds.
 DEFAULT_POLL_INTERVAL = 5.0
@@ -105,7 +109,8 @@ class Client:
         """
         rid = normalize_request_id(request_id)
         if self.api_version == "v4":
-            return DownloadRequest.from_v4(self._download_v4(rid))
+            download = self._download_v4(rid)
+            return _parsed(None, f"downloads/{rid}", lambda: DownloadRequest.from_v4(download))
         response = self._http.get(f"requests/{rid}")
         body = response.body
         if response.status == 404 or (response.status == 200 and body in ([], None)):
@@ -114,15 +119,10 @@ class Client:
                 "(it is the number in /v3/requests/ID) and that the token belongs to the "
                 "account that made the request."
             )
-        if response.status != 200:
-            raise DatafinitiError(
-                f"Unexpected HTTP {response.status} from /requests/{rid}: {response.message()}",
-                status=response.status,
-            )
-        record = body[0] if isinstance(body, list) else body
-        if not isinstance(record, dict):
-            raise DatafinitiError(f"Unexpected reply from /requests/{rid}: not a JSON object")
-        return DownloadRequest.from_api(record)
+        record = body[0] if isinstance(body, list) and body else body
+        if response.status != 200 or not isinstance(record, dict):
+            raise response.unexpected(f"requests/{rid}", "a JSON request record")
+        return _parsed(response, f"requests/{rid}", lambda: DownloadRequest.from_api(record))
 
     def results(self, request_id: int | str) -> list[ResultFile]:
         """The result files of a completed request, ordered by result id.
@@ -140,14 +140,12 @@ class Client:
         if self.api_version == "v4":
             return self._results_v4(rid)
         response = self._http.get(f"results/{rid}")
-        if response.status == 200 and isinstance(response.body, list) and response.body:
-            files = [ResultFile.from_api(_as_dict(raw), rid) for raw in response.body]
-            return ResultFiles(sorted(files, key=lambda f: f.id))
-        if response.status not in (200, 404):
-            raise DatafinitiError(
-                f"Unexpected HTTP {response.status} from /results/{rid}: {response.message()}",
-                status=response.status,
-            )
+        body = response.body
+        if response.status == 200 and isinstance(body, list) and body:
+            files = _parsed(response, f"results/{rid}", lambda: _result_files(body, rid))
+            return ResultFiles(replace(f, position=n) for n, f in enumerate(files))
+        if response.status not in (200, 404) or not isinstance(body, list | dict):
+            raise response.unexpected(f"results/{rid}", "a JSON list of result files")
         # Datafiniti answers 404 both for "still running" and "no such request":
         # the request itself says which.
         self._raise_for_state(self.request(rid))
@@ -186,25 +184,31 @@ class Client:
                 "the token belongs to the account that made the download."
             )
         if response.status != 200 or not isinstance(response.body, dict):
-            raise DatafinitiError(
-                f"Unexpected HTTP {response.status} from /downloads/{rid}: {response.message()}",
-                status=response.status,
-            )
+            raise response.unexpected(f"downloads/{rid}", "a JSON download object")
         return response.body
 
     def _results_v4(self, rid: int) -> ResultFiles:
         download = self._download_v4(rid)
         # v4 fills "results" while the download runs: only "completed" means done.
-        self._raise_for_state(DownloadRequest.from_v4(download))
+        self._raise_for_state(
+            _parsed(None, f"downloads/{rid}", lambda: DownloadRequest.from_v4(download))
+        )
         urls = download.get("results") or []
         if not urls:
             raise NoResults(f"Download {rid} completed but has no result files.")
+        if not isinstance(urls, list):
+            raise ApiError(f"The API's download {rid} lists its results as something other "
+                           "than a list. Try again later.")  # fmt: skip
         # v4 gives no per-file dates: the download's last update stands for them.
         created = download.get("date_updated")
-        return ResultFiles(
-            ResultFile.from_api({"id": n, "url": url, "date_created": created}, rid)
-            for n, url in enumerate(urls, start=1)
-        )
+
+        def files() -> list[ResultFile]:
+            return [
+                ResultFile.from_api({"id": n, "url": url, "date_created": created}, rid, n - 1)
+                for n, url in enumerate(urls, start=1)
+            ]
+
+        return ResultFiles(_parsed(None, f"downloads/{rid}", files))
 
     @staticmethod
     def _raise_for_state(current: DownloadRequest) -> None:
@@ -228,7 +232,25 @@ def _not_ready(current: DownloadRequest, waited: float | None = None) -> Request
     )
 
 
-def _as_dict(raw: Any) -> dict[str, Any]:
-    if not isinstance(raw, dict):
-        raise DatafinitiError("Unexpected reply from /results: an element is not a JSON object")
-    return raw
+def _result_files(body: list[Any], rid: int) -> list[ResultFile]:
+    """Result files in load order: by id (files without one first), then as the API listed them."""
+    files = []
+    for raw in body:
+        if not isinstance(raw, dict):
+            raise ValueError(f"an element is a JSON {type(raw).__name__}, not an object")
+        files.append(ResultFile.from_api(raw, rid))
+    return sorted(files, key=lambda f: f.id)
+
+
+def _parsed(response: ApiResponse | None, path: str, build: Callable[[], _T]) -> _T:
+    """``build()``, with a field the API got wrong turned into an :class:`ApiError`."""
+    problem = ""
+    try:
+        return build()
+    except (ValueError, TypeError, OverflowError) as exc:
+        problem = str(exc)[:200]
+    status = f" (HTTP {response.status})" if response is not None else ""
+    raise ApiError(
+        f"The API's answer to /{path}{status} is not what Datafiniti sends: {problem}. "
+        "Check the API URL (DATAFINITI_API_URL or api_url=); if it is right, try again later."
+    )

@@ -6,28 +6,68 @@ notebooks) resolves the token, the API URL and the cache directory the same way.
 
 from __future__ import annotations
 
+import ipaddress
 import netrc
 import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .errors import AuthenticationError
+from .errors import AuthenticationError, ConfigurationError
 
 DEFAULT_API_URL = "https://api.datafiniti.co/v3"
 TOKEN_ENV = "DATAFINITI_API_TOKEN"
 API_URL_ENV = "DATAFINITI_API_URL"
 CACHE_DIR_ENV = "DATAFINITI_CACHE_DIR"
+#: Set to 1 to let the token travel over plain http:// to a host other than this machine.
+ALLOW_HTTP_ENV = "DATAFINITI_ALLOW_INSECURE_HTTP"
 
 CacheSetting = str | os.PathLike[str] | bool | None
 
 
+def is_loopback(url: str) -> bool:
+    """True when ``url``'s host is this machine (``localhost``, 127.0.0.0/8, ``::1``)."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def resolve_api_url(api_url: str | None = None) -> str:
-    """Return the API base URL without a trailing slash."""
-    url = api_url or os.environ.get(API_URL_ENV) or DEFAULT_API_URL
+    """Return the API base URL without a trailing slash.
+
+    Raises
+    ------
+    ConfigurationError
+        When the URL is not an http(s) URL ending in ``/v3`` or ``/v4``, or
+        would send the token unencrypted (``http://`` to another machine,
+        unless ``DATAFINITI_ALLOW_INSECURE_HTTP=1``).
+    """
+    url = (api_url or os.environ.get(API_URL_ENV) or DEFAULT_API_URL).strip().rstrip("/")
+    where = "api_url" if api_url else API_URL_ENV if os.environ.get(API_URL_ENV) else "api_url"
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"api_url must be an http(s) URL such as {DEFAULT_API_URL!r}, got {url!r}")
-    return url.rstrip("/")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(
+            f"{where} must be an http(s) URL such as {DEFAULT_API_URL!r}, got {url[:80]!r}."
+        )
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ConfigurationError(
+            f"{where} must be a plain base URL such as {DEFAULT_API_URL!r}: no query, "
+            "fragment or credentials (pass the token as token= or DATAFINITI_API_TOKEN)."
+        )
+    if not parts.path.endswith(("/v3", "/v4")):
+        raise ConfigurationError(
+            f"{where} {url!r} does not end in /v3 or /v4, the API versions this library "
+            f"speaks. Use {DEFAULT_API_URL!r} (or .../v4)."
+        )
+    if parts.scheme == "http" and not is_loopback(url) and os.environ.get(ALLOW_HTTP_ENV) != "1":
+        raise ConfigurationError(
+            f"{where} {url!r} is plain http://: the API token would cross the network "
+            f"unencrypted. Use https://, or set {ALLOW_HTTP_ENV}=1 for a test rig you trust."
+        )
+    return url
 
 
 def resolve_token(token: str | None, api_url: str) -> str:

@@ -1,9 +1,15 @@
-"""A load's result files, downloaded in parallel and handed out in result-id order.
+"""A load's result files, downloaded in parallel and handed out in load order.
 
 This is where the API client, the transport and the file store meet: each
-file comes from the cache when it is there, is downloaded otherwise, and
-when the bucket says a URL has expired the request's URLs are fetched again
-(once per load) before giving up with :class:`ResultExpired`.
+file comes from the store when a verified copy is there, and is downloaded
+otherwise (resuming what an earlier load left). The bucket decides expiry:
+every file is tried with its URL, and only when the bucket calls a URL
+expired are the request's URLs fetched again (once per load) before giving
+up with :class:`ResultExpired`.
+
+:meth:`Download.close` stops everything at once: downloads in flight are cut
+at their next chunk (their bytes stay in the cache for the next load) and
+waits end, so Ctrl-C stops a load within a moment.
 """
 
 from __future__ import annotations
@@ -15,20 +21,23 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from .cache import FileStore
 from .client import Client
-from .errors import ResultExpired, StorageError
+from .errors import DatafinitiError, ResultExpired, StorageError
 from .models import ResultFile
 from .progress import Progress
-from .transport import Transport, UrlExpired, remove_quietly
+from .transport import Fetched, Partial, Transport, UrlExpired
 
 __all__ = ["DEFAULT_MAX_WORKERS", "Download", "DownloadStats"]
 
-logger = logging.getLogger("datafiniti_loader")
+logger = logging.getLogger(__name__)
 
 #: Parallel downloads when ``max_workers`` is not given.
 DEFAULT_MAX_WORKERS = 4
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -82,75 +91,92 @@ class Download:
         self.max_workers = max(1, max_workers)
         self.progress = progress or Progress(False, 0, "")
         self.stats = DownloadStats()
-        self._local: dict[int, Path] = {}  # a second pass of this load reuses its copies
-        self._fresh: dict[int, ResultFile] | None = None
+        # Keyed by position, id and name: ids can repeat, or be missing.
+        self._local: dict[tuple[int, int, str], Path] = {}
+        self._fresh: dict[tuple[int, int, str], ResultFile] | None = None
         self._refreshed_once = False
         self._refresh_lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
 
     def local_files(self) -> Iterator[tuple[ResultFile, Path]]:
         """Yield ``(file, local path)`` in order while later files download."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="dfl-get")
         window = self.max_workers * 2
         pending: deque[tuple[ResultFile, Future[Path]]] = deque()
         todo = iter(self.files)
-        with ThreadPoolExecutor(self.max_workers, thread_name_prefix="dfl-get") as pool:
-            try:
-                for file in todo:
-                    pending.append((file, pool.submit(self.fetch, file)))
-                    if len(pending) >= window:
-                        done, future = pending.popleft()
-                        yield done, future.result()
-                while pending:
+        try:
+            for file in todo:
+                pending.append((file, self._pool.submit(self.fetch, file)))
+                if len(pending) >= window:
                     done, future = pending.popleft()
                     yield done, future.result()
-            finally:
-                if pending:  # abandoned early: an error, or the consumer stopped
-                    self.transport.cancel()
-                    for _, future in pending:
-                        future.cancel()
+            while pending:
+                done, future = pending.popleft()
+                yield done, future.result()
+        finally:
+            if pending:  # abandoned early: an error, Ctrl-C, or the consumer stopped
+                self.close()
+
+    def close(self) -> None:
+        """Stop every download now and wait for the workers to notice (a moment)."""
+        self.transport.cancel()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     def fetch(self, file: ResultFile) -> Path:
         """A complete local copy of ``file``: from the store, or downloaded into it."""
-        if file.id in self._local:
-            return self._local[file.id]
+        if file.key in self._local:
+            return self._local[file.key]
         path = self._fetch(file)
-        self._local[file.id] = path
+        self._local[file.key] = path
         self.progress.file_done()
         return path
 
     def _fetch(self, file: ResultFile) -> Path:
-        cached = self.store.lookup(file)
+        where = f"read the cache in {self.store.root}"
+        cached = _storage(lambda: self.store.lookup(file), where)
         if cached is not None:
             logger.debug("%s: from the cache", file.name)
             self.stats.add(cached=1)
             return cached
-        current = self._current(file)
-        if not current.url:  # a file described without its URL (dask partitions)
-            current = self._with_urls(file, refresh=False)
-        if current.is_expired:
-            raise _expired(current)
-        part = _storage(lambda: self.store.part_path(file), f"prepare {self.store.root}")
-        try:
-            logger.debug("%s: downloading (result %d)", file.name, file.id)
-            try:
-                fetched = self.transport.download(current, part)
-            except UrlExpired:
-                current = self._with_urls(file, refresh=True)
-                try:
-                    fetched = self.transport.download(current, part)
-                except UrlExpired:
-                    raise _expired(current) from None
+        with self._claim(file) as partial:
+            cached = _storage(lambda: self.store.lookup(file), where)
+            if cached is not None:  # another process downloaded it while we waited
+                self.stats.add(cached=1)
+                return cached
+            current = self._current(file)
+            if not current.url:  # a file described without its URL (dask partitions)
+                current = self._with_urls(file, refresh=False)
+            fetched = self._download(file, current, partial)
             path = _storage(
-                lambda: self.store.commit(file, part, fetched.size, fetched.etag),
+                lambda: self.store.commit(file, fetched),
                 f"store {file.name} in {self.store.root}",
             )
-        finally:
-            remove_quietly(part)
         self.stats.add(downloaded=1, nbytes=fetched.downloaded)
         return path
 
+    def _download(self, file: ResultFile, current: ResultFile, partial: Partial) -> Fetched:
+        """Download with the URL at hand; if the bucket calls it expired, again with a fresh one."""
+        logger.debug("%s: downloading (result %d)", file.name, file.id)
+        try:
+            return self.transport.download(current, partial)
+        except UrlExpired:
+            pass
+        current = self._with_urls(file, refresh=True)
+        try:
+            return self.transport.download(current, partial)
+        except UrlExpired:
+            pass
+        raise _expired(current)
+
+    def _claim(self, file: ResultFile) -> _Claim:
+        return _Claim(self.store, file, self.transport)
+
     def _current(self, file: ResultFile) -> ResultFile:
         with self._refresh_lock:
-            return file if self._fresh is None else self._fresh.get(file.id, file)
+            return file if self._fresh is None else self._fresh.get(file.key, file)
 
     def _with_urls(self, file: ResultFile, *, refresh: bool) -> ResultFile:
         """The file with a URL from ``/results``.
@@ -166,34 +192,53 @@ class Download:
                         "pre-signed URLs expired; fetching fresh ones (request %d)", file.request_id
                     )
                     self._refreshed_once = True
-                self._fresh = {f.id: f for f in self.client.results(file.request_id)}
-            fresh = self._fresh.get(file.id)
+                self._fresh = {f.key: f for f in self.client.results(file.request_id)}
+            fresh = self._fresh.get(file.key)
         if fresh is None:
-            raise _expired(file)
+            raise DatafinitiError(
+                f"Result file {file.name} (result {file.id}) is no longer among the files "
+                f"of request {file.request_id}. Load the request again."
+            )
         return fresh
 
 
-def _storage(action: Callable[[], Path], what: str) -> Path:
+class _Claim:
+    """The store's claim on a file, entered with the load's cancellation and storage errors."""
+
+    def __init__(self, store: FileStore, file: ResultFile, transport: Transport) -> None:
+        self._context = store.claim(file, transport.cancelled)
+        self._root = store.root
+
+    def __enter__(self) -> Partial:
+        return _storage(self._context.__enter__, f"prepare a download in {self._root}")
+
+    def __exit__(self, *exc: object) -> None:
+        self._context.__exit__(*exc)  # type: ignore[arg-type]
+
+
+def _storage(action: Callable[[], _T], what: str) -> _T:
     """Run a file-system step of the store; a failure becomes a StorageError saying what to do."""
+    failure: OSError | None = None
     try:
         return action()
     except OSError as exc:
-        raise StorageError(
-            f"Could not {what}: {exc.strerror or exc}. Free disk space, or point "
-            "DATAFINITI_CACHE_DIR (or cache=) at a writable directory, or pass cache=False."
-        ) from None
+        failure = exc
+    raise StorageError(
+        f"Could not {what}: {failure.strerror or failure}. Free disk space, or point "
+        "DATAFINITI_CACHE_DIR (or cache=) at a writable directory, or pass cache=False."
+    )
 
 
 def _expired(file: ResultFile) -> ResultExpired:
     what = f"Result file {file.name} (result {file.id} of request {file.request_id})"
-    if file.is_expired and file.expires_at is not None:
-        why = (
-            f"expired on {file.expires_at:%Y-%m-%d %H:%M} UTC: Datafiniti keeps result "
-            "files for 7 days after they are created"
+    age = ""
+    if file.expires_at is not None:
+        age = (
+            f" It was created on {file.date_created:%Y-%m-%d %H:%M} (as the API reports it); "
+            "Datafiniti keeps result files for 7 days."
         )
-    else:
-        why = "has a URL the bucket calls expired, and fresh URLs from the API did not help"
     return ResultExpired(
-        f"{what} {why}. Request the download again and load the new request id "
-        "(files already in the cache still load)."
+        f"{what} has a URL the bucket calls expired, and fresh URLs from the API did not "
+        f"help.{age} Request the download again and load the new request id (files already "
+        "in the cache still load)."
     )

@@ -9,8 +9,10 @@ URLs with their query strings or from the token.
 from __future__ import annotations
 
 __all__ = [
+    "ApiError",
     "AuthenticationError",
     "ColumnNotFound",
+    "ConfigurationError",
     "DatafinitiError",
     "DownloadError",
     "NoResults",
@@ -20,6 +22,7 @@ __all__ = [
     "RequestNotReady",
     "ResultExpired",
     "StorageError",
+    "TargetExists",
 ]
 
 
@@ -84,4 +87,24 @@ class StorageError(DatafinitiError):
 
 
 class ColumnNotFound(DatafinitiError, ValueError):
-    """``columns=`` named a column that no result file has."""
+    """``columns=``, ``partition_by=`` or ``dtype=`` named a column that no result file has."""
+
+
+class ApiError(DatafinitiError):
+    """The API answered something Datafiniti does not send (a proxy's page, a broken body).
+
+    The message gives the status, content type and the first bytes of the
+    answer (with URL queries and the token removed).
+    """
+
+
+class ConfigurationError(DatafinitiError, ValueError):
+    """A setting or argument cannot work (an API URL that is not Datafiniti's, plain http)."""
+
+
+class TargetExists(StorageError, FileExistsError):
+    """The output path holds something this library will not replace.
+
+    Either ``overwrite`` was not asked for, or what is there is not a dataset
+    this library wrote (it never deletes files it did not write).
+    """

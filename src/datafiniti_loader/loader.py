@@ -41,7 +41,7 @@ from .transport import Transport
 
 __all__ = ["LoadOptions", "LoadSource", "Scan", "open_load", "read_table"]
 
-logger = logging.getLogger("datafiniti_loader")
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -68,12 +68,15 @@ class LoadSource:
         A parsed copy is used when there is one (memory-mapped if ``mapped``),
         and made when ``keep_parsed``.
         """
-        target = self.download.store.parsed_path(file)
-        read = open_parsed(target, mapped=mapped)
+        store = self.download.store
+        copy = store.parsed_copy(file)
+        read = None if copy is None else open_parsed(copy, mapped=mapped)
         if read is None:
             read = read_file(path, file.name, file.format)
             if self.keep_parsed:
-                read = tee_parsed(read, target)
+                read = tee_parsed(
+                    read, store.parsed_part(file), lambda part: store.commit_parsed(file, part)
+                )
         return read.batches, read.text
 
     def scan(self, keep: bool) -> Scan:
@@ -90,7 +93,7 @@ class LoadSource:
                     held.append(batch)
                 release_arrow_memory()
             scan.files.append((file, held))
-            scan.rows[file.name] = rows
+            scan.rows[file.key] = rows
         return scan
 
 
@@ -100,7 +103,8 @@ class Scan:
 
     builder: SchemaBuilder
     files: list[tuple[ResultFile, list[pa.RecordBatch]]] = field(default_factory=list)
-    rows: dict[str, int] = field(default_factory=dict)
+    #: Rows per file, keyed by :attr:`ResultFile.key` (names and ids can repeat).
+    rows: dict[tuple[int, int, str], int] = field(default_factory=dict)
 
 
 def data_schema(builder: SchemaBuilder, columns: Sequence[str] | None) -> pa.Schema:
@@ -199,6 +203,7 @@ def open_load(
     api = client or Client(token=options.token, api_url=options.api_url, retry=options.retry)
     store: FileStore | None = None
     bars: Progress | None = None
+    download: Download | None = None
     try:
         wait = options.wait
         if wait is not False:
@@ -218,6 +223,8 @@ def open_load(
         )
         yield LoadSource(rid, api, download, started, keep_parsed=isinstance(store, FileCache))
     finally:
+        if download is not None:
+            download.close()  # before the store goes: no download may still be writing
         if bars is not None:
             bars.close()
         if store is not None:

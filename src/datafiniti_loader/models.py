@@ -12,7 +12,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["RESULT_LIFETIME", "DownloadRequest", "ResultFile", "ResultFiles", "redact_url"]
+__all__ = [
+    "RESULT_LIFETIME",
+    "DownloadRequest",
+    "ResultFile",
+    "ResultFiles",
+    "redact_url",
+    "whole_number",
+]
 
 #: Datafiniti deletes a result file this long after it was created.
 RESULT_LIFETIME = timedelta(days=7)
@@ -35,23 +42,38 @@ def parse_api_date(value: Any) -> datetime | None:
     """Parse the API's dates, seen as ``2017-1-11 15:53:00`` and ``2017-1-11``, as UTC."""
     if value in (None, ""):
         return None
-    if isinstance(value, int | float):
-        return datetime.fromtimestamp(value / 1000 if value > 1e11 else value, tz=UTC)
-    match = _DATE_RE.match(str(value))
-    if match is None:
-        raise ValueError(f"unrecognised date {value!r}")
-    year, month, day, hour, minute, second, fraction, _tz = match.groups()
-    micro = int(fraction.ljust(6, "0")) if fraction else 0
-    return datetime(
-        int(year),
-        int(month),
-        int(day),
-        int(hour or 0),
-        int(minute or 0),
-        int(second or 0),
-        micro,
-        tzinfo=UTC,
-    )
+    try:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return datetime.fromtimestamp(value / 1000 if value > 1e11 else value, tz=UTC)
+        match = _DATE_RE.match(str(value)) if isinstance(value, str) else None
+        if match is None:
+            raise ValueError
+        year, month, day, hour, minute, second, fraction, _tz = match.groups()
+        micro = int(fraction.ljust(6, "0")) if fraction else 0
+        return datetime(
+            int(year),
+            int(month),
+            int(day),
+            int(hour or 0),
+            int(minute or 0),
+            int(second or 0),
+            micro,
+            tzinfo=UTC,
+        )
+    except (ValueError, OverflowError, OSError):
+        raise ValueError(f"unrecognised date {str(value)[:40]!r}") from None
+
+
+def whole_number(value: Any, what: str) -> int:
+    """An id as the API sends it (``7`` or ``"7"``); 0 when absent; ``ValueError`` otherwise."""
+    if value is None or value == "":
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"{what} is a {type(value).__name__}, not a whole number")
+    text = str(value).strip()
+    if not text.isdigit() or len(text) > 18:
+        raise ValueError(f"{what} {text[:20]!r} is not a whole number")
+    return int(text)
 
 
 def file_name_from_url(url: str, fallback: str) -> str:
@@ -85,6 +107,10 @@ class ResultFile:
         ``"csv"`` or ``"json"``.
     date_created : datetime or None
         When Datafiniti wrote the file (aware, UTC).
+    position : int
+        The file's place among its request's files (0-based, in load order).
+        Together with ``id`` and ``name`` it tells files apart even when the
+        API gives two of them the same id, or none.
     """
 
     id: int
@@ -93,6 +119,12 @@ class ResultFile:
     name: str
     format: str
     date_created: datetime | None
+    position: int = 0
+
+    @property
+    def key(self) -> tuple[int, int, str]:
+        """What identifies the file within its request: position, id and name."""
+        return (self.position, self.id, self.name)
 
     @property
     def expires_at(self) -> datetime | None:
@@ -106,24 +138,34 @@ class ResultFile:
         return expires is not None and expires <= datetime.now(UTC)
 
     @classmethod
-    def from_api(cls, raw: dict[str, Any], request_id: int) -> ResultFile:
-        """Build from one element of ``GET /results/{id}``."""
-        url = str(raw.get("url") or "")
-        result_id = int(raw.get("id") or 0)
+    def from_api(cls, raw: dict[str, Any], request_id: int, position: int = 0) -> ResultFile:
+        """Build from one element of ``GET /results/{id}``.
+
+        Raises
+        ------
+        ValueError
+            When a field is not what Datafiniti sends (the caller says which answer).
+        """
+        url = raw.get("url")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ValueError("a result without an http(s) 'url'")
+        result_id = whole_number(raw.get("id"), "id")
         name = file_name_from_url(url, fallback=f"{request_id}_{result_id}")
         return cls(
             id=result_id,
-            request_id=int(raw.get("request_id") or request_id),
+            request_id=whole_number(raw.get("request_id"), "request_id") or request_id,
             url=url,
             name=name,
             format=format_from_name(name),
             date_created=parse_api_date(raw.get("date_created")),
+            position=position,
         )
 
     def __repr__(self) -> str:
         created = self.date_created.isoformat() if self.date_created else None
         return (
             f"ResultFile(id={self.id}, request_id={self.request_id}, name={self.name!r}, "
+            f"position={self.position}, "
             f"format={self.format!r}, date_created={created!r}, url={redact_url(self.url)!r})"
         )
 
@@ -242,7 +284,7 @@ class DownloadRequest:
                 return 0
 
         return cls(
-            id=int(raw.get("id") or 0),
+            id=whole_number(raw.get("id"), "id"),
             status=str(raw.get("status") or ""),
             error=str(raw.get("error") or ""),
             num_found=number("numFound"),

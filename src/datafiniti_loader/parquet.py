@@ -162,12 +162,12 @@ def _all_batches(
             yield batch.replace_schema_metadata(schema.metadata)
 
 
-def _metadata(source: LoadSource, counts: dict[str, int]) -> dict[str, Any]:
+def _metadata(source: LoadSource, counts: dict[tuple[int, int, str], int]) -> dict[str, Any]:
     return {
         "request_id": source.request_id,
         "result_ids": [f.id for f in source.files],
         "files": [f.name for f in source.files],
-        "row_counts": [counts.get(f.name, 0) for f in source.files],
+        "row_counts": [counts.get(f.key, 0) for f in source.files],
         "library": f"datafiniti-loader {__version__}",
         "loaded_at": datetime.now(UTC).isoformat(),
     }

@@ -5,16 +5,15 @@ its batches, exactly as the reader produced them, into an Arrow IPC file
 beside the local copy; later reads (the second pass of ``to_parquet``, a warm
 reload from the cache, a dask partition) memory-map that file instead. The
 IPC file records the format version and whether its cells are untyped text,
-and is written aside and renamed into place only when complete.
+and is written aside and handed to the store only when complete (the store
+records its checksum, and verifies it before any later read).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -24,7 +23,7 @@ from .readers import FileBatches
 
 __all__ = ["PARSED_FORMAT", "open_parsed", "tee_parsed"]
 
-logger = logging.getLogger("datafiniti_loader")
+logger = logging.getLogger(__name__)
 
 #: Bump whenever the readers' output changes: older parsed copies are then ignored.
 PARSED_FORMAT = "1"
@@ -61,18 +60,17 @@ def open_parsed(path: Path, *, mapped: bool = False) -> FileBatches | None:
     return FileBatches(batches, text)
 
 
-def tee_parsed(read: FileBatches, target: Path) -> FileBatches:
-    """Pass ``read``'s batches through, writing them to ``target`` as they go."""
-    return FileBatches(_tee(read, target), read.text)
+def tee_parsed(read: FileBatches, part: Path, commit: Callable[[Path], None]) -> FileBatches:
+    """Pass ``read``'s batches through, writing them to ``part``; ``commit(part)`` when whole."""
+    return FileBatches(_tee(read, part, commit), read.text)
 
 
-def _tee(read: FileBatches, target: Path) -> Iterator[pa.RecordBatch]:
+def _tee(read: FileBatches, part: Path, commit: Callable[[Path], None]) -> Iterator[pa.RecordBatch]:
     """Yield every batch; keep the copy only if all of it could be written.
 
     The copy is an optimisation: when the disk refuses it (full, read-only),
     the batches still flow and the next read parses the file again.
     """
-    part = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
     writer: ipc.RecordBatchFileWriter | None = None
     failed = False
     try:
@@ -86,14 +84,14 @@ def _tee(read: FileBatches, target: Path) -> Iterator[pa.RecordBatch]:
                         )  # fmt: skip
                     writer.write_batch(batch)
                 except OSError as exc:
-                    logger.debug("no parsed copy of %s: %s", target.name, exc)
+                    logger.debug("no parsed copy %s: %s", part.name, exc)
                     failed = True
             yield batch
         if writer is not None and not failed:
             writer.close()
-            os.replace(part, target)
+            commit(part)
     except OSError as exc:
-        logger.debug("no parsed copy of %s: %s", target.name, exc)
+        logger.debug("no parsed copy %s: %s", part.name, exc)
     finally:
         if writer is not None and part.exists():
             with contextlib.suppress(OSError):

@@ -5,37 +5,53 @@ byte-for-byte as signed (``encoded=True``: re-quoting ``%2B`` or ``%2F``
 breaks the signature), in exactly one GET per attempt (no HEAD, which S3
 refuses on a URL signed for GET, and no probing read), and with no
 ``Authorization`` header (S3 answers 400 when one arrives beside a signature).
-A dropped connection resumes with ``Range`` from the bytes already on disk,
-guarded by ``If-Range`` with the object's ``ETag``. A body shorter than its
-``Content-Length`` is never accepted.
+
+What the bucket says is checked, not assumed: a ``206`` must carry the
+``Content-Range`` that was asked for, and the bytes on disk must add up to the
+size the bucket gave. A download that stops (a dropped connection, retries
+spent, Ctrl-C, a killed process) leaves a :class:`Partial`: its bytes plus the
+object's ``ETag``, from which a later attempt resumes with ``Range`` guarded
+by ``If-Range``, so a changed object is fetched whole rather than spliced.
+A SHA-256 of the bytes is computed as they arrive, for the cache to verify.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
+import re
 import ssl
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from fsspec.asyn import sync
 from fsspec.implementations.http import HTTPFileSystem, HTTPStreamFile
 
-from .config import ca_bundle
+from .config import ca_bundle, is_loopback
 from .errors import DownloadError, StorageError
 from .models import ResultFile
 from .retry import RETRYABLE_STATUSES, RetryPolicy
 
-__all__ = ["BucketFileSystem", "DownloadCancelled", "Fetched", "Transport", "UrlExpired"]
+__all__ = [
+    "BucketFileSystem",
+    "DownloadCancelled",
+    "Fetched",
+    "Partial",
+    "Transport",
+    "UrlExpired",
+]
 
-logger = logging.getLogger("datafiniti_loader")
+logger = logging.getLogger(__name__)
 
 _READ_BYTES = 1024 * 1024
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
 
 class UrlExpired(Exception):
@@ -98,30 +114,63 @@ class BucketFileSystem(HTTPFileSystem):  # type: ignore[misc]
 
 @dataclass(frozen=True)
 class Fetched:
-    """A complete local copy of a result file."""
+    """A complete local copy of a result file, as the bucket described it."""
 
     path: Path
     size: int
     etag: str | None
+    sha256: str
     downloaded: int  # bytes that crossed the network for it
 
 
+@dataclass
+class Partial:
+    """A download in progress: the bytes on disk and what makes resuming them safe.
+
+    ``etag`` and ``total`` are the bucket's word on the object whose prefix
+    ``path`` holds; a resume sends ``If-Range: etag`` so that a changed object
+    comes back whole instead of being spliced onto old bytes. ``on_change``
+    is called whenever they change, so a store can persist them before more
+    bytes land (a killed process can then still be resumed).
+    """
+
+    path: Path
+    etag: str | None = None
+    total: int | None = None
+    on_change: Callable[[Partial], None] | None = field(default=None, repr=False)
+
+    def describe(self, etag: str | None, total: int | None) -> None:
+        """Record what the bucket said about the object."""
+        if (etag, total) != (self.etag, self.total):
+            self.etag, self.total = etag, total
+            if self.on_change is not None:
+                self.on_change(self)
+
+
 class _Attempt:
-    """What one download has got so far, carried across retries."""
+    """What a download has got so far, carried across retries: bytes on disk and their hash."""
 
-    def __init__(self, part: Path) -> None:
-        self.part = part
-        self.etag: str | None = None
-        self.total: int | None = None
+    def __init__(self, partial: Partial) -> None:
+        self.partial = partial
         self.downloaded = 0
+        self.hasher = hashlib.sha256()
+        self.received = 0
+        if partial.etag and partial.path.exists():
+            self.received = _hash_into(partial.path, self.hasher)
+            if self.received:
+                logger.debug("%s: resuming after %d bytes", partial.path.name, self.received)
+        else:
+            self.restart()
 
-    @property
-    def received(self) -> int:
-        return self.part.stat().st_size if self.part.exists() else 0
+    def restart(self) -> None:
+        """Forget the bytes on disk: the next answer must be the whole object."""
+        _write_or_fail(self.partial.path, lambda: self.partial.path.write_bytes(b""))
+        self.hasher = hashlib.sha256()
+        self.received = 0
 
 
 class Transport:
-    """Downloads result files with retries, resume and S3 error mapping.
+    """Downloads result files with retries, resume, size checks and S3 error mapping.
 
     Parameters
     ----------
@@ -146,10 +195,22 @@ class Transport:
         self._fs: BucketFileSystem | None = None
         self._fs_lock = threading.Lock()
         self._cancelled = threading.Event()
+        self._open: set[aiohttp.ClientResponse] = set()
+        self._warned_plain_http = False
+
+    @property
+    def cancelled(self) -> threading.Event:
+        """Set once the load is abandoned; waits elsewhere in the load watch it too."""
+        return self._cancelled
 
     def cancel(self) -> None:
-        """Stop every download of this transport at its next chunk (a load was abandoned)."""
+        """Stop every download of this transport now, closing bodies still arriving."""
         self._cancelled.set()
+        with self._fs_lock:
+            responses, fs = list(self._open), self._fs
+        for response in responses:
+            if fs is not None:
+                fs.loop.call_soon_threadsafe(response.close)
 
     @property
     def fs(self) -> BucketFileSystem:
@@ -159,8 +220,8 @@ class Transport:
                 self._fs = BucketFileSystem(self.policy, **self._storage_options)
             return self._fs
 
-    def download(self, file: ResultFile, part: Path) -> Fetched:
-        """Download ``file`` into ``part`` (resumed if it already holds a prefix).
+    def download(self, file: ResultFile, partial: Partial) -> Fetched:
+        """Download ``file`` into ``partial.path``, resuming the bytes already there.
 
         Raises
         ------
@@ -168,70 +229,104 @@ class Transport:
             The bucket says the URL has expired; fetch a fresh one and call again.
         DownloadError
             The file could not be downloaded after all retries.
+        DownloadCancelled
+            :meth:`cancel` was called.
         """
-        attempt = _Attempt(part)
+        self._warn_if_plain_http(file)
+        attempt = _Attempt(partial)
         for retry in range(self.policy.attempts):
             if self._cancelled.is_set():
                 raise DownloadCancelled(file.name)
-            last_try = retry == self.policy.attempts - 1
             try:
                 self._get(file, attempt)
             except _Retryable as exc:
-                if last_try:
-                    raise DownloadError(
+                if self._cancelled.is_set():
+                    raise DownloadCancelled(file.name) from None
+                if retry == self.policy.attempts - 1:
+                    error = DownloadError(
                         f"Could not download {file.name} (result {file.id}) after "
                         f"{self.policy.attempts} tries: {exc}. Check your connection and "
-                        "load again; bytes already received are kept and resumed.",
+                        f"load again{_resume_hint(partial, attempt)}.",
                         status=exc.status,
-                    ) from None
-                wait = self.policy.delay(retry, exc.retry_after)
+                    )
+                    break
+                if exc.restart:
+                    attempt.restart()
+                wait = 0.0 if exc.at_once else self.policy.delay(retry, exc.retry_after)
                 logger.debug("%s: %s; retry %d in %.2fs", file.name, exc, retry + 1, wait)
                 self._cancelled.wait(wait)
                 continue
-            size = attempt.received
-            return Fetched(part, size, attempt.etag, attempt.downloaded)
-        raise AssertionError("unreachable")  # pragma: no cover
+            digest = attempt.hasher.hexdigest()
+            return Fetched(partial.path, attempt.received, partial.etag, digest, attempt.downloaded)
+        raise error  # outside the except block: no exception holding the URL rides along
+
+    def _warn_if_plain_http(self, file: ResultFile) -> None:
+        if self._warned_plain_http or not file.url.startswith("http://") or is_loopback(file.url):
+            return
+        self._warned_plain_http = True
+        logger.warning(
+            "result files of request %d are served over plain http:// from %s: their bytes "
+            "can be read or altered on the way. Ask Datafiniti about https:// result URLs.",
+            file.request_id,
+            urlsplit(file.url).hostname,
+        )
 
     def _get(self, file: ResultFile, attempt: _Attempt) -> None:
-        received = attempt.received
+        offset = attempt.received
         headers = {}
-        if received and attempt.etag:
-            headers = {"Range": f"bytes={received}-", "If-Range": attempt.etag}
-        elif received:
-            received = 0  # nothing tells us the object is unchanged: start over
-        try:
-            stream = self.fs.open(file.url, headers=headers)
-        except _BucketStatus as exc:
-            self._raise_for_status(file, exc.response)
-        except aiohttp.ClientConnectorCertificateError:
-            raise DownloadError(
-                f"TLS certificate verification failed downloading {file.name}. If a proxy "
-                "inspects TLS, point REQUESTS_CA_BUNDLE (or SSL_CERT_FILE) at its CA."
-            ) from None
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise _Retryable(f"connection failed ({type(exc).__name__})") from None
+        if offset:
+            headers = {"Range": f"bytes={offset}-", "If-Range": str(attempt.partial.etag)}
+        stream = self._open_stream(file, headers)
         with stream:
             response: aiohttp.ClientResponse = stream.r
-            append = response.status == 206
-            if not append:
-                received = 0
-            attempt.etag = response.headers.get("ETag") or attempt.etag
-            attempt.total = _expected_total(response, received)
+            total = _check_answer(response, offset, attempt)
+            attempt.partial.describe(response.headers.get("ETag") or None, total)
+            with self._fs_lock:
+                self._open.add(response)
             try:
-                out = open(attempt.part, "ab" if append else "wb")  # noqa: SIM115
-            except OSError as exc:
-                raise _unwritable(attempt.part, exc) from None
-            try:
-                with out:
-                    attempt.downloaded += sync(
-                        self.fs.loop, _drain, response, out, self.on_bytes, self._cancelled
-                    )
+                attempt.downloaded += self._drain(response, attempt)
             except (TimeoutError, aiohttp.ClientError) as exc:
                 raise _Retryable(
                     f"connection lost after {attempt.received:,} bytes ({type(exc).__name__})"
                 ) from None
-        if attempt.total is not None and attempt.received != attempt.total:
-            raise _Retryable(f"body ended at {attempt.received:,} of {attempt.total:,} bytes")
+            finally:
+                with self._fs_lock:
+                    self._open.discard(response)
+        if total is not None and attempt.received != total:
+            if attempt.received > total:
+                attempt.restart()
+                raise _Retryable(f"body ran past its {total:,} bytes", at_once=True)
+            raise _Retryable(f"body ended at {attempt.received:,} of {total:,} bytes")
+
+    def _open_stream(self, file: ResultFile, headers: dict[str, str]) -> HTTPStreamFile:
+        failure: _Retryable | DownloadError | None = None
+        try:
+            return self.fs.open(file.url, headers=headers)
+        except _BucketStatus as exc:
+            response = exc.response
+        except aiohttp.ClientConnectorCertificateError:
+            failure = DownloadError(
+                f"TLS certificate verification failed downloading {file.name}. If a proxy "
+                "inspects TLS, point REQUESTS_CA_BUNDLE (or SSL_CERT_FILE) at its CA."
+            )
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            failure = _Retryable(f"connection failed ({type(exc).__name__})")
+        if failure is not None:
+            raise failure  # raised here, not in the except block: no chained URL
+        self._raise_for_status(file, response)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _drain(self, response: aiohttp.ClientResponse, attempt: _Attempt) -> int:
+        path = attempt.partial.path
+        mode = "ab" if attempt.received else "wb"
+        try:
+            out = open(path, mode)  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise _unwritable(path, exc) from None
+        with out:
+            return int(
+                sync(self.fs.loop, _drain, response, out, attempt, self.on_bytes, self._cancelled)
+            )
 
     def _raise_for_status(self, file: ResultFile, response: aiohttp.ClientResponse) -> None:
         status = response.status
@@ -246,6 +341,8 @@ class Transport:
         message = _xml_text(body, "Message")
         if status == 403 and ("expired" in message.lower() or code == "ExpiredToken"):
             raise UrlExpired(file.name)
+        if status == 416:  # the bytes kept are not a prefix of this object: start over
+            raise _Retryable("the bucket refused the resume range (HTTP 416)", restart=True)
         if status in RETRYABLE_STATUSES:
             raise _Retryable(f"HTTP {status}{' ' + code if code else ''}", status, retry_after)
         detail = f" {code}: {message}" if code else ""
@@ -262,22 +359,50 @@ class Transport:
 
 
 class _Retryable(Exception):
-    def __init__(self, reason: str, status: int | None = None, retry_after: str | None = None):
+    def __init__(
+        self,
+        reason: str,
+        status: int | None = None,
+        retry_after: str | None = None,
+        *,
+        at_once: bool = False,
+        restart: bool = False,
+    ):
         super().__init__(reason)
         self.status = status
         self.retry_after = retry_after
+        self.at_once = at_once or restart
+        self.restart = restart
 
 
-def _expected_total(response: aiohttp.ClientResponse, offset: int) -> int | None:
-    length = response.headers.get("Content-Length")
-    if length is None or not length.isdigit():
-        return None
-    return offset + int(length)
+def _check_answer(response: aiohttp.ClientResponse, offset: int, attempt: _Attempt) -> int | None:
+    """The object's total size, after checking the answer is the bytes that were asked for.
+
+    A ``200`` is the whole object (any bytes kept are dropped); a ``206`` must
+    start exactly at ``offset`` (the bytes already on disk), whatever was asked.
+    """
+    length = response.headers.get("Content-Length", "")
+    if response.status != 206:
+        if offset:
+            logger.debug("the bucket sent the whole object again; restarting")
+            attempt.restart()
+        return int(length) if length.isdigit() else None
+    match = _CONTENT_RANGE.match(response.headers.get("Content-Range", "").strip())
+    if match is None or match.group(3) == "*":
+        raise _Retryable("a partial answer (HTTP 206) without a usable Content-Range")
+    first, last, total = (int(g) for g in match.groups())
+    if first != offset or (length.isdigit() and int(length) != last - first + 1):
+        asked = f"from byte {offset:,}" if offset else "the whole file"
+        raise _Retryable(
+            f"asked for {asked}, the bucket sent bytes {first:,}-{last:,} of {total:,}"
+        )
+    return total
 
 
 async def _drain(
     response: aiohttp.ClientResponse,
     out: Any,
+    attempt: _Attempt,
     on_bytes: Callable[[int], None] | None,
     cancelled: threading.Event,
 ) -> int:
@@ -290,11 +415,37 @@ async def _drain(
             return written
         try:
             out.write(chunk)
+            out.flush()  # on disk before it counts: a killed process resumes from here
         except OSError as exc:  # the disk, not the network: retrying will not help
             raise _unwritable(Path(out.name), exc) from None
+        attempt.hasher.update(chunk)
+        attempt.received += len(chunk)
         written += len(chunk)
         if on_bytes is not None:
             on_bytes(len(chunk))
+
+
+def _hash_into(path: Path, hasher: Any) -> int:
+    """Feed ``path``'s bytes to ``hasher``; return how many there were."""
+    size = 0
+    with open(path, "rb") as source:
+        while block := source.read(_READ_BYTES):
+            hasher.update(block)
+            size += len(block)
+    return size
+
+
+def _resume_hint(partial: Partial, attempt: _Attempt) -> str:
+    if attempt.received and partial.on_change is not None:
+        return f"; the {attempt.received:,} bytes received are kept and the next load resumes"
+    return ""
+
+
+def _write_or_fail(path: Path, action: Callable[[], object]) -> None:
+    try:
+        action()
+    except OSError as exc:
+        raise _unwritable(path, exc) from None
 
 
 def _unwritable(path: Path, exc: OSError) -> StorageError:

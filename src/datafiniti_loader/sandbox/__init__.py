@@ -60,6 +60,10 @@ class SandboxRequest:
     pending_polls: int = 0
     data_type: str = "products"
     records_given: int | None = None
+    #: What ``/results`` reports as ``date_created`` (default: ``created``).
+    reported_created: datetime | None = None
+    #: What ``/results`` reports as each file's ``id`` (``None``: leave it out).
+    reported_ids: list[int | None] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @functools.cached_property
@@ -200,6 +204,8 @@ class Sandbox:
         pending_polls: int = 0,
         created: datetime | None = None,
         records: int | None = None,
+        reported_created: datetime | None = None,
+        result_ids: list[int | None] | None = None,
     ) -> int:
         """Serve ``files`` as the results of a download request; return its id.
 
@@ -219,6 +225,12 @@ class Sandbox:
         created : datetime, optional
             The results' ``date_created`` (default now); older than 7 days
             makes their URLs expired.
+        reported_created : datetime, optional
+            A ``date_created`` to report instead, without changing when the
+            URLs expire (a client whose clock is off sees the same).
+        result_ids : list of int or None, optional
+            The ``id`` reported for each file, repeats allowed; ``None``
+            leaves a file's ``id`` out.
         """
         rid = request_id if request_id is not None else next(self._ids)
         served = []
@@ -236,6 +248,8 @@ class Sandbox:
             error=error,
             pending_polls=pending_polls,
             records_given=records,
+            reported_created=reported_created,
+            reported_ids=result_ids,
         )
         return rid
 
@@ -254,8 +268,8 @@ class Sandbox:
             query = self.signer.sign(path, request.created, MAX_EXPIRES)
         else:
             query = self.signer.sign(path, now, lifetime_left)
-        created = request.created
-        return {
+        created = request.reported_created or request.created
+        entry: dict[str, Any] = {
             "id": result_id,
             "url": f"{self.bucket_url}{path}?{query}",
             "request_id": request.id,
@@ -263,6 +277,14 @@ class Sandbox:
             "imported": 0,
             "date_created": f"{created.year}-{created.month}-{created.day} {created:%H:%M:%S}",
         }
+        if request.reported_ids is not None:
+            position = [rid for rid, _ in request.files].index(result_id)
+            reported = request.reported_ids[position]
+            if reported is None:
+                del entry["id"]
+            else:
+                entry["id"] = reported
+        return entry
 
 
 def _extension(path: Path) -> str:

@@ -61,6 +61,13 @@ class Faults:
         Bytes per second per bucket connection.
     api_redirect : str or None
         When set, the API answers every call with a 302 to this URL.
+    api_bodies : deque of (status, content_type, body)
+        Served by the API, as given, before answering normally (a proxy's
+        login page, a body that is not JSON).
+    partial_answers : deque of (int, bool)
+        Each bucket GET that asked for no ``Range`` takes the next pair and
+        answers ``206`` with only that many first bytes, with or without a
+        ``Content-Range`` saying so (a broken server or proxy).
     """
 
     api_errors: deque[tuple[int, float | None]] = field(default_factory=deque)
@@ -70,6 +77,8 @@ class Faults:
     expire_signings: int = 0
     throttle: float | None = None
     api_redirect: str | None = None
+    api_bodies: deque[tuple[int, str, bytes]] = field(default_factory=deque)
+    partial_answers: deque[tuple[int, bool]] = field(default_factory=deque)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def take(self, queue: deque[Any]) -> Any:
@@ -164,6 +173,9 @@ class ApiHandler(_Handler):
             return self.json(
                 status, {"error": "Fault", "message": "injected fault", "code": status}, extra
             )
+        raw = self.sandbox.faults.take(self.sandbox.faults.api_bodies)
+        if raw is not None:
+            return self.send_body(*raw)
         redirect = self.sandbox.faults.api_redirect
         if redirect:
             return self.send_body(302, b"", "text/plain", {"Location": redirect})
@@ -301,6 +313,11 @@ class BucketHandler(_Handler):
                 if start >= size:
                     return self.error(416, "InvalidRange", "The requested range is not satisfiable")
                 status = 206
+        labelled = True
+        cut = None if wanted else self.sandbox.faults.take(self.sandbox.faults.partial_answers)
+        if cut is not None:
+            (first_bytes, labelled), status = cut, 206
+            end = min(first_bytes, size) - 1
         length = end - start + 1
         self.record(status)
         self.send_response(status)
@@ -310,7 +327,7 @@ class BucketHandler(_Handler):
         self.send_header("Content-Length", str(length))
         self.send_header("ETag", served.etag)
         self.send_header("Accept-Ranges", "bytes")
-        if status == 206:
+        if status == 206 and labelled:
             self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
         self.end_headers()
         drop_after = self.sandbox.faults.take(self.sandbox.faults.drops)
