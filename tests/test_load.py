@@ -1,9 +1,11 @@
 """load_results end to end against the sandbox serving the project's fixtures."""
 
+import json
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from conftest import Loader
@@ -189,3 +191,40 @@ def test_polars_keeps_nesting(loader: Loader, sandbox: Sandbox, fixture_files) -
     assert frame.height == 12
     assert isinstance(frame.schema["reviews"], polars.List)
     assert frame["reviews"][0][0]["rating"] == loader.load(rid)["reviews"].iloc[0][0]["rating"]
+
+
+@pytest.mark.parametrize("ids", [[7, 7], [None, None]], ids=["repeated id", "no id"])
+def test_results_are_told_apart_by_position_not_id_or_name(
+    loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path, ids: list[int | None]
+) -> None:
+    first, second = fixture_files["products"]
+    rid = sandbox.add_request([first, second], result_ids=ids)
+    for cache in (True, False):
+        frame = loader.load(rid, cache=loader.cache if cache else False)
+        assert assert_lossless_csv(frame, first, f"{rid}_1.csv") > 0
+        assert assert_lossless_csv(frame, second, f"{rid}_2.csv") > 0
+    expected_ids = [i or 0 for i in ids]
+    assert (
+        frame.groupby("_source_file", observed=True)["_result_id"].first().tolist() == expected_ids
+    )
+    summary = loader.parquet(rid, tmp_path / "out")
+    metadata = json.loads(
+        pq.read_schema(tmp_path / "out" / "part-0.parquet").metadata[b"datafiniti_loader"]
+    )
+    counts = frame.groupby("_source_file", observed=True).size().tolist()
+    assert metadata["row_counts"] == counts and summary.rows == len(frame)
+
+
+def test_repeated_file_names_are_counted_apart(
+    loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path
+) -> None:
+    # The API lists the same object twice (same name, same bytes) under two results.
+    source = fixture_files["businesses"][0]
+    rid = sandbox.add_request([source, source], names=["same.csv", "same.csv"])
+    frame = loader.load(rid)
+    assert len(frame) == 60 and frame["_result_id"].nunique() == 2
+    loader.parquet(rid, tmp_path / "out")
+    metadata = json.loads(
+        pq.read_schema(tmp_path / "out" / "part-0.parquet").metadata[b"datafiniti_loader"]
+    )
+    assert metadata["row_counts"] == [30, 30]

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from .config import CacheSetting
+from .errors import ConfigurationError
 from .loader import LoadOptions, open_load, read_table
 from .outputs import OUTPUTS, to_pandas, to_polars
 from .parquet import ParquetSummary, write_parquet
@@ -127,7 +128,9 @@ def load_results(
     >>> df.groupby("_source_file", observed=True).size()           # doctest: +SKIP
     """
     if output not in OUTPUTS:
-        raise ValueError(f"output must be one of {', '.join(map(repr, OUTPUTS))}; got {output!r}")
+        raise ConfigurationError(
+            f"output must be one of {', '.join(map(repr, OUTPUTS))}; got {output!r}."
+        )
     options = LoadOptions(token, api_url, wait, cache, max_workers, progress, retry)
     if output == "dask":
         from .dask import load_dask

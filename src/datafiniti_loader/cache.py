@@ -213,8 +213,8 @@ class FileCache(FileStore):
         with self._lock:
             if self._sound_parsed.get(entry.parsed) == source:
                 return entry.parsed
-        if not entry.parsed_record.exists():
-            return None
+        if not entry.parsed.exists():
+            return None  # never made, or removed: nothing damaged, it is simply made again
         record = _read_json(entry.parsed_record)
         if record is None or record.get("source_sha256") != source:
             self._discard_parsed(entry, file, "it was made from other bytes or its record is bad")

@@ -144,7 +144,7 @@ class Client:
         if response.status == 200 and isinstance(body, list) and body:
             files = _parsed(response, f"results/{rid}", lambda: _result_files(body, rid))
             return ResultFiles(replace(f, position=n) for n, f in enumerate(files))
-        if response.status not in (200, 404) or not isinstance(body, list | dict):
+        if response.status != 404 and (response.status != 200 or not isinstance(body, list)):
             raise response.unexpected(f"results/{rid}", "a JSON list of result files")
         # Datafiniti answers 404 both for "still running" and "no such request":
         # the request itself says which.

@@ -10,6 +10,7 @@ take it from there.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -39,7 +40,7 @@ from .schema import (
 )
 from .transport import Transport
 
-__all__ = ["LoadOptions", "LoadSource", "Scan", "open_load", "read_table"]
+__all__ = ["LoadOptions", "LoadSource", "Scan", "did_you_mean", "open_load", "read_table"]
 
 logger = logging.getLogger(__name__)
 
@@ -116,12 +117,20 @@ def data_schema(builder: SchemaBuilder, columns: Sequence[str] | None) -> pa.Sch
     known = set(builder.column_names)
     missing = [c for c in columns if c not in known]
     if missing:
-        sample = ", ".join(builder.column_names[:15])
-        more = ", ..." if len(builder.column_names) > 15 else ""
         raise ColumnNotFound(
-            f"No result file has the column(s) {missing}. Available: {sample}{more}."
+            f"No result file has the column(s) {missing}. "
+            f"{did_you_mean(missing[0], builder.column_names)}"
         )
     return builder.schema(columns)
+
+
+def did_you_mean(name: str, choices: Sequence[str]) -> str:
+    """A hint for a mistyped column name: the closest names, else a sample of all."""
+    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.6)
+    if close:
+        return f"Did you mean {' or '.join(map(repr, close))}?"
+    sample = ", ".join(choices[:15])
+    return f"Columns: {sample}{', ...' if len(choices) > 15 else ''}."
 
 
 def with_provenance(schema: pa.Schema) -> pa.Schema:

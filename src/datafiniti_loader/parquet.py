@@ -26,8 +26,15 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ._version import __version__
-from .errors import StorageError
-from .loader import LoadSource, data_schema, log_summary, typed_batches, with_provenance
+from .errors import ColumnNotFound, StorageError
+from .loader import (
+    LoadSource,
+    data_schema,
+    did_you_mean,
+    log_summary,
+    typed_batches,
+    with_provenance,
+)
 from .schema import PROVENANCE_SCHEMA, release_arrow_memory
 
 __all__ = ["ParquetSummary", "write_parquet"]
@@ -85,6 +92,13 @@ def write_parquet(
     schema = data_schema(scan.builder, columns)
     if provenance:
         schema = with_provenance(schema)
+    by = [partition_by] if isinstance(partition_by, str) else list(partition_by or [])
+    missing = [name for name in by if name not in schema.names]
+    if missing:
+        raise ColumnNotFound(
+            f"Cannot partition by {missing}: no column of this load has that name. "
+            f"{did_you_mean(missing[0], schema.names)}"
+        )
     schema = schema.with_metadata({METADATA_KEY: json.dumps(_metadata(source, scan.rows))})
     batches = _all_batches(source, schema, provenance)
 

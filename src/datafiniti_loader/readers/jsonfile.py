@@ -43,6 +43,8 @@ def read_json_table(path: Path, name: str) -> pa.Table:
     first_line = body.split(b"\n", 1)[0]
     try:
         first = json.loads(first_line)
+    except RecursionError:
+        raise _too_deep(name, 1) from None
     except ValueError:
         # Pretty-printed: one document over many lines.
         return records_to_table(_records_of(_load_document(body, name), name), name)
@@ -57,16 +59,31 @@ def _is_envelope(document: dict[str, Any]) -> bool:
     )
 
 
+def _too_deep(name: str, line: int | None = None) -> ParseError:
+    where = f" (line {line})" if line else ""
+    return ParseError(
+        f"{name}: a JSON value{where} is nested deeper than this reader can follow; "
+        "Datafiniti records are a few levels deep, so the file is likely damaged or not a "
+        "Datafiniti file. Request the download again.",
+        file=name,
+        line=line,
+    )
+
+
 def _load_document(body: bytes, name: str) -> Any:
+    failure: ParseError
     try:
         return json.loads(body)
     except json.JSONDecodeError as exc:
-        raise ParseError(
+        failure = ParseError(
             f"{name}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}. "
             "The file may be truncated: delete it from the cache and load again.",
             file=name,
             line=exc.lineno,
-        ) from None
+        )
+    except RecursionError:
+        failure = _too_deep(name)
+    raise failure
 
 
 def _records_of(document: Any, name: str) -> list[dict[str, Any]]:
@@ -124,6 +141,8 @@ def _parse_lines(body: bytes, name: str) -> list[dict[str, Any]]:
             continue
         try:
             record = json.loads(line)
+        except RecursionError:
+            raise _too_deep(name, number) from None
         except ValueError as exc:
             raise ParseError(
                 f"{name}: record {number} (line {number}) is not valid JSON: {exc}. "

@@ -175,7 +175,8 @@ class ApiHandler(_Handler):
             )
         raw = self.sandbox.faults.take(self.sandbox.faults.api_bodies)
         if raw is not None:
-            return self.send_body(*raw)
+            status, content_type, body = raw
+            return self.send_body(status, body, content_type)
         redirect = self.sandbox.faults.api_redirect
         if redirect:
             return self.send_body(302, b"", "text/plain", {"Location": redirect})

@@ -1,0 +1,146 @@
+"""The file cache: verified before use, cleared without touching what it did not write."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import Loader
+from datafiniti_loader import DownloadError
+from datafiniti_loader.cache import FileCache
+from datafiniti_loader.sandbox import Sandbox
+
+LOAD_TO_PICKLE = r"""
+import sys
+from datafiniti_loader import load_results
+load_results(int(sys.argv[1]), progress=False).to_pickle(sys.argv[2])
+"""
+
+
+def load_in_fresh_process(sandbox: Sandbox, cache: Path, rid: int, out: Path) -> pd.DataFrame:
+    env = {**os.environ, "DATAFINITI_API_URL": sandbox.api_url,
+           "DATAFINITI_API_TOKEN": sandbox.token, "DATAFINITI_CACHE_DIR": str(cache)}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", LOAD_TO_PICKLE, str(rid), str(out)],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr  # no crash, no traceback
+    return pd.read_pickle(out)
+
+
+def flip_middle_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x5A
+    path.write_bytes(bytes(data))
+
+
+def cache_files(cache: Path) -> list[Path]:
+    return sorted(p for p in cache.rglob("*") if p.is_file() and p.stat().st_size > 0)
+
+
+@pytest.mark.parametrize("kind", ["csv", "json"])
+def test_every_cached_file_damaged_still_loads_exactly_the_cold_frame(
+    loader: Loader, sandbox: Sandbox, fixture_files, cache_dir: Path, tmp_path: Path, kind: str
+) -> None:
+    files = fixture_files["products"] if kind == "csv" else fixture_files["products_json"]
+    rid = sandbox.add_request(files)
+    cold = loader.load(rid)
+    damaged = cache_files(cache_dir)
+    assert any(p.suffix == ".arrow" for p in damaged)  # parsed copies were there to damage
+    for path in damaged:
+        flip_middle_byte(path)
+    warm = load_in_fresh_process(sandbox, cache_dir, rid, tmp_path / "frame.pkl")
+    pd.testing.assert_frame_equal(warm, cold)
+
+
+@pytest.mark.parametrize("target", ["parsed", "download"])
+def test_a_damaged_entry_is_discarded_rebuilt_and_logged(
+    loader: Loader, sandbox: Sandbox, fixture_files, cache_dir: Path, target: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    rid = sandbox.add_request(fixture_files["businesses"])
+    cold = loader.load(rid)
+    (parsed,) = cache_dir.rglob("*.parsed-v*.arrow")
+    (download,) = [p for p in cache_dir.rglob(f"*{rid}_1.csv") if not p.name.startswith(".")]
+    if target == "parsed":
+        flip_middle_byte(parsed)
+    else:
+        parsed.unlink()  # the download is read only when no sound parsed copy vouches for it
+        flip_middle_byte(download)
+    sandbox.log.clear()
+    with caplog.at_level(logging.WARNING, logger="datafiniti_loader"):
+        pd.testing.assert_frame_equal(loader.load(rid), cold)
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "damaged" in warning.getMessage() and f"{rid}_1.csv" in warning.getMessage()
+    downloads = [e for e in sandbox.log if e.server == "bucket"]
+    assert len(downloads) == (1 if target == "download" else 0)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="datafiniti_loader"):
+        pd.testing.assert_frame_equal(loader.load(rid), cold)  # rebuilt: quiet again
+    assert not caplog.records
+
+
+def test_a_parsed_copy_of_other_bytes_is_not_used(
+    loader: Loader, sandbox: Sandbox, fixture_files, cache_dir: Path
+) -> None:
+    """A parsed copy vouches only for the download it was made from."""
+    first = sandbox.add_request(fixture_files["businesses"])
+    second = sandbox.add_request(fixture_files["products"][:1])
+    loader.load(first)
+    expected = loader.load(second)
+    for suffix in (".arrow", ".json"):  # the first file's copy and its record, under the second's
+        (source,) = cache_dir.rglob(f"*{first}_1.csv.parsed-v*{suffix}")
+        (target,) = cache_dir.rglob(f"*{second}_1.csv.parsed-v*{suffix}")
+        target.write_bytes(source.read_bytes())
+    pd.testing.assert_frame_equal(loader.load(second), expected)
+
+
+def test_cache_clear_deletes_only_what_the_cache_wrote(
+    loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path
+) -> None:
+    mine = tmp_path / "work"
+    (mine / "notes").mkdir(parents=True)
+    (mine / "report.csv").write_text("a,b\n1,2\n")
+    (mine / "notes" / "todo.json").write_text('{"size": 3}')
+    (mine / "12").mkdir()
+    (mine / "12" / "1-2-keep.txt").write_text("not a cache entry: no record of ours")
+    rid = sandbox.add_request(fixture_files["products"])
+    loader.load(rid, cache=mine)
+    sandbox.faults.drops.extend([10_000] * 4)  # and a partial download
+    with pytest.raises(DownloadError, match="tries"):
+        loader.load(sandbox.add_request(fixture_files["products"][:1]), cache=mine)
+    assert list(mine.rglob(".*.partial"))
+    cache = FileCache(mine, sandbox.api_url)
+    info = cache.info()
+    assert info.files == 2 and info.bytes > 0
+    cleared = cache.clear()
+    assert cleared.files == 2
+    left = sorted(str(p.relative_to(mine)) for p in mine.rglob("*"))
+    assert left == ["12", "12/1-2-keep.txt", "notes", "notes/todo.json", "report.csv"]
+    assert cache.info().files == 0
+
+
+def test_cli_cache_clear_in_the_current_directory_keeps_the_users_files(
+    sandbox: Sandbox, fixture_files, tmp_path: Path
+) -> None:
+    work = tmp_path / "project"
+    work.mkdir()
+    (work / "analysis.py").write_text("print('mine')\n")
+    env = {**os.environ, "DATAFINITI_API_URL": sandbox.api_url,
+           "DATAFINITI_API_TOKEN": sandbox.token}  # fmt: skip
+    rid = sandbox.add_request(fixture_files["businesses"])
+    run = lambda *a: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "datafiniti_loader.cli", *a, "--cache-dir", "."],
+        cwd=work, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run("load", str(rid), "--output", "out").returncode == 0
+    cleared = run("cache", "clear")
+    assert cleared.returncode == 0 and "Traceback" not in cleared.stderr, cleared.stderr
+    assert "cleared 1 file(s)" in cleared.stdout
+    assert sorted(p.name for p in work.iterdir()) == ["analysis.py", "out"]
