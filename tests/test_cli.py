@@ -55,7 +55,7 @@ def test_load_writes_parquet(
     assert "wrote 30 rows from 1 file(s)" in result.stdout
     assert list(out.glob("*.parquet"))
     again = run("load", str(rid), "--output", str(out), "--quiet", env=env)
-    assert again.returncode == 2 and "overwrite" in again.stderr
+    assert again.returncode == 1 and "--overwrite" in again.stderr
 
 
 def test_errors_are_one_line_exit_1_no_traceback(sandbox: Sandbox, env: dict[str, str]) -> None:

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import Loader
-from datafiniti_loader import ParseError
+from datafiniti_loader import ParseError, TargetExists
 from datafiniti_loader.sandbox import Sandbox
 
 
@@ -71,7 +71,7 @@ def test_existing_target_needs_overwrite(
 ) -> None:
     rid = sandbox.add_request(fixture_files["businesses"])
     loader.parquet(rid, tmp_path / "out")
-    with pytest.raises(FileExistsError, match="overwrite=True"):
+    with pytest.raises(TargetExists, match="overwrite=True"):
         loader.parquet(rid, tmp_path / "out")
     summary = loader.parquet(rid, tmp_path / "out", overwrite=True)
     assert len(read_back(tmp_path / "out")) == summary.rows == 30
@@ -91,7 +91,7 @@ def test_failure_leaves_nothing_at_the_target(
 def test_partition_by(loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path) -> None:
     rid = sandbox.add_request(fixture_files["businesses"])
     loader.parquet(rid, tmp_path / "out", partition_by="province")
-    dirs = sorted(p.name for p in (tmp_path / "out").iterdir())
+    dirs = sorted(p.name for p in (tmp_path / "out").iterdir() if p.is_dir())
     assert dirs and all(d.startswith("province=") for d in dirs)
     back = pds.dataset(tmp_path / "out", format="parquet", partitioning="hive").to_table()
     assert back.num_rows == 30
@@ -117,3 +117,97 @@ def test_nested_json_round_trips_through_parquet(
     assert summary.rows == in_memory.num_rows == 18
     assert pa.types.is_list(on_disk.schema.field("reviews").type)
     assert on_disk.to_pylist() == in_memory.to_pylist()
+
+
+def test_overwrite_refuses_a_directory_of_the_users_own_files(
+    loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path
+) -> None:
+    mine = tmp_path / "reports"
+    (mine / "2026").mkdir(parents=True)
+    (mine / "notes.txt").write_text("mine")
+    (mine / "2026" / "q3.parquet").write_bytes(b"PAR1 not ours")
+    before = {p: p.read_bytes() for p in mine.rglob("*") if p.is_file()}
+    rid = sandbox.add_request(fixture_files["businesses"])
+    with pytest.raises(TargetExists, match=r"did not write \(2026/q3.parquet, notes.txt\)"):
+        loader.parquet(rid, mine, overwrite=True)
+    assert {p: p.read_bytes() for p in mine.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir() if ".tmp-" in p.name) == []
+
+
+def test_overwrite_refuses_its_own_dataset_once_a_user_file_is_added(
+    loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path
+) -> None:
+    rid = sandbox.add_request(fixture_files["businesses"])
+    loader.parquet(rid, tmp_path / "out")
+    (tmp_path / "out" / "README.md").write_text("my notes about this export")
+    with pytest.raises(TargetExists, match=r"README\.md"):
+        loader.parquet(rid, tmp_path / "out", overwrite=True)
+    assert (tmp_path / "out" / "README.md").read_text() == "my notes about this export"
+    assert pq.read_table(tmp_path / "out" / "part-0.parquet").num_rows == 30
+
+
+def test_overwrite_replaces_an_empty_directory(
+    loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path
+) -> None:
+    (tmp_path / "out").mkdir()
+    rid = sandbox.add_request(fixture_files["businesses"])
+    with pytest.raises(TargetExists):
+        loader.parquet(rid, tmp_path / "out")
+    assert loader.parquet(rid, tmp_path / "out", overwrite=True).rows == 30
+
+
+def test_a_failed_overwrite_keeps_the_old_dataset(
+    loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path
+) -> None:
+    good = sandbox.add_request(fixture_files["businesses"])
+    loader.parquet(good, tmp_path / "out")
+    before = read_back(tmp_path / "out")
+    broken = tmp_path / "broken.csv"
+    broken.write_bytes(b"id,name\r\n1,a\r\n2,b,extra\r\n")
+    with pytest.raises(ParseError):
+        loader.parquet(sandbox.add_request([broken]), tmp_path / "out", overwrite=True)
+    pd.testing.assert_frame_equal(read_back(tmp_path / "out"), before)
+    assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
+
+
+def test_the_target_always_holds_the_old_dataset_or_the_new(
+    loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path
+) -> None:
+    import threading
+
+    rid = sandbox.add_request(fixture_files["businesses"])
+    target = tmp_path / "out"
+    loader.parquet(rid, target)
+    gaps: list[float] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            if not (target / "_datafiniti_loader.json").exists():
+                gaps.append(1)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        for _ in range(5):
+            loader.parquet(rid, target, overwrite=True)
+    finally:
+        stop.set()
+        watcher.join()
+    assert gaps == []
+    assert len(read_back(target)) == 30
+
+
+def test_two_runs_racing_for_one_target_never_both_succeed(
+    loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    rid = sandbox.add_request(fixture_files["products"])
+    sandbox.faults.throttle = 200_000  # both runs are downloading when the first finishes
+    with ThreadPoolExecutor(2) as pool:
+        runs = [pool.submit(loader.parquet, rid, tmp_path / "out", cache=False) for _ in range(2)]
+        outcomes = [run.exception() for run in runs]
+    assert sorted(type(o).__name__ for o in outcomes) == ["NoneType", "TargetExists"]
+    assert len(read_back(tmp_path / "out")) == 72
+    assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []

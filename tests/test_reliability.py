@@ -223,6 +223,7 @@ def test_a_killed_conversion_leaves_nothing_at_the_target(
     assert not target.exists()
     sandbox.faults.throttle = None
     assert loader.parquet(rid, target).rows == 72
+    assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []  # swept
 
 
 def test_the_token_never_follows_a_redirect_to_another_host(sandbox: Sandbox) -> None:

@@ -40,6 +40,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .models import ResultFile
+from .orphans import remove_orphans
 from .parsed import PARSED_FORMAT
 from .transport import Fetched, Partial
 
@@ -473,7 +474,7 @@ class ScratchStore(FileStore):
     _PREFIX = "datafiniti-loader-"
 
     def __init__(self) -> None:
-        _remove_orphans(Path(tempfile.gettempdir()), self._PREFIX)
+        remove_orphans(Path(tempfile.gettempdir()), self._PREFIX)
         self.root = Path(tempfile.mkdtemp(prefix=f"{self._PREFIX}{os.getpid()}-"))
 
     def _name(self, file: ResultFile) -> str:
@@ -510,25 +511,3 @@ class ScratchStore(FileStore):
     def close(self) -> None:
         """Remove the scratch directory and everything in it."""
         shutil.rmtree(self.root, ignore_errors=True)
-
-
-def _remove_orphans(parent: Path, prefix: str) -> None:
-    """Remove ``prefix{pid}-*`` directories whose process no longer exists."""
-    try:
-        candidates = [p for p in parent.iterdir() if p.name.startswith(prefix) and p.is_dir()]
-    except OSError:
-        return
-    for path in candidates:
-        pid = path.name[len(prefix) :].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, but not ours to signal
-        return True
-    return True

@@ -10,11 +10,9 @@ failure leaves nothing at ``path``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,7 +24,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ._version import __version__
-from .errors import ColumnNotFound, StorageError
+from .errors import ColumnNotFound, DatafinitiError, StorageError
 from .loader import (
     LoadSource,
     data_schema,
@@ -34,6 +32,15 @@ from .loader import (
     log_summary,
     typed_batches,
     with_provenance,
+)
+from .publish import (
+    METADATA_KEY,
+    check_target,
+    publish,
+    remove_staging,
+    staging_path,
+    sweep_orphans,
+    write_manifest,
 )
 from .schema import PROVENANCE_SCHEMA, release_arrow_memory
 
@@ -44,7 +51,6 @@ logger = logging.getLogger("datafiniti_loader")
 # Row groups are cut by Arrow bytes, not rows: Datafiniti rows range from 100 B
 # to 30 KB. 16 MB keeps the writer's buffers (and peak memory) small.
 _ROW_GROUP_BYTES = 16 * 1024 * 1024
-METADATA_KEY = b"datafiniti_loader"
 
 
 @dataclass(frozen=True)
@@ -85,8 +91,8 @@ def write_parquet(
     """Write ``source`` as a Parquet dataset at ``path`` (any fsspec URL)."""
     fs, target = fsspec.core.url_to_fs(path, **(storage_options or {}))
     target = target.rstrip("/")
-    if fs.exists(target) and not overwrite:
-        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it.")
+    _storage(path, lambda: sweep_orphans(fs, target))
+    _storage(path, lambda: check_target(fs, target, str(path), overwrite))  # fail before work
     source.keep_parsed = True  # the second pass reads parsed copies instead of parsing again
     scan = source.scan(keep=False)
     schema = data_schema(scan.builder, columns)
@@ -99,36 +105,49 @@ def write_parquet(
             f"Cannot partition by {missing}: no column of this load has that name. "
             f"{did_you_mean(missing[0], schema.names)}"
         )
-    schema = schema.with_metadata({METADATA_KEY: json.dumps(_metadata(source, scan.rows))})
+    about = _metadata(source, scan.rows)
+    rows = sum(scan.rows.values())
+    schema = schema.with_metadata({METADATA_KEY: json.dumps(about)})
     batches = _all_batches(source, schema, provenance)
 
-    staging = f"{target}.tmp-{uuid.uuid4().hex[:12]}"
+    staging = staging_path(target)
     try:
         fs.makedirs(staging, exist_ok=True)
-        if partition_by:
-            columns_by = [partition_by] if isinstance(partition_by, str) else list(partition_by)
-            _write_partitioned(batches, fs, staging, schema, columns_by)
+        if by:
+            _write_partitioned(batches, fs, staging, schema, by)
         else:
             _write_single(batches, fs, f"{staging}/part-0.parquet", schema)
         written = sorted(p for p in fs.find(staging) if p.endswith(".parquet"))
+        relative = tuple(p[len(staging) :].lstrip("/") for p in written)
         sizes = sum(fs.size(p) for p in written)
-        if fs.exists(target):
-            fs.rm(target, recursive=True)
-        fs.mv(staging, target, recursive=True)
+        write_manifest(fs, staging, {**about, "files": list(relative), "rows": rows})
+        publish(fs, staging, target, str(path), overwrite)
     except BaseException as exc:
-        with contextlib.suppress(OSError):
-            if fs.exists(staging):
-                fs.rm(staging, recursive=True)
-        if isinstance(exc, OSError):
-            raise StorageError(
-                f"Could not write Parquet to {path}: {exc.strerror or exc}. Check the "
-                "path, permissions and free space; nothing was left at the target."
-            ) from None
+        remove_staging(fs, staging)
+        if isinstance(exc, OSError) and not isinstance(exc, DatafinitiError):
+            raise _unwritable(path, exc) from None
         raise
-    rows = sum(scan.rows.values())
     log_summary(source, rows, len(schema), target=str(path))
-    relative = tuple(p[len(staging) :].lstrip("/") for p in written)
     return ParquetSummary(rows, len(source.files), sizes, str(path), relative)
+
+
+def _storage(path: str, action: Callable[[], object]) -> None:
+    failure: OSError | None = None
+    try:
+        action()
+    except DatafinitiError:
+        raise
+    except OSError as exc:
+        failure = exc
+    if failure is not None:
+        raise _unwritable(path, failure)
+
+
+def _unwritable(path: str, exc: OSError) -> StorageError:
+    return StorageError(
+        f"Could not write Parquet to {path}: {exc.strerror or exc}. Check the "
+        "path, permissions and free space; nothing was left at the target."
+    )
 
 
 def _write_single(batches: Iterator[pa.RecordBatch], fs: Any, path: str, schema: pa.Schema) -> None:
