@@ -228,3 +228,17 @@ def test_repeated_file_names_are_counted_apart(
         pq.read_schema(tmp_path / "out" / "part-0.parquet").metadata[b"datafiniti_loader"]
     )
     assert metadata["row_counts"] == [30, 30]
+
+
+def test_a_wide_table_loads_every_column_typed(
+    loader: Loader, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    columns = 3000  # one insertion per column made this quadratic (5,000 took 71 s)
+    path = tmp_path / "wide.csv"
+    header = ",".join(f"c{i}" for i in range(columns))
+    rows = [",".join(str(r * columns + i) for i in range(columns)) for r in range(5)]
+    path.write_text("\r\n".join([header, *rows]) + "\r\n")
+    frame = loader.load(sandbox.add_request([path]), provenance=False)
+    assert frame.shape == (5, columns)
+    assert set(map(str, frame.dtypes)) == {"Int64"}
+    assert frame.iloc[4, columns - 1] == 5 * columns - 1

@@ -216,3 +216,46 @@ def test_a_quote_inside_an_unquoted_cell_is_kept_literally(
     assert csv_rows(path, chunk_bytes) == [
         [c if c != "" else None for c in row] for row in expected
     ]
+
+
+def test_a_gzip_bomb_is_refused_at_the_limit_and_the_limit_can_be_raised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gzip
+
+    import datafiniti_loader.readers as readers
+
+    monkeypatch.setattr(readers, "GZIP_FLOOR_BYTES", 8 * 1024 * 1024)
+    bomb = tmp_path / "bomb.txt"
+    with gzip.open(bomb, "wb", compresslevel=9) as out:  # ~200 kB expanding to 200 MB of JSON
+        out.write(b'{"a": "')
+        for _ in range(200):
+            out.write(b" " * (1 << 20))
+        out.write(b'"}\n')
+    assert bomb.stat().st_size < 400_000
+    for fmt in ("json", "csv"):
+        with pytest.raises(ParseError, match=r"more than \d\d MB .*over 200x.*MAX_GZIP_RATIO"):
+            list(read_file(bomb, "bomb.txt", fmt).batches)
+    monkeypatch.setenv("DATAFINITI_MAX_GZIP_RATIO", "5000")  # a genuine file: allow more
+    (batch,) = read_file(bomb, "bomb.txt", "json").batches
+    assert len(batch.column("a")[0].as_py()) == 200 * (1 << 20)
+
+
+def test_gzip_within_the_limit_reads_as_the_plain_file(tmp_path: Path, fixture_files) -> None:
+    import gzip
+
+    plain = fixture_files["products"][0]
+    packed = tmp_path / "p.csv.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    got = pa.Table.from_batches(list(read_file(packed, "p.csv", "csv").batches))
+    want = pa.Table.from_batches(list(read_file(plain, "p.csv", "csv").batches))
+    assert got.equals(want)
+
+
+def test_a_record_longer_than_many_chunks_is_read_whole(tmp_path: Path) -> None:
+    body = "line\r\n" * 200_000  # 1.2 MB inside one quoted cell, newlines and all
+    path = tmp_path / "long.csv"
+    path.write_text(f'id,text\r\n1,"{body}"\r\n2,"sh""ort"\r\n3,x\r\n', newline="")
+    table = pa.Table.from_batches(list(iter_csv_batches(path, "long.csv", chunk_bytes=4096)))
+    assert table.column("text").to_pylist() == [body, 'sh"ort', "x"]
+    assert table.column("id").to_pylist() == ["1", "2", "3"]

@@ -32,12 +32,16 @@ def to_pandas(table: pa.Table) -> pd.DataFrame:
         elif pa.types.is_integer(field.type) and field.name not in PROVENANCE_SCHEMA.names:
             special[field.name] = column.to_pandas(types_mapper={field.type: pd.Int64Dtype()}.get)
     order = table.column_names
-    rest = table.drop_columns(list(special))
+    rest = table.select([i for i, name in enumerate(order) if name not in special])
     del table  # let self_destruct free each Arrow column as pandas takes it over
     frame: pd.DataFrame = rest.to_pandas(split_blocks=True, self_destruct=True)
-    for name, values in special.items():
-        frame[name] = values if not isinstance(values, pd.Series) else values.array
-    return frame[order] if special else frame
+    if not special:
+        return frame
+    # One concat, not one insertion per column (quadratic over thousands of columns).
+    arrays = {name: v.array if isinstance(v, pd.Series) else v for name, v in special.items()}
+    added = pd.DataFrame(arrays, index=frame.index)
+    whole: pd.DataFrame = pd.concat([frame, added], axis=1)[order]
+    return whole
 
 
 def to_polars(table: pa.Table) -> Any:

@@ -9,29 +9,99 @@ line or record when a file cannot be read.
 from __future__ import annotations
 
 import gzip
+import io
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, cast
+from typing import IO, Any, cast
 
 import pyarrow as pa
 
+from ..errors import ParseError
 from .csvfile import DEFAULT_CHUNK_BYTES, iter_csv_batches
 from .jsonfile import read_json_table
 
-__all__ = ["FileBatches", "detect_format", "open_bytes", "read_file"]
+__all__ = [
+    "DEFAULT_MAX_GZIP_RATIO",
+    "MAX_GZIP_RATIO_ENV",
+    "FileBatches",
+    "detect_format",
+    "open_bytes",
+    "read_file",
+]
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-def open_bytes(path: Path) -> IO[bytes]:
-    """Open a local file for reading, decompressing it when it is gzip (by magic bytes)."""
+def open_bytes(path: Path, name: str = "") -> IO[bytes]:
+    """Open a local file for reading, decompressing it when it is gzip (by magic bytes).
+
+    Decompression is bounded (see :class:`_BoundedGzip`): a damaged or hostile
+    file cannot expand without end into memory or onto disk.
+    """
     raw = open(path, "rb")  # noqa: SIM115 - returned to the caller
     if raw.read(2) == _GZIP_MAGIC:
         raw.close()
-        return cast(IO[bytes], gzip.open(path, "rb"))
+        return cast(IO[bytes], _BoundedGzip(path, name or path.name))
     raw.seek(0)
     return raw
+
+
+#: A gzip result file may expand to this many times its size (real ones: 2-52x)...
+DEFAULT_MAX_GZIP_RATIO = 200
+#: ...or to this many bytes, whichever is more (small files compress best).
+GZIP_FLOOR_BYTES = 256 * 1024 * 1024
+MAX_GZIP_RATIO_ENV = "DATAFINITI_MAX_GZIP_RATIO"
+
+
+class _BoundedGzip(io.RawIOBase):
+    """A gzip file that refuses to expand past ``max(floor, ratio x compressed size)``."""
+
+    def __init__(self, path: Path, name: str) -> None:
+        self._inner = gzip.open(path, "rb")  # noqa: SIM115 - closed by close()
+        self._name = name
+        compressed = path.stat().st_size
+        self._limit = max(GZIP_FLOOR_BYTES, _max_ratio() * compressed)
+        self._compressed = compressed
+        self._count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        got = self._inner.readinto(buffer)
+        self._count += got
+        self._check()
+        return got
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:  # everything, but never more than the limit allows
+            size = self._limit - self._count + 1
+        data = self._inner.read(size)
+        self._count += len(data)
+        self._check()
+        return data
+
+    def _check(self) -> None:
+        if self._count > self._limit:
+            ratio = _max_ratio()
+            raise ParseError(
+                f"{self._name}: decompresses to more than {self._limit / 1e6:,.0f} MB from "
+                f"{self._compressed / 1e6:,.1f} MB (over {ratio}x), far beyond what Datafiniti "
+                "files do: it may be damaged or hostile, and was not read further. If it is "
+                f"genuine, allow more with {MAX_GZIP_RATIO_ENV}=<ratio>.",
+                file=self._name,
+            )
+
+    def close(self) -> None:
+        self._inner.close()
+        super().close()
+
+
+def _max_ratio() -> int:
+    value = os.environ.get(MAX_GZIP_RATIO_ENV, "")
+    return int(value) if value.isdigit() and int(value) > 0 else DEFAULT_MAX_GZIP_RATIO
 
 
 def detect_format(path: Path, declared: str) -> str:

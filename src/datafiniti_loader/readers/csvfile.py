@@ -71,33 +71,49 @@ def record_chunks(stream: IO[bytes], chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> 
     A boundary is a ``\n`` with an even number of ``"`` before it (escaped
     quotes come in pairs, so parity is exact for well-formed CSV). The last
     piece is whatever remains, with or without a final newline.
+
+    Every byte is read and scanned once: the unfinished record at the end of
+    a read is kept as pieces with its quote count, and joined only when its
+    end arrives, so a record of hundreds of megabytes costs one copy, not one
+    per read.
     """
-    carry = b""
-    offset = 0
+    pending: list[bytes] = []  # the unfinished record, in pieces
+    pending_quotes = 0  # quotes in those pieces: the parity the next read starts with
+    offset = 0  # where the pending record starts in the file
+    previous = -1  # the byte before this read (-1: the start of the file)
     while True:
-        buffer = bytearray(len(carry) + chunk_bytes)
-        buffer[: len(carry)] = carry
-        end = len(carry) + _read_into(stream, memoryview(buffer)[len(carry) :])
-        if end == len(carry):
-            if carry:
-                yield Chunk(carry, 0, len(carry), offset)
+        buffer = bytearray(chunk_bytes)
+        end = _read_into(stream, memoryview(buffer))
+        if end == 0:
+            if pending:
+                rest = b"".join(pending)
+                yield Chunk(rest, 0, len(rest), offset)
             return
         octets = np.frombuffer(buffer, dtype=np.uint8, count=end)
         quotes = np.flatnonzero(octets == _QUOTE)  # one scan serves both checks below
-        if _has_stray_quote(octets, quotes, first=offset == 0):
+        if _has_stray_quote(octets, quotes, previous):
             # Quote parity no longer tells where records end: let pyarrow, which
             # reads such quotes literally (as pandas does), take the rest at once.
-            rest = bytes(buffer[:end]) + stream.read()
+            rest = b"".join([*pending, bytes(buffer[:end]), stream.read()])
             logger.debug("a quote inside an unquoted cell: reading the rest as one block")
             yield Chunk(rest, 0, len(rest), offset)
             return
-        cut = _last_record_end(buffer, end, quotes)
-        if cut == 0:
-            carry = bytes(buffer[:end])  # one record longer than a chunk: read on
+        previous = buffer[end - 1]
+        cut = _last_record_end(buffer, octets, quotes, odd=pending_quotes % 2 == 1)
+        if cut == 0:  # still inside one record longer than a read: keep reading
+            pending.append(bytes(buffer[:end]))
+            pending_quotes += len(quotes)
             continue
-        yield Chunk(buffer, 0, cut, offset)
-        carry = bytes(buffer[cut:end])
-        offset += cut
+        if pending:
+            whole = b"".join([*pending, memoryview(buffer)[:cut]])
+            pending = []  # the pieces go before the record is parsed: one copy in memory
+            chunk = Chunk(whole, 0, len(whole), offset)
+        else:
+            chunk = Chunk(buffer, 0, cut, offset)
+        yield chunk
+        offset += len(chunk)
+        pending = [bytes(buffer[cut:end])] if cut < end else []
+        pending_quotes = len(quotes) - int(np.searchsorted(quotes, cut))
 
 
 def _read_into(stream: IO[bytes], view: memoryview) -> int:
@@ -114,34 +130,52 @@ def _read_into(stream: IO[bytes], view: memoryview) -> int:
 _FIELD_EDGES = np.array([ord(","), ord("\n"), ord("\r")], dtype=np.uint8)
 
 
-def _has_stray_quote(octets: np.ndarray, quotes: np.ndarray, *, first: bool) -> bool:
+def _has_stray_quote(octets: np.ndarray, quotes: np.ndarray, previous: int) -> bool:
     """Whether a ``"`` stands inside an unquoted cell (``5" screen``), where parity fails.
 
     In well-formed CSV every quote opens a cell (after a comma or a line end),
     closes one (before a comma or a line end), or is half of an escaped ``""``.
-    ``quotes`` are the positions of ``"`` in ``octets``.
+    ``quotes`` are the positions of ``"`` in ``octets``; ``previous`` is the
+    byte before ``octets`` (-1 at the start of the file, where a BOM may stand).
     """
     if quotes.size == 0:
         return False
     end = len(octets)
-    start = len(_BOM) if first and octets[: len(_BOM)].tobytes() == _BOM else 0
-    before = octets[np.maximum(quotes - 1, 0)]
+    start = 0
+    if previous < 0 and octets[: len(_BOM)].tobytes() == _BOM:
+        start = len(_BOM)
+    before = octets[np.maximum(quotes - 1, 0)].copy()
+    if quotes[0] == 0 and previous >= 0:
+        before[0] = previous  # the quote opens this read: its neighbour ended the last one
     after = octets[np.minimum(quotes + 1, end - 1)]
-    opens = np.isin(before, _FIELD_EDGES) | (quotes == start)
+    opens = np.isin(before, _FIELD_EDGES) | ((quotes == start) & (previous < 0))
+    if quotes[0] == 0 and previous >= 0:
+        opens[0] = previous in _FIELD_EDGES or previous == _QUOTE
     closes = np.isin(after, _FIELD_EDGES) | (quotes == end - 1)
     paired = (before == _QUOTE) | (after == _QUOTE)
     return bool(np.any(~(opens | closes | paired)))
 
 
-def _last_record_end(buffer: bytearray, end: int, quotes: np.ndarray) -> int:
-    """Index just past the last newline outside quotes in ``buffer[:end]``, or 0.
+_BACKWARD_TRIES = 32  # newlines tried one by one before scanning the whole read at once
 
-    ``quotes`` (sorted positions of ``"``) give the parity before any newline.
+
+def _last_record_end(buffer: bytearray, octets: np.ndarray, quotes: np.ndarray, odd: bool) -> int:
+    """Index just past the last newline outside quotes in the read, or 0.
+
+    ``quotes`` (sorted positions of ``"``) give the parity before any newline;
+    ``odd`` says the read began inside a quoted cell. Usually the last newline
+    or one shortly before it ends a record; a read inside a long quoted cell
+    full of newlines is settled with one vectorised pass instead.
     """
+    end = len(octets)
     pos = buffer.rfind(b"\n", 0, end)
-    while pos >= 0 and int(np.searchsorted(quotes, pos)) % 2:
+    for _ in range(_BACKWARD_TRIES):
+        if pos < 0 or (int(np.searchsorted(quotes, pos)) + odd) % 2 == 0:
+            return pos + 1
         pos = buffer.rfind(b"\n", 0, pos)
-    return pos + 1
+    newlines = np.flatnonzero(octets == ord("\n"))
+    outside = newlines[(np.searchsorted(quotes, newlines) + odd) % 2 == 0]
+    return int(outside[-1]) + 1 if outside.size else 0
 
 
 def iter_csv_batches(
@@ -150,7 +184,7 @@ def iter_csv_batches(
     """Record batches of ``path`` with every column as nullable text (empty cell = null)."""
     from . import open_bytes
 
-    with open_bytes(path) as stream:
+    with open_bytes(path, name) as stream:
         chunks = record_chunks(stream, chunk_bytes)
         first = next(chunks, Chunk(b"", 0, 0))
         start = len(_BOM) if first.data.startswith(_BOM) else 0

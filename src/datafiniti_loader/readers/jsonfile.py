@@ -31,7 +31,7 @@ def read_json_table(path: Path, name: str) -> pa.Table:
     """Read a JSON result file as one table, one row per record."""
     from . import open_bytes
 
-    with open_bytes(path) as stream:
+    with open_bytes(path, name) as stream:
         data = stream.read()
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
