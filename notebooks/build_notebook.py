@@ -22,12 +22,12 @@ in the environment before starting Jupyter.""",
     (
         "code",
         """import os
+import tempfile
 
 import matplotlib.pyplot as plt
 import pandas as pd
 
 from datafiniti_loader import Client, load_results, to_parquet
-from datafiniti_loader.demo import fixture_requests
 from datafiniti_loader.sandbox import Sandbox
 
 if os.environ.get("DATAFINITI_API_TOKEN") and os.environ.get("DATAFINITI_REQUEST_ID"):
@@ -36,8 +36,10 @@ if os.environ.get("DATAFINITI_API_TOKEN") and os.environ.get("DATAFINITI_REQUEST
     connection = {}  # token and API URL come from the environment
 else:
     sandbox = Sandbox().start()
-    REQUEST_ID = sandbox.add_request(fixture_requests()["products"])
+    REQUEST_ID = sandbox.add_fixture_requests()["products"]
     connection = {"token": sandbox.token, "api_url": sandbox.api_url}
+# Parquet goes to a scratch directory removed at the end; give your own path to keep it.
+scratch = tempfile.TemporaryDirectory(prefix="explore-output-")
 REQUEST_ID""",
     ),
     (
@@ -119,14 +121,14 @@ query the result without loading it all.""",
     ),
     (
         "code",
-        """summary = to_parquet(REQUEST_ID, "explore-output/products", overwrite=True, **connection)
+        """summary = to_parquet(REQUEST_ID, f"{scratch.name}/products", **connection)
 summary""",
     ),
     (
         "code",
         """import pyarrow.dataset as ds
 
-dataset = ds.dataset("explore-output/products", format="parquet")
+dataset = ds.dataset(f"{scratch.name}/products", format="parquet")
 top_brand = df["brand"].value_counts().index[0]
 dataset.to_table(
     columns=["id", "brand", "reviews.rating", "_source_file"],
@@ -135,7 +137,9 @@ dataset.to_table(
     ),
     (
         "code",
-        """if sandbox is not None:
+        """client.close()
+scratch.cleanup()
+if sandbox is not None:
     sandbox.close()""",
     ),
 ]

@@ -90,8 +90,33 @@ def test_cache_info_and_clear(sandbox: Sandbox, env: dict[str, str], fixture_fil
     assert "0 file(s)" in run("cache", "info", env=env).stdout
 
 
-def test_demo_runs_end_to_end(tmp_path: Path) -> None:
-    result = run("demo", "--output", str(tmp_path / "demo"), "--quiet", cwd=tmp_path)
+def test_demo_runs_end_to_end_and_leaves_only_its_output(tmp_path: Path) -> None:
+    scratch = tmp_path / "tmp"  # the process's temporary directory, watched
+    scratch.mkdir()
+    work = tmp_path / "work"  # outside the repository: fixtures are generated
+    work.mkdir()
+    result = run("demo", "--output", "demo", "--quiet", cwd=work, env={"TMPDIR": str(scratch)})
     assert result.returncode == 0, result.stderr
     assert "Loaded 72 rows" in result.stdout and "Wrote 72 rows to Parquet" in result.stdout
-    assert list((tmp_path / "demo").glob("*.parquet"))
+    assert list((work / "demo").glob("*.parquet"))
+    assert sorted(p.name for p in work.iterdir()) == ["demo"]
+    assert list(scratch.iterdir()) == []
+
+
+def test_sandbox_stops_on_ctrl_c_and_leaves_nothing(tmp_path: Path) -> None:
+    import signal
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "datafiniti_loader.cli", "sandbox"],
+        cwd=tmp_path, env={**os.environ, "TMPDIR": str(scratch)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert server.stdout is not None
+    lines = [server.stdout.readline() for _ in range(3)]
+    assert any("DATAFINITI_API_URL" in line for line in lines)
+    assert list(scratch.iterdir())  # the generated fixtures being served
+    server.send_signal(signal.SIGINT)
+    server.communicate(timeout=30)
+    assert list(scratch.iterdir()) == []

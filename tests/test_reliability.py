@@ -214,6 +214,7 @@ def test_a_killed_conversion_leaves_nothing_at_the_target(
         **os.environ,
         "DATAFINITI_API_URL": sandbox.api_url,
         "DATAFINITI_API_TOKEN": sandbox.token,
+        "TMPDIR": str(tmp_path),  # its scratch directory, orphaned by the kill, stays here
     }
     target = tmp_path / "out"
     victim = subprocess.Popen([sys.executable, "-c", script, str(rid), str(target)], env=env)

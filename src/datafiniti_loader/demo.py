@@ -8,24 +8,16 @@ from pathlib import Path
 
 from .config import CacheSetting
 from .sandbox import Sandbox
-from .sandbox.fixtures import FIXTURE_REQUESTS, write_fixtures
 
-__all__ = ["fixture_requests", "run_demo", "serve_sandbox"]
-
-
-def fixture_requests(directory: Path | None = None) -> dict[str, list[Path]]:
-    """Each demo request's fixture files: from ``directory``, ``./data/fixtures`` or new ones."""
-    if directory is None and Path("data/fixtures/products_1.csv").is_file():
-        directory = Path("data/fixtures")
-    if directory is None:
-        return write_fixtures(tempfile.mkdtemp(prefix="datafiniti-fixtures-"))
-    return {name: [directory / f for f in files] for name, files in FIXTURE_REQUESTS.items()}
+__all__ = ["run_demo", "serve_sandbox"]
 
 
 def _start(fixtures: Path | None) -> tuple[Sandbox, dict[str, int]]:
+    """A running sandbox serving the fixtures: ``fixtures``, ``./data/fixtures`` or new ones."""
+    if fixtures is None and Path("data/fixtures/products_1.csv").is_file():
+        fixtures = Path("data/fixtures")
     sandbox = Sandbox().start()
-    ids = {name: sandbox.add_request(files) for name, files in fixture_requests(fixtures).items()}
-    return sandbox, ids
+    return sandbox, sandbox.add_fixture_requests(fixtures)
 
 
 def serve_sandbox(fixtures: Path | None = None) -> int:

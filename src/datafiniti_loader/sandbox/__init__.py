@@ -24,6 +24,7 @@ import itertools
 import os
 import secrets
 import ssl
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -148,6 +149,7 @@ class Sandbox:
         self._api = SandboxServer((host, 0), ApiHandler, self, tls)
         self._bucket = SandboxServer((host, 0), BucketHandler, self, tls)
         self._threads: list[threading.Thread] = []
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None
 
     @property
     def api_url(self) -> str:
@@ -179,10 +181,29 @@ class Sandbox:
         return self
 
     def close(self) -> None:
-        """Stop both servers."""
+        """Stop both servers and remove the fixture files they generated."""
         for server in (self._api, self._bucket):
             server.shutdown()
             server.server_close()
+        if self._scratch is not None:
+            self._scratch.cleanup()
+            self._scratch = None
+
+    def add_fixture_requests(self, directory: Path | None = None) -> dict[str, int]:
+        """Serve the built-in fixtures as requests; return their ids by name.
+
+        The files come from ``directory`` (the project's ``data/fixtures``),
+        else they are generated into a directory that :meth:`close` removes.
+        """
+        from .fixtures import FIXTURE_REQUESTS, write_fixtures
+
+        if directory is None:
+            if self._scratch is None:
+                self._scratch = tempfile.TemporaryDirectory(prefix="datafiniti-fixtures-")
+            files = write_fixtures(self._scratch.name)
+        else:
+            files = {n: [directory / f for f in names] for n, names in FIXTURE_REQUESTS.items()}
+        return {name: self.add_request(paths) for name, paths in files.items()}
 
     def __enter__(self) -> Sandbox:
         return self.start()
