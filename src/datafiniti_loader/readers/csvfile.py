@@ -72,48 +72,55 @@ def record_chunks(stream: IO[bytes], chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> 
     quotes come in pairs, so parity is exact for well-formed CSV). The last
     piece is whatever remains, with or without a final newline.
 
-    Every byte is read and scanned once: the unfinished record at the end of
-    a read is kept as pieces with its quote count, and joined only when its
-    end arrives, so a record of hundreds of megabytes costs one copy, not one
-    per read.
+    Every byte is scanned once. The unfinished record at the end of a read
+    is carried to the front of the next read (a short copy); one longer than
+    a read is kept as pieces with its quote count and joined once its end
+    arrives, so a record of hundreds of megabytes costs one copy, not one per read.
     """
-    pending: list[bytes] = []  # the unfinished record, in pieces
-    pending_quotes = 0  # quotes in those pieces: the parity the next read starts with
-    offset = 0  # where the pending record starts in the file
-    previous = -1  # the byte before this read (-1: the start of the file)
+    carry = b""  # an unfinished record shorter than a read
+    pieces: list[bytes] = []  # an unfinished record longer than a read
+    carried_quotes = 0  # quotes in carry or pieces: the parity the next read starts with
+    offset = 0  # where the unfinished record starts in the file
+    previous = -1  # the byte before the new bytes (-1: the start of the file)
     while True:
-        buffer = bytearray(chunk_bytes)
-        end = _read_into(stream, memoryview(buffer))
-        if end == 0:
-            if pending:
-                rest = b"".join(pending)
+        head = len(carry)
+        buffer = bytearray(head + chunk_bytes)
+        buffer[:head] = carry
+        end = head + _read_into(stream, memoryview(buffer)[head:])
+        if end == head:
+            rest = b"".join([*pieces, carry])
+            if rest:
                 yield Chunk(rest, 0, len(rest), offset)
             return
-        octets = np.frombuffer(buffer, dtype=np.uint8, count=end)
-        quotes = np.flatnonzero(octets == _QUOTE)  # one scan serves both checks below
-        if _has_stray_quote(octets, quotes, previous):
+        fresh = np.frombuffer(buffer, dtype=np.uint8, count=end)[head:]
+        quotes = np.flatnonzero(fresh == _QUOTE)  # one scan serves both checks below
+        if _has_stray_quote(fresh, quotes, previous):
             # Quote parity no longer tells where records end: let pyarrow, which
             # reads such quotes literally (as pandas does), take the rest at once.
-            rest = b"".join([*pending, bytes(buffer[:end]), stream.read()])
+            rest = b"".join([*pieces, bytes(buffer[:end]), stream.read()])
             logger.debug("a quote inside an unquoted cell: reading the rest as one block")
             yield Chunk(rest, 0, len(rest), offset)
             return
         previous = buffer[end - 1]
-        cut = _last_record_end(buffer, octets, quotes, odd=pending_quotes % 2 == 1)
-        if cut == 0:  # still inside one record longer than a read: keep reading
-            pending.append(bytes(buffer[:end]))
-            pending_quotes += len(quotes)
+        cut = _last_record_end(buffer, head, fresh, quotes, odd=carried_quotes % 2 == 1)
+        if cut == 0:  # no record ends in this read
+            carried_quotes += len(quotes)
+            if pieces or end > chunk_bytes:  # longer than a read: collect, copy once at the end
+                pieces.append(bytes(buffer[:end]))
+                carry = b""
+            else:
+                carry = bytes(buffer[:end])
             continue
-        if pending:
-            whole = b"".join([*pending, memoryview(buffer)[:cut]])
-            pending = []  # the pieces go before the record is parsed: one copy in memory
+        if pieces:
+            whole = b"".join([*pieces, memoryview(buffer)[:cut]])
+            pieces = []  # the pieces go before the record is parsed: one copy in memory
             chunk = Chunk(whole, 0, len(whole), offset)
         else:
             chunk = Chunk(buffer, 0, cut, offset)
         yield chunk
         offset += len(chunk)
-        pending = [bytes(buffer[cut:end])] if cut < end else []
-        pending_quotes = len(quotes) - int(np.searchsorted(quotes, cut))
+        carry = bytes(buffer[cut:end])
+        carried_quotes = len(quotes) - int(np.searchsorted(quotes, cut - head))
 
 
 def _read_into(stream: IO[bytes], view: memoryview) -> int:
@@ -159,23 +166,29 @@ def _has_stray_quote(octets: np.ndarray, quotes: np.ndarray, previous: int) -> b
 _BACKWARD_TRIES = 32  # newlines tried one by one before scanning the whole read at once
 
 
-def _last_record_end(buffer: bytearray, octets: np.ndarray, quotes: np.ndarray, odd: bool) -> int:
-    """Index just past the last newline outside quotes in the read, or 0.
+def _last_record_end(
+    buffer: bytearray, head: int, fresh: np.ndarray, quotes: np.ndarray, odd: bool
+) -> int:
+    """Index just past the last newline outside quotes among the new bytes, or 0.
 
-    ``quotes`` (sorted positions of ``"``) give the parity before any newline;
-    ``odd`` says the read began inside a quoted cell. Usually the last newline
-    or one shortly before it ends a record; a read inside a long quoted cell
-    full of newlines is settled with one vectorised pass instead.
+    The new bytes are ``fresh``, from ``head`` in ``buffer`` on (before them,
+    an unfinished record: no record ends there); ``quotes`` are positions of
+    ``"`` in ``fresh`` and ``odd`` says ``fresh`` began inside a quoted cell.
+    Usually the last newline or one shortly before it ends a record; a read
+    inside a long quoted cell full of newlines is settled with one vectorised
+    pass instead.
     """
-    end = len(octets)
-    pos = buffer.rfind(b"\n", 0, end)
+    end = head + len(fresh)
+    pos = buffer.rfind(b"\n", head, end)
     for _ in range(_BACKWARD_TRIES):
-        if pos < 0 or (int(np.searchsorted(quotes, pos)) + odd) % 2 == 0:
+        if pos < 0:
+            return 0
+        if (int(np.searchsorted(quotes, pos - head)) + odd) % 2 == 0:
             return pos + 1
-        pos = buffer.rfind(b"\n", 0, pos)
-    newlines = np.flatnonzero(octets == ord("\n"))
+        pos = buffer.rfind(b"\n", head, pos)
+    newlines = np.flatnonzero(fresh == ord("\n"))
     outside = newlines[(np.searchsorted(quotes, newlines) + odd) % 2 == 0]
-    return int(outside[-1]) + 1 if outside.size else 0
+    return head + int(outside[-1]) + 1 if outside.size else 0
 
 
 def iter_csv_batches(
