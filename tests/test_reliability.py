@@ -110,6 +110,8 @@ def test_two_processes_loading_at_once_share_the_cache_safely(
     outputs = [p.communicate(timeout=120) for p in (first, second)]
     assert first.returncode == second.returncode == 0, outputs
     assert outputs[0][0] == outputs[1][0]
+    gets = [e for e in sandbox.log if e.server == "bucket"]
+    assert len(gets) == 2  # one GET per file: one process downloaded, the other waited
     sandbox.faults.throttle = None
     sandbox.log.clear()
     assert len(loader.load(rid)) == int(outputs[0][0].split()[0])
@@ -420,3 +422,76 @@ def test_a_parsed_copy_that_cannot_be_kept_costs_nothing_but_time(
     copy.mkdir()  # the copy's place is taken: it can be neither read nor replaced
     pd.testing.assert_frame_equal(loader.load(rid), first)
     pd.testing.assert_frame_equal(loader.load(rid), first)
+
+
+SLOW_TARGET = r"""
+import sys, time
+import fsspec
+from fsspec.implementations.local import LocalFileSystem, LocalFileOpener
+from datafiniti_loader import to_parquet
+
+class SlowOpener(LocalFileOpener):
+    def write(self, data):
+        time.sleep(0.3)  # a slow network share: the write stage takes seconds
+        return super().write(data)
+
+class SlowFileSystem(LocalFileSystem):
+    protocol = "slowfile"
+    def _open(self, path, mode="rb", **kwargs):
+        if "w" in mode:
+            self.makedirs(self._parent(path), exist_ok=True)
+            return SlowOpener(path, mode, fs=self, **kwargs)
+        return super()._open(path, mode, **kwargs)
+
+fsspec.register_implementation("slowfile", SlowFileSystem, clobber=True)
+print("writing", flush=True)
+to_parquet(int(sys.argv[1]), "slowfile://" + sys.argv[2], progress=False)
+"""
+
+
+def test_ctrl_c_while_parsing_stops_at_once(
+    sandbox: Sandbox, cache_dir: Path, tmp_path: Path
+) -> None:
+    from datafiniti_loader.sandbox.fixtures import write_large_csv
+
+    big = write_large_csv(tmp_path / "big.csv", 150_000_000)
+    rid = sandbox.add_request([big])
+    out = tmp_path / "out"
+    victim = cli(sandbox, "load", str(rid), "--output", str(out),
+                 DATAFINITI_CACHE_DIR=str(cache_dir))  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not list(cache_dir.rglob(f"*-{rid}_1.csv.json")) and time.monotonic() < deadline:
+        time.sleep(0.005)  # the download is committed: parsing begins
+    time.sleep(0.1)
+    assert victim.poll() is None, "finished before it could be interrupted"
+    interrupted = time.monotonic()
+    victim.send_signal(signal.SIGINT)
+    _, stderr = victim.communicate(timeout=30)
+    assert victim.returncode == 130, stderr
+    assert time.monotonic() - interrupted < 1.5
+    assert stderr.strip().splitlines() == ["datafiniti-loader: interrupted"]
+    assert not out.exists() and [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
+    assert not list(cache_dir.rglob("*.part"))  # the unfinished parsed copy went too
+
+
+def test_ctrl_c_while_writing_parquet_stops_at_once(
+    sandbox: Sandbox, fixture_files, tmp_path: Path
+) -> None:
+    rid = sandbox.add_request(fixture_files["products"])
+    env = {**os.environ, "DATAFINITI_API_URL": sandbox.api_url,
+           "DATAFINITI_API_TOKEN": sandbox.token, "TMPDIR": str(tmp_path)}  # fmt: skip
+    out = tmp_path / "out"
+    victim = subprocess.Popen(
+        [sys.executable, "-c", SLOW_TARGET, str(rid), str(out)], env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not list(tmp_path.glob("out.tmp-*/part-0.parquet")) and time.monotonic() < deadline:
+        time.sleep(0.01)  # the writer is at work
+    assert victim.poll() is None
+    interrupted = time.monotonic()
+    victim.send_signal(signal.SIGINT)
+    _, stderr = victim.communicate(timeout=30)
+    assert victim.returncode != 0 and "KeyboardInterrupt" in stderr
+    assert time.monotonic() - interrupted < 1.5
+    assert not out.exists() and [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
