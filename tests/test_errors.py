@@ -18,6 +18,7 @@ from datafiniti_loader import (
     DatafinitiError,
     DownloadError,
     ParseError,
+    ResultExpired,
 )
 from datafiniti_loader.sandbox import Sandbox
 
@@ -167,6 +168,17 @@ def test_no_exception_carries_the_signed_url_or_the_token(
     with pytest.raises(DatafinitiError) as caught_api:
         loader.load(rid, cache=False)
     failures.append(caught_api.value)
+    sandbox.faults.api_errors.clear()
+    sandbox.faults.expire_signings = 5
+    with pytest.raises(ResultExpired) as caught_expired:
+        loader.load(rid, cache=False)
+    failures.append(caught_expired.value)
+    sandbox.faults.expire_signings = 0
+    broken = loader.cache.parent / "broken.csv"
+    broken.write_bytes(b"id,name\n1,a,extra\n")
+    with pytest.raises(ParseError) as caught_parse:
+        loader.load(sandbox.add_request([broken]))
+    failures.append(caught_parse.value)
     for failure in failures:
         said = everything_said(failure)
         assert not [s for s in secrets if s in said], said[:2000]

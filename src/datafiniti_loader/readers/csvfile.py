@@ -330,7 +330,8 @@ def _explain(chunk: bytes, first_line: int, width: int, name: str, exc: Exceptio
         line = first_line + chunk.count(b"\n", 0, bad.start)
         return ParseError(
             f"{name}: line {line} is not valid UTF-8 (byte {bad.start} of its block). "
-            "The file may be damaged: delete it from the cache and load again.",
+            "The file is malformed as served: request the download again, and tell "
+            "Datafiniti if it recurs.",
             file=name,
             line=line,
         )
@@ -341,8 +342,8 @@ def _explain(chunk: bytes, first_line: int, width: int, name: str, exc: Exceptio
             line = first_line + start - 1
             return ParseError(
                 f"{name}: the record at line {line} has {len(row)} fields, expected "
-                f"{width} (from the header). The file may be truncated or damaged: "
-                "delete it from the cache and load again.",
+                f"{width} (from the header). The file is malformed as served: request the "
+                "download again, and tell Datafiniti if it recurs.",
                 file=name,
                 line=line,
             )

@@ -77,7 +77,8 @@ def _load_document(body: bytes, name: str) -> Any:
     except json.JSONDecodeError as exc:
         failure = ParseError(
             f"{name}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}. "
-            "The file may be truncated: delete it from the cache and load again.",
+            "The file is malformed as served: request the download again, and tell "
+            "Datafiniti if it recurs.",
             file=name,
             line=exc.lineno,
         )
@@ -146,7 +147,8 @@ def _parse_lines(body: bytes, name: str) -> list[dict[str, Any]]:
         except ValueError as exc:
             raise ParseError(
                 f"{name}: record {number} (line {number}) is not valid JSON: {exc}. "
-                "The file may be truncated: delete it from the cache and load again.",
+                "The file is malformed as served: request the download again, and tell "
+                "Datafiniti if it recurs.",
                 file=name,
                 line=number,
             ) from None
