@@ -42,20 +42,19 @@ from urllib.parse import urlsplit
 from .models import ResultFile
 from .orphans import remove_orphans
 from .parsed import PARSED_FORMAT
-from .transport import Fetched, Partial
+from .transport import Fetched, Partial, sha256_of
 
 try:  # POSIX; elsewhere concurrent loads of one file each download it
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["CacheInfo", "FileCache", "FileStore", "ScratchStore", "sha256_of"]
+__all__ = ["CacheInfo", "FileCache", "FileStore", "ScratchStore"]
 
 logger = logging.getLogger(__name__)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _MAX_NAME = 120  # file systems refuse names over 255 bytes; suffixes need room
-_HASH_BLOCK = 1024 * 1024
 _LOCK_POLL = 0.1
 _TAG_NAME = "CACHEDIR.TAG"
 _TAG = (
@@ -73,15 +72,6 @@ def _safe(part: str) -> str:
         return cleaned
     digest = hashlib.sha256(part.encode()).hexdigest()[:16]
     return f"{cleaned[: _MAX_NAME - 17]}-{digest}"
-
-
-def sha256_of(path: Path) -> str:
-    """The SHA-256 of a file's bytes, as hex (hashlib releases the GIL while hashing)."""
-    hasher = hashlib.sha256()
-    with open(path, "rb") as source:
-        while block := source.read(_HASH_BLOCK):
-            hasher.update(block)
-    return hasher.hexdigest()
 
 
 class FileStore(ABC):
