@@ -250,6 +250,9 @@ class FileCache(FileStore):
     def commit(self, file: ResultFile, fetched: Fetched) -> Path:
         """Rename the download into place, then write its record (size, ETag, SHA-256)."""
         entry = self._entry(file)
+        # Hashed on this download's own thread, not on the event loop all downloads
+        # share (measured there: 0.2 s of a 2 s load of 270 MB), and only for the cache.
+        digest = sha256_of(fetched.path)
         for stale in (entry.parsed, entry.parsed_record):  # they described the old bytes
             stale.unlink(missing_ok=True)
         os.replace(fetched.path, entry.data)
@@ -262,7 +265,7 @@ class FileCache(FileStore):
                 "name": file.name,
                 "size": fetched.size,
                 "etag": fetched.etag,
-                "sha256": fetched.sha256,
+                "sha256": digest,
                 "date_created": file.date_created.isoformat() if file.date_created else None,
                 "cached_at": datetime.now(UTC).isoformat(),
             },

@@ -60,6 +60,8 @@ _FLOAT_TOO_SMALL = r"^-?0\.0000"
 _TS_SECONDS = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$"
 _TS_MILLIS = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z$"
 
+_SAMPLE_ROWS = 64  # values a column's type is first tried on
+
 _CANDIDATES: dict[str, pa.DataType] = {
     "int": pa.int64(),
     "float": pa.float64(),
@@ -108,6 +110,12 @@ class _ColumnVerdict:
         if values.null_count == len(values):
             return
         candidates = set(_CANDIDATES) if self.text_candidates is None else self.text_candidates
+        if candidates and len(values) > _SAMPLE_ROWS:
+            # Most columns are text: a few values rule out every type for them, so
+            # only columns that survive the sample are checked value by value.
+            sample = values.slice(0, _SAMPLE_ROWS)
+            if sample.null_count < len(sample):
+                candidates = {kind for kind in candidates if _reads_back(kind, sample)}
         self.text_candidates = {kind for kind in candidates if _reads_back(kind, values)}
 
     def observe_typed(self, type_: pa.DataType) -> None:

@@ -12,7 +12,6 @@ size the bucket gave. A download that stops (a dropped connection, retries
 spent, Ctrl-C, a killed process) leaves a :class:`Partial`: its bytes plus the
 object's ``ETag``, from which a later attempt resumes with ``Range`` guarded
 by ``If-Range``, so a changed object is fetched whole rather than spliced.
-A SHA-256 of the finished download is computed for the cache to verify.
 """
 
 from __future__ import annotations
@@ -120,7 +119,6 @@ class Fetched:
     path: Path
     size: int
     etag: str | None
-    sha256: str
     downloaded: int  # bytes that crossed the network for it
 
 
@@ -255,10 +253,7 @@ class Transport:
                 logger.debug("%s: %s; retry %d in %.2fs", file.name, exc, retry + 1, wait)
                 self._cancelled.wait(wait)
                 continue
-            # Hashed here, on this download's own thread, not on the event loop that
-            # every download shares (measured: 0.2 s of a 2 s load of 270 MB).
-            digest = sha256_of(partial.path)
-            return Fetched(partial.path, attempt.received, partial.etag, digest, attempt.downloaded)
+            return Fetched(partial.path, attempt.received, partial.etag, attempt.downloaded)
         raise error  # outside the except block: no exception holding the URL rides along
 
     def _warn_if_plain_http(self, file: ResultFile) -> None:

@@ -134,33 +134,34 @@ def _read_into(stream: IO[bytes], view: memoryview) -> int:
     return filled
 
 
-_FIELD_EDGES = np.array([ord(","), ord("\n"), ord("\r")], dtype=np.uint8)
+# Bytes a quote may stand beside in well-formed CSV: a field edge, or another quote.
+_MAY_NEIGHBOUR_QUOTE = np.zeros(256, dtype=bool)
+_MAY_NEIGHBOUR_QUOTE[[ord(","), ord("\n"), ord("\r"), _QUOTE]] = True
 
 
 def _has_stray_quote(octets: np.ndarray, quotes: np.ndarray, previous: int) -> bool:
     """Whether a ``"`` stands inside an unquoted cell (``5" screen``), where parity fails.
 
     In well-formed CSV every quote opens a cell (after a comma or a line end),
-    closes one (before a comma or a line end), or is half of an escaped ``""``.
-    ``quotes`` are the positions of ``"`` in ``octets``; ``previous`` is the
-    byte before ``octets`` (-1 at the start of the file, where a BOM may stand).
+    closes one (before a comma or a line end), or is half of an escaped ``""``:
+    so a quote with neither neighbour an edge or a quote is stray. ``quotes``
+    are the positions of ``"`` in ``octets``; ``previous`` is the byte before
+    ``octets`` (-1 at the start of the file, where a BOM may stand). The
+    quotes at the very ends of ``octets``, whose outer neighbour is unknown
+    or a BOM, count as fine.
     """
     if quotes.size == 0:
         return False
     end = len(octets)
-    start = 0
-    if previous < 0 and octets[: len(_BOM)].tobytes() == _BOM:
-        start = len(_BOM)
-    before = octets[np.maximum(quotes - 1, 0)].copy()
-    if quotes[0] == 0 and previous >= 0:
-        before[0] = previous  # the quote opens this read: its neighbour ended the last one
+    before = octets[np.maximum(quotes - 1, 0)]
     after = octets[np.minimum(quotes + 1, end - 1)]
-    opens = np.isin(before, _FIELD_EDGES) | ((quotes == start) & (previous < 0))
-    if quotes[0] == 0 and previous >= 0:
-        opens[0] = previous in _FIELD_EDGES or previous == _QUOTE
-    closes = np.isin(after, _FIELD_EDGES) | (quotes == end - 1)
-    paired = (before == _QUOTE) | (after == _QUOTE)
-    return bool(np.any(~(opens | closes | paired)))
+    fine = _MAY_NEIGHBOUR_QUOTE[before] | _MAY_NEIGHBOUR_QUOTE[after]
+    fine |= quotes == end - 1
+    if quotes[0] == 0:
+        fine[0] |= previous < 0 or bool(_MAY_NEIGHBOUR_QUOTE[previous])
+    if previous < 0 and octets[: len(_BOM)].tobytes() == _BOM:
+        fine |= quotes == len(_BOM)
+    return not bool(fine.all())
 
 
 _BACKWARD_TRIES = 32  # newlines tried one by one before scanning the whole read at once
