@@ -1,6 +1,7 @@
 """load_results end to end against the sandbox serving the project's fixtures."""
 
 import json
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -151,6 +152,9 @@ def test_no_cache_leaves_nothing_behind(
     rid = sandbox.add_request(fixture_files["products"])
     loader.load(rid, cache=False)
     assert not cache_dir.exists()
+    for thread in threading.enumerate():  # removal runs right after, off the caller's path
+        if thread.name == "dfl-scratch-cleanup":
+            thread.join(timeout=30)
     assert set(Path(tempfile.gettempdir()).glob("datafiniti-loader-*")) == before
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -68,35 +70,82 @@ def tee_parsed(read: FileBatches, part: Path, commit: Callable[[Path], None]) ->
 def _tee(read: FileBatches, part: Path, commit: Callable[[Path], None]) -> Iterator[pa.RecordBatch]:
     """Yield every batch; keep the copy only if all of it could be written.
 
-    The copy is an optimisation: when the disk refuses it (full, read-only),
-    the batches still flow and the next read parses the file again.
+    The copy is written on a thread of its own (compression and disk stay off
+    the path of the batches), and it is an optimisation: when the disk refuses
+    it (full, read-only), the batches still flow and the next read parses the
+    file again. Abandoned midway, it leaves no partial file.
     """
-    writer: ipc.RecordBatchFileWriter | None = None
-    failed = False
+    writer = _CopyWriter(part, read.text)
     try:
         for batch in read.batches:
-            if not failed:
-                try:
-                    if writer is None:
-                        writer = ipc.new_file(
-                            str(part), batch.schema.with_metadata(_metadata(read.text)),
-                            options=_WRITE_OPTIONS,
-                        )  # fmt: skip
-                    writer.write_batch(batch)
-                except OSError as exc:
-                    logger.debug("no parsed copy %s: %s", part.name, exc)
-                    failed = True
+            writer.put(batch)
             yield batch
-        if writer is not None and not failed:
-            writer.close()
+        if writer.finish():
             commit(part)
     except OSError as exc:
         logger.debug("no parsed copy %s: %s", part.name, exc)
     finally:
-        if writer is not None and part.exists():
-            with contextlib.suppress(OSError):
+        writer.abandon()
+        with contextlib.suppress(OSError):
+            part.unlink(missing_ok=True)  # gone already when committed
+
+
+class _CopyWriter:
+    """Writes batches to an Arrow IPC file on a background thread, a few batches behind."""
+
+    _QUEUED = 4  # batches waiting to be written: bounds the memory the copy holds
+
+    def __init__(self, part: Path, text: bool) -> None:
+        self._part = part
+        self._text = text
+        self._queue: queue.Queue[pa.RecordBatch | None] = queue.Queue(self._QUEUED)
+        self._failed = False
+        self._stopped = False
+        self._wrote = False
+        self._thread = threading.Thread(target=self._run, name="dfl-parsed", daemon=True)
+        self._thread.start()
+
+    def put(self, batch: pa.RecordBatch) -> None:
+        """Queue a batch (dropped once writing has failed)."""
+        if not self._failed:
+            self._queue.put(batch)
+
+    def finish(self) -> bool:
+        """Wait for every batch to be written; True when the copy is whole."""
+        self._queue.put(None)
+        self._thread.join()
+        return self._wrote and not self._failed
+
+    def abandon(self) -> None:
+        """Stop writing (the copy will not be used) and wait for the thread to end."""
+        if self._thread.is_alive():
+            self._stopped = True
+            with contextlib.suppress(queue.Full):
+                self._queue.put_nowait(None)
+            self._thread.join()
+
+    def _run(self) -> None:
+        writer: ipc.RecordBatchFileWriter | None = None
+        try:
+            while (batch := self._queue.get()) is not None and not self._stopped:
+                if self._failed:
+                    continue
+                if writer is None:
+                    schema = batch.schema.with_metadata(_metadata(self._text))
+                    writer = ipc.new_file(str(self._part), schema, options=_WRITE_OPTIONS)
+                writer.write_batch(batch)
+            if writer is not None:
                 writer.close()
-            part.unlink(missing_ok=True)
+                self._wrote = True
+        except OSError as exc:
+            logger.debug("no parsed copy %s: %s", self._part.name, exc)
+            self._failed = True
+            self._drain()
+
+    def _drain(self) -> None:
+        """After a failure, take queued batches until the end so that ``put`` never blocks."""
+        while self._queue.get() is not None and not self._stopped:
+            pass
 
 
 def _metadata(text: bool) -> dict[bytes, bytes]:
