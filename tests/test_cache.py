@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -144,3 +145,46 @@ def test_cli_cache_clear_in_the_current_directory_keeps_the_users_files(
     assert cleared.returncode == 0 and "Traceback" not in cleared.stderr, cleared.stderr
     assert "cleared 1 file(s)" in cleared.stdout
     assert sorted(p.name for p in work.iterdir()) == ["analysis.py", "out"]
+
+
+def test_a_warm_reload_uses_the_kept_type_verdicts_and_gets_the_same_frame(
+    loader: Loader,
+    sandbox: Sandbox,
+    fixture_files,
+    cache_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from datafiniti_loader.schema import SchemaBuilder
+
+    rid = sandbox.add_request(fixture_files["products"])
+    cold = loader.load(rid)
+    records = [json.loads(p.read_text()) for p in cache_dir.rglob("*.parsed-v*.json")]
+    assert len(records) == 2 and all(r["verdicts"] for r in records)
+    observed: list[int] = []
+    real_observe = SchemaBuilder.observe
+    monkeypatch.setattr(
+        SchemaBuilder,
+        "observe",
+        lambda self, *a, **k: (observed.append(1), real_observe(self, *a, **k))[1],
+    )
+    warm = loader.load(rid)
+    assert observed == []  # nothing re-checked: the kept verdicts served
+    pd.testing.assert_frame_equal(warm, cold)
+    data = warm.drop(columns=[c for c in warm.columns if c.startswith("_")])
+    typed = [c for c, t in data.dtypes.items() if str(t) not in ("str", "object", "string")]
+    assert typed  # the verdicts typed columns, not just left everything as text
+
+
+def test_a_tampered_verdict_is_not_trusted(
+    loader: Loader, sandbox: Sandbox, fixture_files, cache_dir: Path
+) -> None:
+    rid = sandbox.add_request(fixture_files["products"])
+    cold = loader.load(rid)
+    assert cold["postalCode"].dtype != "Int64"  # 02134 and friends stay text
+    for record_path in cache_dir.rglob("*.parsed-v*.json"):
+        record = json.loads(record_path.read_text())
+        for verdict in record["verdicts"]:
+            if verdict[0] == "postalCode":
+                verdict[2] = ["int"]  # a lie that would turn 02134 into 2134
+        record_path.write_text(json.dumps(record))
+    pd.testing.assert_frame_equal(loader.load(rid), cold)

@@ -103,8 +103,12 @@ class FileStore(ABC):
         """Where to write a new parsed copy before :meth:`commit_parsed`."""
 
     @abstractmethod
-    def commit_parsed(self, file: ResultFile, part: Path) -> None:
-        """Make a finished parsed copy the file's own."""
+    def commit_parsed(self, file: ResultFile, part: Path, verdicts: Any = None) -> None:
+        """Make a finished parsed copy the file's own, with its column-type verdicts if given."""
+
+    @abstractmethod
+    def parsed_verdicts(self, file: ResultFile) -> Any:
+        """The verdicts kept with the file's sound parsed copy, or ``None``."""
 
     def close(self) -> None:  # noqa: B027 - most stores hold nothing per load
         """Release what the store holds for this load only."""
@@ -277,8 +281,12 @@ class FileCache(FileStore):
         """A unique hidden name beside the entry."""
         return self._entry(file).hidden(f"{uuid.uuid4().hex}.part")
 
-    def commit_parsed(self, file: ResultFile, part: Path) -> None:
-        """Rename the parsed copy into place and record its checksum and its source's."""
+    def commit_parsed(self, file: ResultFile, part: Path, verdicts: Any = None) -> None:
+        """Rename the parsed copy into place and record its checksum and its source's.
+
+        ``verdicts`` (JSON) are kept in the record with a checksum of their own:
+        a damaged verdict would type a column wrongly, so it must be detectable.
+        """
         entry = self._entry(file)
         record = _read_record(entry.record)
         if record is None:  # the download was cleared meanwhile: the copy has no source
@@ -286,9 +294,23 @@ class FileCache(FileStore):
             return
         digest = sha256_of(part)
         os.replace(part, entry.parsed)
-        _write_json(entry.parsed_record, {"sha256": digest, "source_sha256": record["sha256"]})
+        about: dict[str, Any] = {"sha256": digest, "source_sha256": record["sha256"]}
+        if verdicts is not None:
+            about["verdicts"] = verdicts
+            about["verdicts_sha256"] = _json_digest(verdicts)
+        _write_json(entry.parsed_record, about)
         with self._lock:
             self._sound_parsed[entry.parsed] = record["sha256"]
+
+    def parsed_verdicts(self, file: ResultFile) -> Any:
+        """The verdicts recorded with a sound parsed copy, if whole (their checksum holds)."""
+        if self.parsed_copy(file) is None:
+            return None
+        about = _read_json(self._entry(file).parsed_record) or {}
+        verdicts = about.get("verdicts")
+        if verdicts is None or about.get("verdicts_sha256") != _json_digest(verdicts):
+            return None
+        return verdicts
 
     # -- damage --------------------------------------------------------------
 
@@ -417,6 +439,10 @@ def _read_record(path: Path) -> dict[str, Any] | None:
     return record
 
 
+def _json_digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
 def _write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
     try:
@@ -469,6 +495,7 @@ class ScratchStore(FileStore):
     def __init__(self) -> None:
         remove_orphans(Path(tempfile.gettempdir()), self._PREFIX)
         self.root = Path(tempfile.mkdtemp(prefix=f"{self._PREFIX}{os.getpid()}-"))
+        self._verdicts: dict[tuple[int, int, str], Any] = {}
 
     def _name(self, file: ResultFile) -> str:
         return f"{int(file.position)}-{int(file.id)}-{_safe(file.name)}"
@@ -497,9 +524,14 @@ class ScratchStore(FileStore):
         """A hidden name in the scratch directory."""
         return self.root / f".{self._name(file)}.{uuid.uuid4().hex}.part"
 
-    def commit_parsed(self, file: ResultFile, part: Path) -> None:
-        """Rename the parsed copy into place."""
+    def commit_parsed(self, file: ResultFile, part: Path, verdicts: Any = None) -> None:
+        """Rename the parsed copy into place; keep its verdicts for this load."""
         os.replace(part, self.root / f"{self._name(file)}.parsed.arrow")
+        self._verdicts[file.key] = verdicts
+
+    def parsed_verdicts(self, file: ResultFile) -> Any:
+        """The verdicts this load recorded with the copy."""
+        return self._verdicts.get(file.key) if self.parsed_copy(file) is not None else None
 
     def close(self) -> None:
         """Remove the scratch directory and everything in it, without making the caller wait.

@@ -40,7 +40,15 @@ from .schema import (
 )
 from .transport import Transport
 
-__all__ = ["LoadOptions", "LoadSource", "Scan", "did_you_mean", "open_load", "read_table"]
+__all__ = [
+    "FileRead",
+    "LoadOptions",
+    "LoadSource",
+    "Scan",
+    "did_you_mean",
+    "open_load",
+    "read_table",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -62,40 +70,68 @@ class LoadSource:
         return self.download.files
 
     def batches_of(
-        self, file: ResultFile, path: Path, *, mapped: bool = False
-    ) -> tuple[Iterator[pa.RecordBatch], bool]:
-        """A local file's batches and whether they are untyped text.
+        self,
+        file: ResultFile,
+        path: Path,
+        *,
+        mapped: bool = False,
+        observer: SchemaBuilder | None = None,
+    ) -> FileRead:
+        """A local file's batches, whether they are untyped text, and any verdicts kept.
 
         A parsed copy is used when there is one (memory-mapped if ``mapped``),
-        and made when ``keep_parsed``.
+        and made when ``keep_parsed``. A new copy keeps the column-type verdicts
+        of ``observer``, which the caller must show every batch of the file.
         """
         store = self.download.store
         copy = store.parsed_copy(file)
         read = None if copy is None else open_parsed(copy, mapped=mapped)
-        if read is None:
-            read = read_file(path, file.name, file.format)
-            if self.keep_parsed:
-                read = tee_parsed(
-                    read, store.parsed_part(file), lambda part: store.commit_parsed(file, part)
-                )
-        return read.batches, read.text
+        if read is not None:
+            kept = store.parsed_verdicts(file) if read.text else None
+            verdicts = None if kept is None else SchemaBuilder.from_text_verdicts(kept)
+            return FileRead(read.batches, read.text, verdicts)
+        fresh = read_file(path, file.name, file.format)
+        if self.keep_parsed:
+            text = fresh.text
+
+            def commit(part: Path) -> None:
+                seen = observer.text_verdicts() if observer is not None and text else None
+                store.commit_parsed(file, part, seen)
+
+            fresh = tee_parsed(fresh, store.parsed_part(file), commit)
+        return FileRead(fresh.batches, fresh.text, None)
 
     def scan(self, keep: bool) -> Scan:
-        """Read every file once, deciding column types; keep the batches if asked."""
+        """Read every file once, deciding column types; keep the batches if asked.
+
+        A file whose parsed copy kept its verdicts is not checked again.
+        """
         scan = Scan(SchemaBuilder())
         for file, path in self.download.local_files():
-            batches, text = self.batches_of(file, path, mapped=keep)
+            seen = SchemaBuilder()
+            read = self.batches_of(file, path, mapped=keep, observer=seen)
             held: list[pa.RecordBatch] = []
             rows = 0
-            for batch in batches:
-                scan.builder.observe(batch, text=text)
+            for batch in read.batches:
+                if read.verdicts is None:
+                    seen.observe(batch, text=read.text)
                 rows += batch.num_rows
                 if keep:
                     held.append(batch)
                 release_arrow_memory()
+            scan.builder.merge(read.verdicts or seen)
             scan.files.append((file, held))
             scan.rows[file.key] = rows
         return scan
+
+
+@dataclass
+class FileRead:
+    """A file's batches as :meth:`LoadSource.batches_of` hands them out."""
+
+    batches: Iterator[pa.RecordBatch]
+    text: bool  # untyped CSV cells
+    verdicts: SchemaBuilder | None  # its column-type verdicts, kept from an earlier read
 
 
 @dataclass

@@ -190,8 +190,8 @@ def _all_batches(
 ) -> Iterator[pa.RecordBatch]:
     data = pa.schema([f for f in schema if f.name not in PROVENANCE_SCHEMA.names])
     for file, path in source.download.local_files():
-        batches, _ = source.batches_of(file, path)
-        for batch in typed_batches(file, batches, data, provenance):
+        read = source.batches_of(file, path)
+        for batch in typed_batches(file, read.batches, data, provenance):
             yield batch.replace_schema_metadata(schema.metadata)
 
 

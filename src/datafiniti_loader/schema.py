@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -118,6 +119,19 @@ class _ColumnVerdict:
                 candidates = {kind for kind in candidates if _reads_back(kind, sample)}
         self.text_candidates = {kind for kind in candidates if _reads_back(kind, values)}
 
+    def merge(self, other: _ColumnVerdict) -> None:
+        """Add what ``other`` saw (of later batches): the same as observing them here."""
+        if other.text_seen:
+            self.text_seen = True
+            if other.text_candidates is not None:
+                mine = self.text_candidates
+                theirs = set(other.text_candidates)
+                self.text_candidates = theirs if mine is None else mine & theirs
+        if other.typed_seen:
+            self.typed_seen = True
+            if other.typed is not None:
+                self.typed = other.typed if self.typed is None else _widen(self.typed, other.typed)
+
     def observe_typed(self, type_: pa.DataType) -> None:
         self.typed_seen = True
         if pa.types.is_null(type_):
@@ -171,6 +185,42 @@ class SchemaBuilder:
                 verdict.observe_text(values)
             else:
                 verdict.observe_typed(column.type)
+
+    def merge(self, other: SchemaBuilder) -> None:
+        """Add the verdicts of ``other`` (a later file's): as if its batches were observed here."""
+        for name, verdict in other._columns.items():
+            self._columns.setdefault(name, _ColumnVerdict()).merge(verdict)
+
+    def text_verdicts(self) -> list[list[Any]] | None:
+        """The verdicts of a file of text batches, as JSON, to keep beside its parsed copy.
+
+        ``None`` when any column holds typed (JSON) values: those verdicts are
+        cheap to redo and not kept.
+        """
+        if any(v.typed_seen for v in self._columns.values()):
+            return None
+        return [
+            [name, v.text_seen, None if v.text_candidates is None else sorted(v.text_candidates)]
+            for name, v in self._columns.items()
+        ]
+
+    @classmethod
+    def from_text_verdicts(cls, kept: Any) -> SchemaBuilder | None:
+        """The builder :meth:`text_verdicts` described, or ``None`` if ``kept`` is not one."""
+        builder = cls()
+        try:
+            for name, seen, candidates in kept:
+                if not isinstance(name, str) or not isinstance(seen, bool):
+                    return None
+                if candidates is not None and not set(candidates) <= set(_CANDIDATES):
+                    return None
+                builder._columns[name] = _ColumnVerdict(
+                    text_candidates=None if candidates is None else set(candidates),
+                    text_seen=seen,
+                )
+        except (TypeError, ValueError):
+            return None
+        return builder
 
     @property
     def column_names(self) -> list[str]:
