@@ -123,3 +123,17 @@ def test_client_repr_hides_token(sandbox: Sandbox) -> None:
     client = client_for(sandbox)
     assert sandbox.token not in repr(client) and "***" in repr(client)
     assert sandbox.token not in repr(client._http)
+
+
+def test_wait_waits_its_whole_timeout_and_advises_waiting_longer(
+    sandbox: Sandbox, fixture_files
+) -> None:
+    rid = sandbox.add_request(fixture_files["businesses"], pending_polls=100)
+    client = Client(sandbox.token, sandbox.api_url, retry=FAST_RETRY, poll_interval=0.5)
+    started = time.monotonic()
+    with pytest.raises(RequestNotReady, match=r"after waiting 0\.6s\. Wait longer") as caught:
+        client.wait(rid, timeout=0.6)
+    assert time.monotonic() - started >= 0.6  # not given up at the last poll before it
+    assert "wait=True" not in str(caught.value)
+    polls = [e for e in sandbox.log if e.path == f"/v3/requests/{rid}"]
+    assert len(polls) == 3  # at 0, 0.5 and 0.6 s

@@ -246,3 +246,24 @@ def test_a_wide_table_loads_every_column_typed(
     assert frame.shape == (5, columns)
     assert set(map(str, frame.dtypes)) == {"Int64"}
     assert frame.iloc[4, columns - 1] == 5 * columns - 1
+
+
+def test_columns_edge_cases_do_the_obvious_thing(
+    loader: Loader, sandbox: Sandbox, fixture_files
+) -> None:
+    from datafiniti_loader import ConfigurationError
+
+    rid = sandbox.add_request(fixture_files["products"])
+    whole = loader.load(rid)
+    asked = loader.load(rid, columns=["name", "_source_file", "name"])  # provenance and a repeat
+    assert list(asked.columns) == ["name", *[c for c in whole.columns if c.startswith("_")]]
+    pd.testing.assert_series_equal(asked["name"], whole["name"])
+    only = loader.load(rid, columns=[])  # no data column: every row, provenance alone
+    assert len(only) == len(whole) and all(c.startswith("_") for c in only.columns)
+    assert only["_source_row"].tolist() == whole["_source_row"].tolist()
+    with pytest.raises(ColumnNotFound, match="provenance=False"):
+        loader.load(rid, columns=["name", "_source_file"], provenance=False)
+    with pytest.raises(ConfigurationError, match="nothing would be loaded"):
+        loader.load(rid, columns=[], provenance=False)
+    with pytest.raises(ColumnNotFound, match="Did you mean 'brand'"):
+        loader.load(rid, columns=["brnad"])

@@ -92,6 +92,9 @@ def load_results(
         What to return. Default ``"pandas"``.
     columns : list of str, optional
         Only these data columns, in this order (provenance columns still follow).
+        A name given twice counts once; provenance names are accepted; ``[]``
+        keeps every row with the provenance columns alone. A name no file has
+        raises :class:`ColumnNotFound` with the closest names.
     provenance : bool
         Append ``_request_id``, ``_result_id``, ``_source_file``, ``_source_row``
         and ``_result_created_at``. Default True.

@@ -170,10 +170,14 @@ class Client:
             if current.is_done or current.is_failed:
                 self._raise_for_state(current)
                 return current
-            if deadline is not None and time.monotonic() + self.poll_interval > deadline:
-                raise _not_ready(current, waited=timeout)
-            logger.info("%s; polling again in %.0fs", current.describe(), self.poll_interval)
-            time.sleep(self.poll_interval)
+            pause = self.poll_interval
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:  # the last poll came at the deadline: the whole timeout was waited
+                    raise _not_ready(current, waited=timeout)
+                pause = min(pause, left)  # poll once more at the deadline, not before it
+            logger.info("%s; polling again in %.0fs", current.describe(), pause)
+            time.sleep(pause)
 
     def _download_v4(self, rid: int) -> dict[str, Any]:
         """API v4 keeps status and result URLs in one download object."""
@@ -223,10 +227,14 @@ class Client:
 
 
 def _not_ready(current: DownloadRequest, waited: float | None = None) -> RequestNotReady:
-    after = f" after waiting {waited:g}s" if waited else ""
+    if waited is None:
+        advice = "Try again later, or pass wait=True (--wait) to poll until it is done."
+        after = ""
+    else:
+        advice = "Wait longer (a larger timeout), or try again later."
+        after = f" after waiting {waited:g}s"
     return RequestNotReady(
-        f"Datafiniti is still preparing the download: {current.describe()}{after}. "
-        "Try again later, or pass wait=True to poll until it is done.",
+        f"Datafiniti is still preparing the download: {current.describe()}{after}. {advice}",
         status_text=current.status,
         progress=current.progress,
     )

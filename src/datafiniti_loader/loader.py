@@ -24,7 +24,7 @@ from .cache import FileCache, FileStore, ScratchStore
 from .client import Client, normalize_request_id
 from .config import CacheSetting, resolve_cache_dir
 from .download import DEFAULT_MAX_WORKERS, Download
-from .errors import ColumnNotFound
+from .errors import ColumnNotFound, ConfigurationError
 from .models import ResultFile
 from .parsed import open_parsed, tee_parsed
 from .progress import Progress, want_progress
@@ -144,20 +144,39 @@ class Scan:
     rows: dict[tuple[int, int, str], int] = field(default_factory=dict)
 
 
-def data_schema(builder: SchemaBuilder, columns: Sequence[str] | None) -> pa.Schema:
-    """The data columns to output: all, or ``columns`` in the order given."""
+def data_schema(
+    builder: SchemaBuilder, columns: Sequence[str] | None, provenance: bool = True
+) -> pa.Schema:
+    """The data columns to output: all, or ``columns`` in the order given.
+
+    A name given twice counts once; provenance names are accepted (those
+    columns come last anyway) unless ``provenance=False`` leaves them out.
+    """
     if columns is None:
         return builder.schema()
     if isinstance(columns, str):
         columns = [columns]
+    wanted = list(dict.fromkeys(columns))
+    asked_provenance = [c for c in wanted if c in PROVENANCE_SCHEMA.names]
+    if asked_provenance and not provenance:
+        raise ColumnNotFound(
+            f"{asked_provenance} are provenance columns, which provenance=False leaves out. "
+            "Drop provenance=False (--no-provenance) to have them."
+        )
+    data = [c for c in wanted if c not in PROVENANCE_SCHEMA.names]
+    if not data and not provenance:
+        raise ConfigurationError(
+            "columns= selects no data column and provenance=False leaves out the provenance "
+            "columns: nothing would be loaded. Name at least one column."
+        )
     known = set(builder.column_names)
-    missing = [c for c in columns if c not in known]
+    missing = [c for c in data if c not in known]
     if missing:
         raise ColumnNotFound(
             f"No result file has the column(s) {missing}. "
             f"{did_you_mean(missing[0], builder.column_names)}"
         )
-    return builder.schema(columns)
+    return builder.schema(data)
 
 
 def did_you_mean(name: str, choices: Sequence[str]) -> str:
@@ -186,7 +205,7 @@ def typed_batches(
     for batch in batches:
         typed = conform(batch, schema)
         if provenance:
-            typed = add_provenance(typed, origin, row)
+            typed = add_provenance(typed, origin, row, rows=batch.num_rows)
         row += batch.num_rows
         yield typed
 
@@ -194,7 +213,7 @@ def typed_batches(
 def read_table(source: LoadSource, columns: Sequence[str] | None, provenance: bool) -> pa.Table:
     """The whole download as one Arrow table."""
     scan = source.scan(keep=True)
-    schema = data_schema(scan.builder, columns)
+    schema = data_schema(scan.builder, columns, provenance)
     out: list[pa.RecordBatch] = []
     for file, batches in scan.files:
         out.extend(typed_batches(file, batches, schema, provenance))

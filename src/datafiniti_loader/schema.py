@@ -291,9 +291,15 @@ class Provenance:
     created_at: datetime | None
 
 
-def add_provenance(batch: pa.RecordBatch, origin: Provenance, first_row: int) -> pa.RecordBatch:
-    """Append the provenance columns; ``first_row``: the batch's first record index in its file."""
-    n = batch.num_rows
+def add_provenance(
+    batch: pa.RecordBatch, origin: Provenance, first_row: int, rows: int | None = None
+) -> pa.RecordBatch:
+    """Append the provenance columns; ``first_row``: the batch's first record index in its file.
+
+    ``rows`` gives the record count when ``batch`` has no columns to carry it
+    (``columns=[]``: provenance alone, one row per record).
+    """
+    n = batch.num_rows if rows is None else rows
     created_type = PROVENANCE_SCHEMA.field("_result_created_at").type
     extra = [
         pa.array(np.full(n, origin.request_id, dtype=np.int64)),
