@@ -118,5 +118,7 @@ def test_sandbox_stops_on_ctrl_c_and_leaves_nothing(tmp_path: Path) -> None:
     assert any("DATAFINITI_API_URL" in line for line in lines)
     assert list(scratch.iterdir())  # the generated fixtures being served
     server.send_signal(signal.SIGINT)
-    server.communicate(timeout=30)
+    out, err = server.communicate(timeout=30)
+    assert server.returncode == 0 and "sandbox stopped" in out  # a normal stop
+    assert "interrupted" not in err and "Traceback" not in err
     assert list(scratch.iterdir()) == []

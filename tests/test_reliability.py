@@ -345,8 +345,9 @@ def test_http_proxy_from_the_environment_is_used(
 
 
 def test_a_failed_load_stops_its_other_downloads(
-    loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path, cache_dir: Path
-) -> None:
+    loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path, cache_dir: Path,
+    capfd: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
     from datafiniti_loader import ParseError
 
     broken = tmp_path / "broken.csv"
@@ -358,6 +359,8 @@ def test_a_failed_load_stops_its_other_downloads(
         loader.load(rid)
     assert time.monotonic() - started < 2.5
     assert not list(cache_dir.rglob("*.part"))
+    time.sleep(0.5)  # the bucket notices the hang-up on its next write
+    assert "Traceback" not in capfd.readouterr().err  # a client hanging up is no error
 
 
 def test_https_proxy_from_the_environment_tunnels_tls(

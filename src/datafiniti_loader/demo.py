@@ -33,8 +33,11 @@ def serve_sandbox(fixtures: Path | None = None) -> int:
     try:
         while True:
             time.sleep(3600)
+    except KeyboardInterrupt:  # Ctrl-C is how a sandbox is meant to stop
+        print("sandbox stopped", flush=True)
     finally:
         sandbox.close()
+    return 0
 
 
 def run_demo(output: str, *, cache: CacheSetting = None, quiet: bool = False) -> int:

@@ -115,6 +115,14 @@ class SandboxServer(ThreadingHTTPServer):
             self.socket = tls.wrap_socket(self.socket, server_side=True)
             self.scheme = "https"
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up mid-answer is normal (Ctrl-C, a cancelled load): no traceback."""
+        import sys
+
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            return
+        super().handle_error(request, client_address)
+
     def url(self) -> str:
         """The server's base URL."""
         host, port = self.server_address[:2]
