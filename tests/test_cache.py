@@ -188,3 +188,30 @@ def test_a_tampered_verdict_is_not_trusted(
                 verdict[2] = ["int"]  # a lie that would turn 02134 into 2134
         record_path.write_text(json.dumps(record))
     pd.testing.assert_frame_equal(loader.load(rid), cold)
+
+
+def test_cache_info_by_host_and_clear_older_than(
+    loader: Loader, sandbox: Sandbox, fixture_files, cache_dir: Path
+) -> None:
+    rid = sandbox.add_request(fixture_files["products"])
+    loader.load(rid)
+    with Sandbox() as other:  # a later sandbox run: another port, another host directory
+        fresh = other.add_request(fixture_files["businesses"])
+        loader.load(fresh, token=other.token, api_url=other.api_url)
+    env = {**os.environ, "DATAFINITI_CACHE_DIR": str(cache_dir)}
+    run = lambda *a: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "datafiniti_loader.cli", "cache", *a],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    info = run("info")
+    assert info.returncode == 0 and "holds 3 file(s)" in info.stdout
+    old_host = sandbox.api_url.split("//")[1].split("/")[0].replace(":", "_")
+    assert f"{old_host}: 2 file(s)" in info.stdout
+    for path in (cache_dir / old_host).rglob("*"):  # the first run's files: ten days old
+        if path.is_file():
+            os.utime(path, (path.stat().st_atime, path.stat().st_mtime - 10 * 86400))
+    cleared = run("clear", "--older-than", "7d")
+    assert cleared.returncode == 0 and "cleared 2 file(s)" in cleared.stdout, cleared.stderr
+    assert not (cache_dir / old_host).exists()
+    assert "holds 1 file(s)" in run("info").stdout
+    assert run("clear", "--older-than", "soon").returncode == 2  # a usage error

@@ -30,11 +30,12 @@ import re
 import shutil
 import tempfile
 import threading
+import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -116,11 +117,16 @@ class FileStore(ABC):
 
 @dataclass(frozen=True)
 class CacheInfo:
-    """What a cache directory holds (counting only files the cache wrote)."""
+    """What a cache directory holds (counting only files the cache wrote).
+
+    ``by_host`` gives ``(downloads, bytes)`` per API host directory: a
+    sandbox's entries live under ``127.0.0.1_<port>``, one per run.
+    """
 
     path: Path
     files: int
     bytes: int  # downloads, parsed copies, records and unfinished downloads
+    by_host: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -344,8 +350,13 @@ class FileCache(FileStore):
             with contextlib.suppress(OSError):
                 _write_text(tag, _TAG)
 
-    def _owned_files(self) -> Iterator[Path]:
-        """Every file under the root that this cache wrote, recognised by name and record."""
+    def _owned_files(self) -> Iterator[tuple[Path | None, Path]]:
+        """``(entry, path)`` for every file under the root that this cache wrote.
+
+        Files are recognised by name and by the entry record they belong to;
+        ``entry`` names the entry (a download, its record, parsed copy and
+        partials share one), ``None`` for the cache's own tag file.
+        """
         if not self.root.is_dir():
             return
         for host in _subdirs(self.root):
@@ -359,46 +370,87 @@ class FileCache(FileStore):
                     if n.endswith(".json") and not n.startswith(".") and _is_record(request / n)
                 }
                 for name in sorted(names):
-                    hidden = _HIDDEN.match(name)
-                    if (
-                        (hidden and _looks_like_entry(hidden["entry"]))
-                        or name in entries
-                        or name.removesuffix(".json") in entries
-                        or name.split(".parsed-v", 1)[0] in entries
-                    ):
-                        yield request / name
+                    entry = _entry_of(name, entries)
+                    if entry is not None:
+                        yield request / entry, request / name
         tag = self.root / _TAG_NAME
         if tag.is_file() and tag.read_text(errors="replace").startswith(_TAG.split("\n")[0]):
-            yield tag
+            yield None, tag
 
     def info(self) -> CacheInfo:
-        """Number of cached downloads and the size of everything the cache wrote."""
+        """Cached downloads and the size of everything the cache wrote, in all and by API host."""
         files = 0
         total = 0
-        for path in self._owned_files():
+        hosts: dict[str, list[int]] = {}
+        for entry, path in self._owned_files():
             with contextlib.suppress(OSError):
-                total += path.stat().st_size
-                if path.name.endswith(".json") and _is_record(path):
-                    files += 1
-        return CacheInfo(self.root, files, total)
+                size = path.stat().st_size
+                record = path.name.endswith(".json") and _is_record(path)
+                total += size
+                files += record
+                if entry is not None:
+                    usage = hosts.setdefault(entry.parent.parent.name, [0, 0])
+                    usage[0] += record
+                    usage[1] += size
+        by_host = {host: (n, size) for host, (n, size) in sorted(hosts.items())}
+        return CacheInfo(self.root, files, total, by_host)
 
-    def clear(self) -> CacheInfo:
-        """Delete every file the cache wrote, and the directories it made once empty.
+    def clear(self, older_than: timedelta | None = None) -> CacheInfo:
+        """Delete files the cache wrote, and the directories it made once empty.
 
-        Anything else under the root (a user's own files, if the cache was
-        pointed at a directory in use) is left as it was.
+        ``older_than``: only entries none of whose files was written within
+        that time (a download, its record, parsed copy and partials go
+        together). Anything else under the root (a user's own files, if the
+        cache was pointed at a directory in use) is left as it was. Returns
+        what was deleted.
         """
-        before = self.info()
-        owned = list(self._owned_files())
-        for path in owned:
+        groups: dict[Path | None, list[Path]] = {}
+        for entry, path in self._owned_files():
+            groups.setdefault(entry, []).append(path)
+        if older_than is not None:
+            cutoff = time.time() - older_than.total_seconds()
+            groups = {
+                entry: paths
+                for entry, paths in groups.items()
+                if entry is not None and _newest_write(paths) < cutoff
+            }
+        doomed = [path for paths in groups.values() for path in paths]
+        removed = CacheInfo(
+            self.root,
+            sum(1 for p in doomed if p.name.endswith(".json") and _is_record(p)),
+            sum(_size(p) for p in doomed),
+        )
+        for path in doomed:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-        for directory in sorted({p.parent for p in owned}, key=lambda p: -len(p.parts)):
+        for directory in sorted({p.parent for p in doomed}, key=lambda p: -len(p.parts)):
             for level in (directory, directory.parent):
                 if level != self.root.parent:
                     with contextlib.suppress(OSError):
                         level.rmdir()  # only when empty
-        return before
+        return removed
+
+
+def _entry_of(name: str, entries: set[str]) -> str | None:
+    """The entry a file named ``name`` belongs to, or ``None`` if the cache did not write it."""
+    hidden = _HIDDEN.match(name)
+    if hidden and _looks_like_entry(hidden["entry"]):
+        return hidden["entry"]
+    for candidate in (name, name.removesuffix(".json"), name.split(".parsed-v", 1)[0]):
+        if candidate in entries:
+            return candidate
+    return None
+
+
+def _newest_write(paths: list[Path]) -> float:
+    return max((p.stat().st_mtime for p in paths if p.exists()), default=0.0)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _looks_like_entry(name: str) -> bool:

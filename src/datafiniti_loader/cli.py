@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 
 from ._version import __version__
@@ -82,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     cache = verbs.add_parser("cache", parents=[common], help="show or clear the download cache")
     cache.add_argument("action", choices=["info", "clear"])
+    cache.add_argument(
+        "--older-than",
+        type=_age,
+        metavar="AGE",
+        help="clear only entries not written for AGE (e.g. 7d, 12h, 30m): stale sandbox "
+        "runs, files Datafiniti has deleted anyway",
+    )
 
     sandbox = verbs.add_parser(
         "sandbox", parents=[common], help="run the local stand-in API; prints URL and token"
@@ -175,10 +183,26 @@ def _cache(args: argparse.Namespace) -> int:
         print("caching is off (--no-cache)")
         return 0
     cache = FileCache(root, resolve_api_url(args.api_url))
-    info = cache.clear() if args.action == "clear" else cache.info()
-    verb = "cleared" if args.action == "clear" else "holds"
-    print(f"{info.path} {verb} {info.files} file(s), {info.bytes / 1e6:.1f} MB")
+    if args.action == "clear":
+        info = cache.clear(older_than=args.older_than)
+        print(f"{info.path} cleared {info.files} file(s), {info.bytes / 1e6:.1f} MB")
+        return 0
+    info = cache.info()
+    print(f"{info.path} holds {info.files} file(s), {info.bytes / 1e6:.1f} MB")
+    for host, (files, size) in info.by_host.items():
+        print(f"  {host}: {files} file(s), {size / 1e6:.1f} MB")
     return 0
+
+
+_AGE_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def _age(text: str) -> timedelta:
+    """``7d``, ``12h``, ``30m`` or ``45s`` as a duration (argparse type)."""
+    number, unit = text[:-1], text[-1:].lower()
+    if unit not in _AGE_UNITS or not number.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not an age such as 7d, 12h or 30m")
+    return timedelta(seconds=int(number) * _AGE_UNITS[unit])
 
 
 def _split(value: str | None) -> list[str] | None:
