@@ -122,3 +122,31 @@ def test_sandbox_stops_on_ctrl_c_and_leaves_nothing(tmp_path: Path) -> None:
     assert server.returncode == 0 and "sandbox stopped" in out  # a normal stop
     assert "interrupted" not in err and "Traceback" not in err
     assert list(scratch.iterdir()) == []
+
+
+def test_version_answers_without_loading_the_data_stack() -> None:
+    probe = (
+        "import sys\nfrom datafiniti_loader.cli import main\n"
+        "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('pandas', 'pyarrow', 'aiohttp', 'requests') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert "datafiniti-loader" in done.stdout and done.stdout.strip().endswith("[]"), done.stdout
+
+
+def test_global_options_work_before_or_after_the_verb(
+    sandbox: Sandbox, fixture_files, tmp_path: Path
+) -> None:
+    rid = str(sandbox.add_request(fixture_files["products"]))
+    connection = ["--token", sandbox.token, "--api-url", sandbox.api_url]
+    before = run("-q", *connection, "status", rid)
+    after = run("status", rid, "-q", *connection)
+    mixed = run("--token", sandbox.token, "status", rid, "--api-url", sandbox.api_url)
+    for done in (before, after, mixed):
+        assert done.returncode == 0 and "COMPLETED" in done.stdout, done.stderr
+    cache = tmp_path / "cache-before-verb"
+    loaded = run(
+        "--cache-dir", str(cache), "-q", *connection, "load", rid, "-o", str(tmp_path / "o")
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    assert list(cache.rglob("*.json"))  # the option given before the verb was used

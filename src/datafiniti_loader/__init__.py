@@ -2,15 +2,19 @@
 
 >>> from datafiniti_loader import load_results          # doctest: +SKIP
 >>> df = load_results(6073)                             # doctest: +SKIP
+
+The names below load on first use (PEP 562), so that ``import
+datafiniti_loader`` and ``datafiniti-loader --version`` do not import pandas,
+pyarrow and the HTTP stacks until something needs them.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
+from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
-from .api import load_results, to_parquet
-from .client import Client
 from .errors import (
     ApiError,
     AuthenticationError,
@@ -27,11 +31,25 @@ from .errors import (
     StorageError,
     TargetExists,
 )
-from .models import DownloadRequest, ResultFile
-from .parquet import ParquetSummary
-from .retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from .api import load_results, to_parquet
+    from .client import Client
+    from .models import DownloadRequest, ResultFile
+    from .parquet import ParquetSummary
+    from .retry import RetryPolicy
 
 logging.getLogger("datafiniti_loader").addHandler(logging.NullHandler())
+
+_LAZY = {
+    "load_results": "api",
+    "to_parquet": "api",
+    "Client": "client",
+    "DownloadRequest": "models",
+    "ResultFile": "models",
+    "ParquetSummary": "parquet",
+    "RetryPolicy": "retry",
+}
 
 __all__ = [
     "ApiError",
@@ -57,3 +75,16 @@ __all__ = [
     "load_results",
     "to_parquet",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'datafiniti_loader' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -14,28 +14,57 @@ from datetime import timedelta
 from pathlib import Path
 
 from ._version import __version__
-from .cache import FileCache
-from .client import Client
 from .config import CacheSetting, resolve_api_url, resolve_cache_dir
-from .display import files_table
 from .errors import DatafinitiError
+
+# Verbs import what they need when they run: `--version` and `--help` answer
+# without loading pandas, pyarrow and the HTTP stacks.
 
 __all__ = ["main"]
 
 
-def _global_options() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    group = common.add_argument_group("global options")
-    group.add_argument("--token", help="API token (default: $DATAFINITI_API_TOKEN, then ~/.netrc)")
+def _add_global_options(parser: argparse.ArgumentParser, *, after_verb: bool) -> None:
+    """The options every verb takes, given before the verb or after it.
+
+    After the verb their defaults are suppressed, so that a value given
+    before the verb is not overwritten by the verb's default.
+    """
+
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if after_verb else value
+
+    group = parser.add_argument_group("global options")
     group.add_argument(
-        "--api-url", help="API base URL (default: $DATAFINITI_API_URL or Datafiniti's v3)"
+        "--token",
+        default=default(None),
+        help="API token (default: $DATAFINITI_API_TOKEN, then ~/.netrc)",
+    )
+    group.add_argument(
+        "--api-url",
+        default=default(None),
+        help="API base URL (default: $DATAFINITI_API_URL or Datafiniti's v3)",
     )
     cache = group.add_mutually_exclusive_group()
     cache.add_argument(
-        "--cache-dir", help="cache directory (default: $DATAFINITI_CACHE_DIR or the user cache)"
+        "--cache-dir",
+        default=default(None),
+        help="cache directory (default: $DATAFINITI_CACHE_DIR or the user cache)",
     )
-    cache.add_argument("--no-cache", action="store_true", help="keep no downloaded files")
-    group.add_argument("--quiet", "-q", action="store_true", help="no progress bars or log lines")
+    cache.add_argument(
+        "--no-cache", action="store_true", default=default(False), help="keep no downloaded files"
+    )
+    group.add_argument(
+        "--quiet",
+        "-q",
+        action="store_true",
+        default=default(False),
+        help="no progress bars or log lines",
+    )
+
+
+def _global_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    _add_global_options(common, after_verb=True)
     return common
 
 
@@ -47,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Load Datafiniti download results: inspect requests, convert them to Parquet.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _add_global_options(parser, after_verb=False)
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     status = verbs.add_parser(
@@ -166,6 +196,9 @@ def _run(args: argparse.Namespace) -> int:
             f"({summary.bytes / 1e6:.1f} MB of Parquet)"
         )
         return 0
+    from .client import Client
+    from .display import files_table
+
     with Client(token=args.token, api_url=args.api_url) as client:
         if args.verb == "status":
             request = client.request(args.request_id)
@@ -178,6 +211,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _cache(args: argparse.Namespace) -> int:
+    from .cache import FileCache
+
     root = resolve_cache_dir(_cache_setting(args))
     if root is None:
         print("caching is off (--no-cache)")
