@@ -52,7 +52,7 @@ def test_load_writes_parquet(
     out = tmp_path / "out"
     result = run("load", str(rid), "--output", str(out), "--quiet", env=env)
     assert result.returncode == 0, result.stderr
-    assert "wrote 30 rows from 1 file(s)" in result.stdout
+    assert "wrote 30 rows x 15 columns from 1 result file(s)" in result.stdout
     assert list(out.glob("*.parquet"))
     again = run("load", str(rid), "--output", str(out), "--quiet", env=env)
     assert again.returncode == 1 and "--overwrite" in again.stderr

@@ -35,7 +35,5 @@ def test_notebook_runs_against_the_sandbox(tmp_path: Path, monkeypatch: pytest.M
     assert images, "the plots cell drew nothing"
     html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
     assert "<table>" in html and "_1.csv" in html  # the files table
-    assert "part-0.parquet" in html or "parquet_files" in "".join(
-        o.get("data", {}).get("text/plain", "") for o in outputs
-    )  # the Parquet summary was shown
+    assert "Parquet files written" in html  # the Parquet summary was shown
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "home"]  # nothing else left

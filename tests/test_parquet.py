@@ -211,3 +211,19 @@ def test_two_runs_racing_for_one_target_never_both_succeed(
     assert sorted(type(o).__name__ for o in outcomes) == ["NoneType", "TargetExists"]
     assert len(read_back(tmp_path / "out")) == 72
     assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
+
+
+def test_the_summary_says_what_was_written_and_where(
+    loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rid = sandbox.add_request(fixture_files["products"])
+    monkeypatch.chdir(tmp_path)
+    summary = loader.parquet(rid, "relative/out")  # a relative path comes back absolute
+    written = pq.read_table(tmp_path / "relative" / "out" / "part-0.parquet")
+    assert summary.path == str(tmp_path / "relative" / "out")
+    assert summary.columns == written.num_columns and summary.result_files == summary.files == 2
+    text = repr(summary)
+    assert f"72 rows x {written.num_columns} columns from 2 result file(s)" in text
+    assert "1 Parquet file(s)" in text and str(tmp_path) in text
+    page = summary._repr_html_()
+    assert "<table>" in page and "result files read" in page and "Parquet files written" in page

@@ -192,7 +192,8 @@ def _run(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
         )
         print(
-            f"wrote {summary.rows:,} rows from {summary.files} file(s) to {summary.path} "
+            f"wrote {summary.rows:,} rows x {summary.columns} columns from "
+            f"{summary.result_files} result file(s) to {summary.path} "
             f"({summary.bytes / 1e6:.1f} MB of Parquet)"
         )
         return 0

@@ -75,3 +75,8 @@ def request_html(request: DownloadRequest) -> str:
         ("type", f"{request.data_type} {request.data_format}".strip()),
     ]
     return _html_table(("", "download request"), rows)
+
+
+def summary_html(rows: Sequence[tuple[str, str]]) -> str:
+    """A result's facts (what was written, where) as a small HTML table."""
+    return _html_table(("", "written"), rows)

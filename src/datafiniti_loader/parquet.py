@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ import pyarrow as pa
 import pyarrow.dataset as pds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
 
 from ._version import __version__
 from .errors import ColumnNotFound, DatafinitiError, StorageError
@@ -55,20 +57,24 @@ _ROW_GROUP_BYTES = 16 * 1024 * 1024
 
 @dataclass(frozen=True)
 class ParquetSummary:
-    """What :func:`~datafiniti_loader.to_parquet` wrote.
+    """What :func:`~datafiniti_loader.to_parquet` wrote; its ``repr`` says it in one line.
 
     Attributes
     ----------
     rows : int
         Rows written.
     files : int
-        Result files read.
+        Result files read (also :attr:`result_files`; the Parquet files
+        written are :attr:`parquet_files`).
     bytes : int
         Size of the Parquet files written.
     path : str
-        The dataset directory (as given, without credentials).
+        The dataset directory: absolute for a local path, else the URL as
+        given (without credentials).
     parquet_files : tuple of str
-        The Parquet files, relative to ``path``.
+        The Parquet files written, relative to ``path``.
+    columns : int
+        Columns written, provenance included.
     """
 
     rows: int
@@ -76,6 +82,34 @@ class ParquetSummary:
     bytes: int
     path: str
     parquet_files: tuple[str, ...] = ()
+    columns: int = 0
+
+    @property
+    def result_files(self) -> int:
+        """Result files read: the same as :attr:`files`, named so it is not mistaken."""
+        return self.files
+
+    def __repr__(self) -> str:
+        written = len(self.parquet_files)
+        return (
+            f"ParquetSummary({self.rows:,} rows x {self.columns} columns from "
+            f"{self.files} result file(s) -> {written} Parquet file(s), "
+            f"{self.bytes / 1e6:,.1f} MB at {self.path})"
+        )
+
+    def _repr_html_(self) -> str:
+        from .display import summary_html
+
+        return summary_html(
+            [
+                ("rows", f"{self.rows:,}"),
+                ("columns", str(self.columns)),
+                ("result files read", str(self.files)),
+                ("Parquet files written", str(len(self.parquet_files))),
+                ("size", f"{self.bytes / 1e6:,.1f} MB"),
+                ("path", self.path),
+            ]
+        )
 
 
 def write_parquet(
@@ -128,7 +162,8 @@ def write_parquet(
             raise _unwritable(path, exc) from None
         raise
     log_summary(source, rows, len(schema), target=str(path))
-    return ParquetSummary(rows, len(source.files), sizes, str(path), relative)
+    shown = os.path.abspath(target) if isinstance(fs, LocalFileSystem) else str(path)
+    return ParquetSummary(rows, len(source.files), sizes, shown, relative, len(schema))
 
 
 def _storage(path: str, action: Callable[[], object]) -> None:
