@@ -150,3 +150,57 @@ def test_global_options_work_before_or_after_the_verb(
     )
     assert loaded.returncode == 0, loaded.stderr
     assert list(cache.rglob("*.json"))  # the option given before the verb was used
+
+
+def test_sandbox_serves_your_files_on_a_fixed_port_and_token(fixture_files, tmp_path: Path) -> None:
+    import shutil
+    import signal
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mine = [tmp_path / "a.csv", tmp_path / "b.csv"]
+    for source, target in zip(fixture_files["products"], mine, strict=True):
+        shutil.copy(source, target)
+
+    def serve() -> tuple[dict[str, str], list[str], subprocess.Popen[str]]:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "datafiniti_loader.cli", "sandbox", "--serve", *map(str, mine),
+             "--port", str(port), "--token", "my-token"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert server.stdout is not None
+        lines = [server.stdout.readline().strip() for _ in range(5)]
+        exports = dict(
+            line.removeprefix("export ").split("=", 1)
+            for line in lines
+            if line.startswith("export ")
+        )
+        return exports, lines, server
+
+    def stop(server: subprocess.Popen[str]) -> None:
+        server.send_signal(signal.SIGINT)
+        server.communicate(timeout=30)
+
+    exports, lines, server = serve()
+    try:
+        assert exports["DATAFINITI_API_URL"] == f"http://127.0.0.1:{port}/v3"
+        assert exports["DATAFINITI_API_TOKEN"] == "my-token"
+        (request,) = [line for line in lines if line.startswith("request ")]
+        rid = request.split()[1].rstrip(":")
+        assert "2 file(s)" in request
+        listed = run("files", rid, env=exports)
+        assert listed.returncode == 0 and "a.csv" not in listed.stdout, listed.stderr
+        first_ids = [row.split()[0] for row in listed.stdout.splitlines()[1:]]
+        assert len(first_ids) == 2
+    finally:
+        stop(server)
+    mine[0].write_text(mine[0].read_text().replace("Nike", "Acme"))  # a changed file
+    exports_again, _, server = serve()
+    try:
+        assert exports_again == exports  # the pipeline's settings survive the restart
+        ids_again = [r.split()[0] for r in run("files", rid, env=exports).stdout.splitlines()[1:]]
+        assert ids_again[1] == first_ids[1] and ids_again[0] != first_ids[0]
+    finally:
+        stop(server)

@@ -122,10 +122,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     sandbox = verbs.add_parser(
-        "sandbox", parents=[common], help="run the local stand-in API; prints URL and token"
+        "sandbox",
+        parents=[common],
+        help="run the local stand-in API and bucket; prints the settings to export",
     )
     sandbox.add_argument(
-        "--fixtures", type=Path, help="directory of files to serve (default: built-in fixtures)"
+        "--serve",
+        nargs="+",
+        type=Path,
+        metavar="FILE",
+        help="serve these files (CSV, JSON Lines, gzip) as one request "
+        "(default: the built-in fixtures)",
+    )
+    sandbox.add_argument(
+        "--fixtures", type=Path, help="directory holding the built-in fixture files"
+    )
+    sandbox.add_argument(
+        "--port", type=int, default=0, help="the API's port (default: any free one)"
     )
 
     demo = verbs.add_parser("demo", parents=[common], help="end to end against the sandbox")
@@ -167,7 +180,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.verb == "sandbox":
         from .demo import serve_sandbox
 
-        return serve_sandbox(args.fixtures)
+        return serve_sandbox(
+            args.fixtures, serve=args.serve or (), port=args.port, token=args.token
+        )
     if args.verb == "demo":
         from .demo import run_demo
 

@@ -2,32 +2,66 @@
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from .config import CacheSetting
+from .errors import ConfigurationError
 from .sandbox import Sandbox
 
 __all__ = ["run_demo", "serve_sandbox"]
 
 
-def _start(fixtures: Path | None) -> tuple[Sandbox, dict[str, int]]:
-    """A running sandbox serving the fixtures: ``fixtures``, ``./data/fixtures`` or new ones."""
+def _start(fixtures: Path | None = None) -> tuple[Sandbox, dict[str, int]]:
+    """A running sandbox serving the built-in fixtures."""
+    sandbox = Sandbox().start()
+    return sandbox, _serve_fixtures(sandbox, fixtures)
+
+
+def _serve_fixtures(sandbox: Sandbox, fixtures: Path | None) -> dict[str, int]:
+    """The fixtures from ``fixtures``, ``./data/fixtures``, or generated ones."""
     if fixtures is None and Path("data/fixtures/products_1.csv").is_file():
         fixtures = Path("data/fixtures")
-    sandbox = Sandbox().start()
-    return sandbox, sandbox.add_fixture_requests(fixtures)
+    return sandbox.add_fixture_requests(fixtures)
 
 
-def serve_sandbox(fixtures: Path | None = None) -> int:
-    """Serve the fixtures until interrupted, printing how to point a client at them."""
-    sandbox, ids = _start(fixtures)
+def serve_sandbox(
+    fixtures: Path | None = None,
+    *,
+    serve: Sequence[Path] = (),
+    port: int = 0,
+    token: str | None = None,
+) -> int:
+    """Serve files until Ctrl-C, printing how to point a client at them.
+
+    ``serve``: the user's own files, as one request; else the built-in fixtures.
+    Served files get result ids derived from their content, so that with a
+    fixed ``port`` and ``token`` a restart keeps every setting, and a file
+    whose content changed can never be taken for its cached predecessor.
+    """
+    missing = [str(p) for p in serve if not Path(p).is_file()]
+    if missing:
+        raise ConfigurationError(f"Cannot serve {missing}: no such file.")
+    try:
+        sandbox = Sandbox(token=token, port=port).start()
+    except OSError as exc:
+        raise ConfigurationError(
+            f"Cannot listen on port {port}: {exc.strerror or exc}. Choose another --port."
+        ) from None
+    if serve:
+        files = [Path(p) for p in serve]
+        ids = {"your files": sandbox.add_request(files, result_ids=_content_ids(files))}
+    else:
+        ids = _serve_fixtures(sandbox, fixtures)
     print("Datafiniti sandbox running (Ctrl-C to stop)")
-    print(f"  export DATAFINITI_API_URL={sandbox.api_url}")
-    print(f"  export DATAFINITI_API_TOKEN={sandbox.token}")
+    print(f"export DATAFINITI_API_URL={sandbox.api_url}")
+    print(f"export DATAFINITI_API_TOKEN={sandbox.token}")
     for name, rid in ids.items():
-        print(f"  request {rid}: {name}")
+        count = len(sandbox.requests[rid].files)
+        print(f"request {rid}: {count} file(s) ({name})")
     first = next(iter(ids.values()))
     print(f"try: datafiniti-loader files {first}", flush=True)
     try:
@@ -38,6 +72,16 @@ def serve_sandbox(fixtures: Path | None = None) -> int:
     finally:
         sandbox.close()
     return 0
+
+
+def _content_ids(files: Sequence[Path]) -> list[int | None]:
+    """Result ids from each file's bytes: the same file keeps its id, a changed one gets another."""
+    ids: list[int | None] = []
+    for path in files:
+        with open(path, "rb") as handle:
+            digest = hashlib.file_digest(handle, "sha256").digest()
+        ids.append(int.from_bytes(digest[:6], "big"))
+    return ids
 
 
 def run_demo(output: str, *, cache: CacheSetting = None, quiet: bool = False) -> int:

@@ -117,6 +117,9 @@ class Sandbox:
         Address to bind, loopback by default.
     tls : ssl.SSLContext, optional
         Serve HTTPS with this server-side context (certificate loaded).
+    port : int
+        The API's port (0: any free one). A fixed port and token keep a
+        pipeline's settings, and its cache, valid across restarts.
 
     Attributes
     ----------
@@ -136,6 +139,7 @@ class Sandbox:
         *,
         host: str = "127.0.0.1",
         tls: ssl.SSLContext | None = None,
+        port: int = 0,
     ) -> None:
         self.token = token or "sandbox-" + secrets.token_urlsafe(18)
         self.signer = Signer()
@@ -146,7 +150,7 @@ class Sandbox:
         self.objects: dict[str, ServedObject] = {}
         self._ids = itertools.count(6073)
         self._result_ids = itertools.count(1)
-        self._api = SandboxServer((host, 0), ApiHandler, self, tls)
+        self._api = SandboxServer((host, port), ApiHandler, self, tls)
         self._bucket = SandboxServer((host, 0), BucketHandler, self, tls)
         self._threads: list[threading.Thread] = []
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
