@@ -267,3 +267,41 @@ def test_columns_edge_cases_do_the_obvious_thing(
         loader.load(rid, columns=[], provenance=False)
     with pytest.raises(ColumnNotFound, match="Did you mean 'brand'"):
         loader.load(rid, columns=["brnad"])
+
+
+def test_progress_has_a_total_in_the_summarys_units_and_the_summary_comes_after(
+    loader: Loader, sandbox: Sandbox, fixture_files, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import logging
+
+    from tqdm.std import tqdm
+
+    rid = sandbox.add_request(fixture_files["products"])
+    size = sum(p.stat().st_size for p in fixture_files["products"])
+    handler = logging.StreamHandler()  # stderr, where the bars are
+    logger = logging.getLogger("datafiniti_loader")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        loader.load(rid, progress=True, cache=False)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+    err = capsys.readouterr().err
+    shown = tqdm.format_sizeof(size, divisor=1000)  # decimal, as the summary's MB
+    assert "bytes: 100%" in err and f"{shown}/{shown}" in err, err
+    last = err.rstrip("\n").rsplit("\n", 1)[-1]
+    assert last.startswith(f"request {rid}: 2 file(s)") and "\r" not in last
+
+
+def test_waiting_shows_the_requests_status(
+    loader: Loader, sandbox: Sandbox, fixture_files, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    import datafiniti_loader.client as client_module
+
+    monkeypatch.setattr(client_module, "DEFAULT_POLL_INTERVAL", 0.01)
+    rid = sandbox.add_request(fixture_files["businesses"], pending_polls=2)
+    loader.load(rid, wait=True, progress=True)
+    err = capsys.readouterr().err
+    assert f"request {rid} preparing" in err and "STARTED" in err and "COMPLETED" in err

@@ -154,8 +154,16 @@ class Client:
             "no records makes none; check the query, or request the download again."
         )
 
-    def wait(self, request_id: int | str, timeout: float | None = None) -> DownloadRequest:
+    def wait(
+        self,
+        request_id: int | str,
+        timeout: float | None = None,
+        *,
+        on_poll: Callable[[DownloadRequest], None] | None = None,
+    ) -> DownloadRequest:
         """Poll until the request completes; return it.
+
+        ``on_poll`` is called with what each poll said (a progress display).
 
         Raises
         ------
@@ -167,6 +175,8 @@ class Client:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             current = self.request(request_id)
+            if on_poll is not None:
+                on_poll(current)
             if current.is_done or current.is_failed:
                 self._raise_for_state(current)
                 return current

@@ -27,7 +27,7 @@ from .download import DEFAULT_MAX_WORKERS, Download
 from .errors import ColumnNotFound, ConfigurationError
 from .models import ResultFile
 from .parsed import open_parsed, tee_parsed
-from .progress import Progress, want_progress
+from .progress import Progress, WaitProgress, want_progress
 from .readers import read_file
 from .retry import RetryPolicy
 from .schema import (
@@ -226,7 +226,8 @@ def read_table(source: LoadSource, columns: Sequence[str] | None, provenance: bo
 
 
 def log_summary(source: LoadSource, rows: int, columns: int, target: str = "") -> None:
-    """One INFO line per load."""
+    """One INFO line per load, after the progress bars are closed (never inside them)."""
+    source.download.progress.close()
     stats = source.download.stats
     logger.info(
         "request %d: %d file(s) (%d downloaded, %d cached, %.1f MB), "
@@ -271,12 +272,16 @@ def open_load(
     try:
         wait = options.wait
         if wait is not False:
-            api.wait(rid, timeout=None if wait is True else float(wait))
+            status = WaitProgress(want_progress(options.progress), rid)
+            try:
+                api.wait(rid, timeout=None if wait is True else float(wait), on_poll=status.poll)
+            finally:
+                status.close()
         files = api.results(rid)
         cache_dir = resolve_cache_dir(options.cache)
         store = ScratchStore() if cache_dir is None else FileCache(cache_dir, api.api_url)
         bars = Progress(want_progress(options.progress), len(files), f"request {rid}")
-        transport = Transport(api.retry, on_bytes=bars.add_bytes)
+        transport = Transport(api.retry, on_bytes=bars.add_bytes, on_size=bars.expect_bytes)
         download = Download(
             api,
             files,

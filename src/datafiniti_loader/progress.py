@@ -1,12 +1,23 @@
-"""Progress bars (tqdm) for downloads: bytes and files, shown only where someone watches."""
+"""Progress bars (tqdm) for waiting and downloading, shown only where someone watches.
+
+Bytes are counted in decimal megabytes, as the load's summary line counts
+them. The bytes bar's total grows as each download announces its size, so
+it shows how much is left and an ETA once every file has started. The bars
+are closed before a load's summary line is logged, so that line is never
+written into a live bar.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Progress", "want_progress"]
+if TYPE_CHECKING:
+    from .models import DownloadRequest
+
+__all__ = ["Progress", "WaitProgress", "want_progress"]
 
 
 def want_progress(progress: bool | None) -> bool:
@@ -18,8 +29,17 @@ def want_progress(progress: bool | None) -> bool:
     return bool(getattr(sys.stderr, "isatty", lambda: False)())
 
 
+def _tqdm() -> Any:
+    """Notebook widgets where ipywidgets is installed; plain text bars otherwise (no warning)."""
+    if "ipykernel" in sys.modules and importlib.util.find_spec("ipywidgets") is not None:
+        from tqdm.notebook import tqdm
+    else:
+        from tqdm.std import tqdm
+    return tqdm
+
+
 class Progress:
-    """A bytes bar and a files bar; every method is a no-op when disabled."""
+    """A files bar and a bytes bar; every method is a no-op when disabled."""
 
     def __init__(self, enabled: bool, files: int, description: str) -> None:
         self._lock = threading.Lock()
@@ -27,12 +47,23 @@ class Progress:
         self._files: Any = None
         if not enabled:
             return
-        from tqdm.auto import tqdm
-
+        tqdm = _tqdm()
         self._files = tqdm(total=files, desc=f"{description} files", unit="file", position=0)
         self._bytes = tqdm(
-            desc=f"{description} bytes", unit="B", unit_scale=True, unit_divisor=1024, position=1
+            total=0,
+            desc=f"{description} bytes",
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1000,
+            position=1,
         )
+
+    def expect_bytes(self, count: int) -> None:
+        """A download announced how many bytes it will bring."""
+        if self._bytes is not None:
+            with self._lock:
+                self._bytes.total += count
+                self._bytes.refresh()
 
     def add_bytes(self, count: int) -> None:
         """Bytes arrived over the network."""
@@ -47,7 +78,33 @@ class Progress:
                 self._files.update(1)
 
     def close(self) -> None:
-        """Finish the bars."""
-        for bar in (self._bytes, self._files):
-            if bar is not None:
-                bar.close()
+        """Finish the bars (idempotent)."""
+        with self._lock:
+            for bar in (self._bytes, self._files):
+                if bar is not None:
+                    bar.close()
+            self._bytes = self._files = None
+
+
+class WaitProgress:
+    """One status bar while a request is prepared: records so far of those requested."""
+
+    def __init__(self, enabled: bool, request_id: int) -> None:
+        self._bar: Any = None
+        if enabled:
+            self._bar = _tqdm()(desc=f"request {request_id} preparing", unit=" records")
+
+    def poll(self, current: DownloadRequest) -> None:
+        """Show what the latest poll said."""
+        if self._bar is None:
+            return
+        if current.num_requested and self._bar.total != current.num_requested:
+            self._bar.total = current.num_requested
+        self._bar.n = current.num_downloaded
+        self._bar.set_postfix_str(current.status)  # refreshes
+
+    def close(self) -> None:
+        """Finish the bar."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

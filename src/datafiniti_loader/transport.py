@@ -153,6 +153,7 @@ class _Attempt:
         self.partial = partial
         self.downloaded = 0
         self.received = 0
+        self.announced = False  # the bytes it will bring were counted in a progress total
         if partial.etag and partial.path.exists():
             self.received = partial.path.stat().st_size
             if self.received:
@@ -175,6 +176,8 @@ class Transport:
         Attempts, backoff and timeouts.
     on_bytes : callable, optional
         Called with the number of bytes each time some arrive (progress bars).
+    on_size : callable, optional
+        Called once per download with the bytes it still has to bring.
     storage_options : dict, optional
         Passed to fsspec's HTTP file system (e.g. ``client_kwargs``).
     """
@@ -184,10 +187,12 @@ class Transport:
         policy: RetryPolicy | None = None,
         *,
         on_bytes: Callable[[int], None] | None = None,
+        on_size: Callable[[int], None] | None = None,
         storage_options: dict[str, Any] | None = None,
     ) -> None:
         self.policy = policy or RetryPolicy()
         self.on_bytes = on_bytes
+        self.on_size = on_size
         self._storage_options = storage_options or {}
         self._fs: BucketFileSystem | None = None
         self._fs_lock = threading.Lock()
@@ -277,6 +282,9 @@ class Transport:
             response: aiohttp.ClientResponse = stream.r
             total = _check_answer(response, offset, attempt)
             attempt.partial.describe(response.headers.get("ETag") or None, total)
+            if not attempt.announced and total is not None and self.on_size is not None:
+                attempt.announced = True
+                self.on_size(total - attempt.received)
             with self._fs_lock:
                 self._open.add(response)
             try:
