@@ -204,3 +204,21 @@ def test_sandbox_serves_your_files_on_a_fixed_port_and_token(fixture_files, tmp_
         assert ids_again[1] == first_ids[1] and ids_again[0] != first_ids[0]
     finally:
         stop(server)
+
+
+def test_each_verb_offers_only_options_that_mean_something_and_explains_them() -> None:
+    from datafiniti_loader.cli import build_parser
+
+    parser = build_parser()
+    verbs = next(
+        a for a in parser._actions if isinstance(a, __import__("argparse")._SubParsersAction)
+    )
+    offered = {
+        name: {o for a in sub._actions for o in a.option_strings}
+        for name, sub in verbs.choices.items()
+    }
+    assert "--cache-dir" not in offered["status"] and "--api-url" not in offered["sandbox"]
+    assert "--token" not in offered["cache"] and "--cache-dir" in offered["load"]
+    for name, sub in verbs.choices.items():
+        unexplained = [a.dest for a in sub._actions if not a.help]
+        assert unexplained == [], f"{name}: {unexplained}"

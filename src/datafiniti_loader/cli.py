@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from datetime import timedelta
 from pathlib import Path
 
@@ -23,8 +23,22 @@ from .errors import DatafinitiError
 __all__ = ["main"]
 
 
-def _add_global_options(parser: argparse.ArgumentParser, *, after_verb: bool) -> None:
-    """The options every verb takes, given before the verb or after it.
+#: Which global options mean something for each verb (the rest are not offered there).
+_VERB_OPTIONS = {
+    "status": {"token", "api_url", "quiet"},
+    "files": {"token", "api_url", "quiet"},
+    "load": {"token", "api_url", "cache", "quiet"},
+    "cache": {"api_url", "cache"},
+    "sandbox": {"token"},
+    "demo": {"cache", "quiet"},
+}
+_ALL_OPTIONS = frozenset({"token", "api_url", "cache", "quiet"})
+
+
+def _add_global_options(
+    parser: argparse.ArgumentParser, *, after_verb: bool, only: Set[str] = _ALL_OPTIONS
+) -> None:
+    """The options verbs share, given before the verb or after it.
 
     After the verb their defaults are suppressed, so that a value given
     before the verb is not overwritten by the verb's default.
@@ -34,43 +48,51 @@ def _add_global_options(parser: argparse.ArgumentParser, *, after_verb: bool) ->
         return argparse.SUPPRESS if after_verb else value
 
     group = parser.add_argument_group("global options")
-    group.add_argument(
-        "--token",
-        default=default(None),
-        help="API token (default: $DATAFINITI_API_TOKEN, then ~/.netrc)",
-    )
-    group.add_argument(
-        "--api-url",
-        default=default(None),
-        help="API base URL (default: $DATAFINITI_API_URL or Datafiniti's v3)",
-    )
-    cache = group.add_mutually_exclusive_group()
-    cache.add_argument(
-        "--cache-dir",
-        default=default(None),
-        help="cache directory (default: $DATAFINITI_CACHE_DIR or the user cache)",
-    )
-    cache.add_argument(
-        "--no-cache", action="store_true", default=default(False), help="keep no downloaded files"
-    )
-    group.add_argument(
-        "--quiet",
-        "-q",
-        action="store_true",
-        default=default(False),
-        help="no progress bars or log lines",
-    )
+    if "token" in only:
+        group.add_argument(
+            "--token",
+            default=default(None),
+            help="API token (default: $DATAFINITI_API_TOKEN, then ~/.netrc)",
+        )
+    if "api_url" in only:
+        group.add_argument(
+            "--api-url",
+            default=default(None),
+            help="API base URL ending in /v3 or /v4 (default: $DATAFINITI_API_URL, "
+            "else Datafiniti's v3)",
+        )
+    if "cache" in only:
+        cache = group.add_mutually_exclusive_group()
+        cache.add_argument(
+            "--cache-dir",
+            default=default(None),
+            help="cache directory (default: $DATAFINITI_CACHE_DIR or the user cache)",
+        )
+        cache.add_argument(
+            "--no-cache",
+            action="store_true",
+            default=default(False),
+            help="keep no downloaded files",
+        )
+    if "quiet" in only:
+        group.add_argument(
+            "--quiet",
+            "-q",
+            action="store_true",
+            default=default(False),
+            help="no progress bars or log lines",
+        )
 
 
-def _global_options() -> argparse.ArgumentParser:
+def _verb_options(verb: str) -> argparse.ArgumentParser:
+    """A parent parser with the global options that mean something for ``verb``."""
     common = argparse.ArgumentParser(add_help=False)
-    _add_global_options(common, after_verb=True)
+    _add_global_options(common, after_verb=True, only=_VERB_OPTIONS[verb])
     return common
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (public so the docs can show ``--help``)."""
-    common = _global_options()
     parser = argparse.ArgumentParser(
         prog="datafiniti-loader",
         description="Load Datafiniti download results: inspect requests, convert them to Parquet.",
@@ -80,17 +102,27 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     status = verbs.add_parser(
-        "status", parents=[common], help="a download request's status and progress"
+        "status", parents=[_verb_options("status")], help="a download request's status and progress"
     )
-    status.add_argument("request_id")
+    status.add_argument(
+        "request_id", help="the download request's id (the number in /v3/requests/ID)"
+    )
 
-    files = verbs.add_parser("files", parents=[common], help="one line per result file")
-    files.add_argument("request_id")
+    files = verbs.add_parser(
+        "files", parents=[_verb_options("files")], help="one line per result file"
+    )
+    files.add_argument(
+        "request_id", help="the download request's id (the number in /v3/requests/ID)"
+    )
 
     load = verbs.add_parser(
-        "load", parents=[common], help="convert a request's results to a Parquet dataset"
+        "load",
+        parents=[_verb_options("load")],
+        help="convert a request's results to a Parquet dataset",
     )
-    load.add_argument("request_id")
+    load.add_argument(
+        "request_id", help="the download request's id (the number in /v3/requests/ID)"
+    )
     load.add_argument(
         "--output", "-o", required=True, help="Parquet dataset directory (path or fsspec URL)"
     )
@@ -111,8 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     load.add_argument("--max-workers", type=int, help="parallel downloads (default 4)")
 
-    cache = verbs.add_parser("cache", parents=[common], help="show or clear the download cache")
-    cache.add_argument("action", choices=["info", "clear"])
+    cache = verbs.add_parser(
+        "cache", parents=[_verb_options("cache")], help="show or clear the download cache"
+    )
+    cache.add_argument(
+        "action", choices=["info", "clear"], help="info: what it holds; clear: delete it"
+    )
     cache.add_argument(
         "--older-than",
         type=_age,
@@ -123,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sandbox = verbs.add_parser(
         "sandbox",
-        parents=[common],
+        parents=[_verb_options("sandbox")],
         help="run the local stand-in API and bucket; prints the settings to export",
     )
     sandbox.add_argument(
@@ -141,7 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=int, default=0, help="the API's port (default: any free one)"
     )
 
-    demo = verbs.add_parser("demo", parents=[common], help="end to end against the sandbox")
+    demo = verbs.add_parser(
+        "demo", parents=[_verb_options("demo")], help="end to end against the sandbox"
+    )
     demo.add_argument(
         "--output",
         "-o",

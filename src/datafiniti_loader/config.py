@@ -87,7 +87,7 @@ def resolve_token(token: str | None, api_url: str) -> str:
     if from_netrc:
         return from_netrc
     raise AuthenticationError(
-        "No Datafiniti API token found. Pass token=..., set the "
+        "No Datafiniti API token found. Pass token=... (--token), set the "
         f"{TOKEN_ENV} environment variable, or add 'machine "
         f"{urlsplit(api_url).hostname} login YOUR_TOKEN' to ~/.netrc."
     )
