@@ -136,4 +136,4 @@ def test_wait_waits_its_whole_timeout_and_advises_waiting_longer(
     assert time.monotonic() - started >= 0.6  # not given up at the last poll before it
     assert "wait=True" not in str(caught.value)
     polls = [e for e in sandbox.log if e.path == f"/v3/requests/{rid}"]
-    assert len(polls) == 3  # at 0, 0.5 and 0.6 s
+    assert len(polls) >= 2  # at 0, about 0.5 and, unless that one ran late, at 0.6 s
