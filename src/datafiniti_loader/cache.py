@@ -50,7 +50,7 @@ try:  # POSIX; elsewhere concurrent loads of one file each download it
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["CacheInfo", "FileCache", "FileStore", "ScratchStore"]
+__all__ = ["CacheInfo", "FileCache", "FileStore", "ParsedCopy", "ScratchStore"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,8 +79,6 @@ class FileStore(ABC):
     """Where a load's files are downloaded to: the cache, or a scratch directory."""
 
     root: Path
-    #: Whether a stopped download's bytes outlive the load (to be resumed later).
-    keeps_partials: bool = False
 
     @abstractmethod
     def lookup(self, file: ResultFile) -> Path | None:
@@ -96,8 +94,8 @@ class FileStore(ABC):
         """Make a finished download the file's entry; return its final path."""
 
     @abstractmethod
-    def parsed_copy(self, file: ResultFile) -> Path | None:
-        """The file's parsed copy (Arrow IPC) if there is a sound one, else ``None``."""
+    def parsed_copy(self, file: ResultFile) -> ParsedCopy | None:
+        """The file's parsed copy (Arrow IPC) and its verdicts, if it is sound; else ``None``."""
 
     @abstractmethod
     def parsed_part(self, file: ResultFile) -> Path:
@@ -107,12 +105,16 @@ class FileStore(ABC):
     def commit_parsed(self, file: ResultFile, part: Path, verdicts: Any = None) -> None:
         """Make a finished parsed copy the file's own, with its column-type verdicts if given."""
 
-    @abstractmethod
-    def parsed_verdicts(self, file: ResultFile) -> Any:
-        """The verdicts kept with the file's sound parsed copy, or ``None``."""
-
     def close(self) -> None:  # noqa: B027 - most stores hold nothing per load
         """Release what the store holds for this load only."""
+
+
+@dataclass(frozen=True)
+class ParsedCopy:
+    """A sound parsed copy, and the column-type verdicts kept with it (``None``: none kept)."""
+
+    path: Path
+    verdicts: Any = None
 
 
 @dataclass(frozen=True)
@@ -162,17 +164,15 @@ class FileCache(FileStore):
         Files of different API hosts never share entries.
     """
 
-    keeps_partials = True
-
     def __init__(self, root: Path, api_url: str) -> None:
         self.root = Path(root)
         self._host = _safe(urlsplit(api_url).netloc or "api")
-        self._sound_parsed: dict[Path, str] = {}  # parsed copies verified by this load
+        # Parsed copies this load verified: their source's checksum, and the copy.
+        self._sound_parsed: dict[Path, tuple[str, ParsedCopy]] = {}
         self._lock = threading.Lock()
 
     def _entry(self, file: ResultFile) -> _Entry:
-        name = f"{int(file.position)}-{int(file.id)}-{_safe(file.name)}"
-        return _Entry(self.root / self._host / str(int(file.request_id)) / name)
+        return _Entry(self.root / self._host / str(int(file.request_id)) / _entry_name(file))
 
     # -- reading -------------------------------------------------------------
 
@@ -196,40 +196,53 @@ class FileCache(FileStore):
             self._discard(entry, file, "its size differs from the one recorded")
             return None
         if self._sound_parsed_copy(entry, file, record["sha256"]) is not None:
-            return entry.data
+            return entry.data  # the copy vouches for the bytes it was made from
         if sha256_of(entry.data) != record["sha256"]:
             self._discard(entry, file, "its bytes differ from the ones downloaded")
             return None
         return entry.data
 
-    def parsed_copy(self, file: ResultFile) -> Path | None:
-        """The parsed copy, if its checksum and its source's checksum both hold."""
+    def parsed_copy(self, file: ResultFile) -> ParsedCopy | None:
+        """The parsed copy, if its checksum and its source's both hold, with its verdicts.
+
+        Verdicts are handed out only when their own checksum holds: a damaged
+        one would type a column wrongly.
+        """
         entry = self._entry(file)
         record = _read_record(entry.record)
         if record is None:
             return None
         return self._sound_parsed_copy(entry, file, record["sha256"])
 
-    def _sound_parsed_copy(self, entry: _Entry, file: ResultFile, source: str) -> Path | None:
+    def _sound_parsed_copy(self, entry: _Entry, file: ResultFile, source: str) -> ParsedCopy | None:
         with self._lock:
-            if self._sound_parsed.get(entry.parsed) == source:
-                return entry.parsed
+            known = self._sound_parsed.get(entry.parsed)
+        if known is not None and known[0] == source:
+            return known[1]
         if not entry.parsed.exists():
             return None  # never made, or removed: nothing damaged, it is simply made again
         record = _read_json(entry.parsed_record)
         if record is None or record.get("source_sha256") != source:
-            self._discard_parsed(entry, file, "it was made from other bytes or its record is bad")
+            self._discard(entry, file, "it was made from other bytes or its record is bad",
+                          parsed_only=True)  # fmt: skip
             return None
         try:
             sound = sha256_of(entry.parsed) == record.get("sha256")
         except OSError:
             sound = False
         if not sound:
-            self._discard_parsed(entry, file, "its bytes differ from the ones written")
+            self._discard(entry, file, "its bytes differ from the ones written", parsed_only=True)
             return None
+        verdicts = record.get("verdicts")
+        if verdicts is not None and record.get("verdicts_sha256") != _json_digest(verdicts):
+            verdicts = None
+        return self._remember(entry, source, verdicts)
+
+    def _remember(self, entry: _Entry, source: str, verdicts: Any) -> ParsedCopy:
+        copy = ParsedCopy(entry.parsed, verdicts)
         with self._lock:
-            self._sound_parsed[entry.parsed] = source
-        return entry.parsed
+            self._sound_parsed[entry.parsed] = (source, copy)
+        return copy
 
     # -- writing -------------------------------------------------------------
 
@@ -246,14 +259,12 @@ class FileCache(FileStore):
         with _locked(entry.hidden("lock"), cancelled):
             state = _read_json(entry.hidden("partial.json")) or {}
             etag = state.get("etag") if isinstance(state.get("etag"), str) else None
-            total = state.get("total") if isinstance(state.get("total"), int) else None
             yield Partial(
                 entry.hidden("partial"),
                 etag=etag,
-                total=total,
+                kept=True,
                 on_change=lambda partial: _write_json(
-                    entry.hidden("partial.json"),
-                    {"etag": partial.etag, "total": partial.total},
+                    entry.hidden("partial.json"), {"etag": partial.etag}
                 ),
             )
 
@@ -305,40 +316,29 @@ class FileCache(FileStore):
             about["verdicts"] = verdicts
             about["verdicts_sha256"] = _json_digest(verdicts)
         _write_json(entry.parsed_record, about)
-        with self._lock:
-            self._sound_parsed[entry.parsed] = record["sha256"]
-
-    def parsed_verdicts(self, file: ResultFile) -> Any:
-        """The verdicts recorded with a sound parsed copy, if whole (their checksum holds)."""
-        if self.parsed_copy(file) is None:
-            return None
-        about = _read_json(self._entry(file).parsed_record) or {}
-        verdicts = about.get("verdicts")
-        if verdicts is None or about.get("verdicts_sha256") != _json_digest(verdicts):
-            return None
-        return verdicts
+        self._remember(entry, record["sha256"], verdicts)
 
     # -- damage --------------------------------------------------------------
 
-    def _discard(self, entry: _Entry, file: ResultFile, why: str) -> None:
+    def _discard(
+        self, entry: _Entry, file: ResultFile, why: str, *, parsed_only: bool = False
+    ) -> None:
+        """Log a damaged entry (or only its parsed copy) at WARNING and delete it."""
+        what, then = (
+            ("parsed copy", "parsing the file") if parsed_only else ("entry", "downloading")
+        )
         logger.warning(
-            "cache entry of %s (request %d) is damaged: %s; discarding it and downloading again",
+            "%s of %s (request %d) in the cache is damaged: %s; discarding it and %s again",
+            what,
             file.name,
             file.request_id,
             why,
+            then,
         )
-        for path in (entry.data, entry.record, entry.parsed, entry.parsed_record):
-            with contextlib.suppress(OSError):
-                path.unlink(missing_ok=True)
-
-    def _discard_parsed(self, entry: _Entry, file: ResultFile, why: str) -> None:
-        logger.warning(
-            "parsed copy of %s (request %d) in the cache is damaged: %s; parsing the file again",
-            file.name,
-            file.request_id,
-            why,
-        )
-        for path in (entry.parsed, entry.parsed_record):
+        doomed = [entry.parsed, entry.parsed_record]
+        if not parsed_only:
+            doomed += [entry.data, entry.record]
+        for path in doomed:
             with contextlib.suppress(OSError):
                 path.unlink(missing_ok=True)
 
@@ -350,8 +350,8 @@ class FileCache(FileStore):
             with contextlib.suppress(OSError):
                 _write_text(tag, _TAG)
 
-    def _owned_files(self) -> Iterator[tuple[Path | None, Path]]:
-        """``(entry, path)`` for every file under the root that this cache wrote.
+    def _owned_files(self) -> Iterator[tuple[Path | None, Path, bool]]:
+        """``(entry, path, is_record)`` for every file under the root that this cache wrote.
 
         Files are recognised by name and by the entry record they belong to;
         ``entry`` names the entry (a download, its record, parsed copy and
@@ -372,20 +372,19 @@ class FileCache(FileStore):
                 for name in sorted(names):
                     entry = _entry_of(name, entries)
                     if entry is not None:
-                        yield request / entry, request / name
+                        yield request / entry, request / name, name == f"{entry}.json"
         tag = self.root / _TAG_NAME
         if tag.is_file() and tag.read_text(errors="replace").startswith(_TAG.split("\n")[0]):
-            yield None, tag
+            yield None, tag, False
 
     def info(self) -> CacheInfo:
         """Cached downloads and the size of everything the cache wrote, in all and by API host."""
         files = 0
         total = 0
         hosts: dict[str, list[int]] = {}
-        for entry, path in self._owned_files():
+        for entry, path, record in self._owned_files():
             with contextlib.suppress(OSError):
                 size = path.stat().st_size
-                record = path.name.endswith(".json") and _is_record(path)
                 total += size
                 files += record
                 if entry is not None:
@@ -404,21 +403,20 @@ class FileCache(FileStore):
         cache was pointed at a directory in use) is left as it was. Returns
         what was deleted.
         """
-        groups: dict[Path | None, list[Path]] = {}
-        for entry, path in self._owned_files():
-            groups.setdefault(entry, []).append(path)
+        groups: dict[Path | None, list[tuple[Path, bool]]] = {}
+        for entry, path, record in self._owned_files():
+            groups.setdefault(entry, []).append((path, record))
         if older_than is not None:
             cutoff = time.time() - older_than.total_seconds()
             groups = {
                 entry: paths
                 for entry, paths in groups.items()
-                if entry is not None and _newest_write(paths) < cutoff
+                if entry is not None and _newest_write([p for p, _ in paths]) < cutoff
             }
-        doomed = [path for paths in groups.values() for path in paths]
+        marked = [item for paths in groups.values() for item in paths]
+        doomed = [path for path, _ in marked]
         removed = CacheInfo(
-            self.root,
-            sum(1 for p in doomed if p.name.endswith(".json") and _is_record(p)),
-            sum(_size(p) for p in doomed),
+            self.root, sum(record for _, record in marked), sum(_size(p) for p in doomed)
         )
         for path in doomed:
             with contextlib.suppress(FileNotFoundError):
@@ -451,6 +449,11 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0
+
+
+def _entry_name(file: ResultFile) -> str:
+    """A file's name in a store: position, id and (safe) name, so that none collide."""
+    return f"{int(file.position)}-{int(file.id)}-{_safe(file.name)}"
 
 
 def _looks_like_entry(name: str) -> bool:
@@ -550,7 +553,7 @@ class ScratchStore(FileStore):
         self._verdicts: dict[tuple[int, int, str], Any] = {}
 
     def _name(self, file: ResultFile) -> str:
-        return f"{int(file.position)}-{int(file.id)}-{_safe(file.name)}"
+        return _entry_name(file)
 
     def lookup(self, file: ResultFile) -> Path | None:
         """Nothing is reused across loads."""
@@ -567,10 +570,10 @@ class ScratchStore(FileStore):
         os.replace(fetched.path, data)
         return data
 
-    def parsed_copy(self, file: ResultFile) -> Path | None:
-        """The copy this load wrote, if any."""
+    def parsed_copy(self, file: ResultFile) -> ParsedCopy | None:
+        """The copy this load wrote, if any, with the verdicts it kept."""
         path = self.root / f"{self._name(file)}.parsed.arrow"
-        return path if path.exists() else None
+        return ParsedCopy(path, self._verdicts.get(file.key)) if path.exists() else None
 
     def parsed_part(self, file: ResultFile) -> Path:
         """A hidden name in the scratch directory."""
@@ -580,10 +583,6 @@ class ScratchStore(FileStore):
         """Rename the parsed copy into place; keep its verdicts for this load."""
         os.replace(part, self.root / f"{self._name(file)}.parsed.arrow")
         self._verdicts[file.key] = verdicts
-
-    def parsed_verdicts(self, file: ResultFile) -> Any:
-        """The verdicts this load recorded with the copy."""
-        return self._verdicts.get(file.key) if self.parsed_copy(file) is not None else None
 
     def close(self) -> None:
         """Remove the scratch directory and everything in it, without making the caller wait.

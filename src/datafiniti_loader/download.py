@@ -17,11 +17,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 from .cache import FileStore
 from .client import Client
@@ -36,8 +35,6 @@ logger = logging.getLogger(__name__)
 
 #: Parallel downloads when ``max_workers`` is not given.
 DEFAULT_MAX_WORKERS = 4
-
-_T = TypeVar("_T")
 
 
 @dataclass
@@ -135,14 +132,26 @@ class Download:
         return path
 
     def _fetch(self, file: ResultFile) -> Path:
-        where = f"read the cache in {self.store.root}"
-        cached = _storage(lambda: self.store.lookup(file), where)
+        """From the store, else downloaded into it; a file-system failure is a StorageError."""
+        failure: OSError | None = None
+        try:
+            return self._from_store_or_bucket(file)
+        except OSError as exc:
+            failure = exc
+        raise StorageError(  # outside the except block: the OSError need not ride along
+            f"Could not use {self.store.root} for {file.name}: {failure.strerror or failure}. "
+            "Free disk space, or point DATAFINITI_CACHE_DIR (or cache=) at a writable "
+            "directory, or pass cache=False."
+        )
+
+    def _from_store_or_bucket(self, file: ResultFile) -> Path:
+        cached = self.store.lookup(file)
         if cached is not None:
             logger.debug("%s: from the cache", file.name)
             self.stats.add(cached=1)
             return cached
-        with self._claim(file) as partial:
-            cached = _storage(lambda: self.store.lookup(file), where)
+        with self.store.claim(file, self.transport.cancelled) as partial:
+            cached = self.store.lookup(file)
             if cached is not None:  # another process downloaded it while we waited
                 self.stats.add(cached=1)
                 return cached
@@ -150,10 +159,7 @@ class Download:
             if not current.url:  # a file described without its URL (dask partitions)
                 current = self._with_urls(file, refresh=False)
             fetched = self._download(file, current, partial)
-            path = _storage(
-                lambda: self.store.commit(file, fetched),
-                f"store {file.name} in {self.store.root}",
-            )
+            path = self.store.commit(file, fetched)
         self.stats.add(downloaded=1, nbytes=fetched.downloaded)
         return path
 
@@ -170,9 +176,6 @@ class Download:
         except UrlExpired:
             pass
         raise _expired(current)
-
-    def _claim(self, file: ResultFile) -> _Claim:
-        return _Claim(self.store, file, self.transport)
 
     def _current(self, file: ResultFile) -> ResultFile:
         with self._refresh_lock:
@@ -200,33 +203,6 @@ class Download:
                 f"of request {file.request_id}. Load the request again."
             )
         return fresh
-
-
-class _Claim:
-    """The store's claim on a file, entered with the load's cancellation and storage errors."""
-
-    def __init__(self, store: FileStore, file: ResultFile, transport: Transport) -> None:
-        self._context = store.claim(file, transport.cancelled)
-        self._root = store.root
-
-    def __enter__(self) -> Partial:
-        return _storage(self._context.__enter__, f"prepare a download in {self._root}")
-
-    def __exit__(self, *exc: object) -> None:
-        self._context.__exit__(*exc)  # type: ignore[arg-type]
-
-
-def _storage(action: Callable[[], _T], what: str) -> _T:
-    """Run a file-system step of the store; a failure becomes a StorageError saying what to do."""
-    failure: OSError | None = None
-    try:
-        return action()
-    except OSError as exc:
-        failure = exc
-    raise StorageError(
-        f"Could not {what}: {failure.strerror or failure}. Free disk space, or point "
-        "DATAFINITI_CACHE_DIR (or cache=) at a writable directory, or pass cache=False."
-    )
 
 
 def _expired(file: ResultFile) -> ResultExpired:

@@ -45,9 +45,9 @@ __all__ = [
     "LoadOptions",
     "LoadSource",
     "Scan",
-    "did_you_mean",
     "open_load",
     "read_table",
+    "require_columns",
 ]
 
 logger = logging.getLogger(__name__)
@@ -85,9 +85,9 @@ class LoadSource:
         """
         store = self.download.store
         copy = store.parsed_copy(file)
-        read = None if copy is None else open_parsed(copy, mapped=mapped)
-        if read is not None:
-            kept = store.parsed_verdicts(file) if read.text else None
+        read = None if copy is None else open_parsed(copy.path, mapped=mapped)
+        if copy is not None and read is not None:
+            kept = copy.verdicts if read.text else None
             verdicts = None if kept is None else SchemaBuilder.from_text_verdicts(kept)
             return FileRead(read.batches, read.text, verdicts)
         fresh = read_file(path, file.name, file.format)
@@ -169,14 +169,16 @@ def data_schema(
             "columns= selects no data column and provenance=False leaves out the provenance "
             "columns: nothing would be loaded. Name at least one column."
         )
-    known = set(builder.column_names)
-    missing = [c for c in data if c not in known]
-    if missing:
-        raise ColumnNotFound(
-            f"No result file has the column(s) {missing}. "
-            f"{did_you_mean(missing[0], builder.column_names)}"
-        )
+    require_columns(data, builder.column_names, "No result file has the column(s)")
     return builder.schema(data)
+
+
+def require_columns(wanted: Sequence[str], known: Sequence[str], problem: str) -> None:
+    """Raise :class:`ColumnNotFound` (``problem``, the names, a hint) if any is not known."""
+    present = set(known)
+    missing = [name for name in wanted if name not in present]
+    if missing:
+        raise ColumnNotFound(f"{problem} {missing}. {did_you_mean(missing[0], known)}")
 
 
 def did_you_mean(name: str, choices: Sequence[str]) -> str:

@@ -26,12 +26,12 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from ._version import __version__
-from .errors import ColumnNotFound, DatafinitiError, StorageError
+from .errors import DatafinitiError, StorageError
 from .loader import (
     LoadSource,
     data_schema,
-    did_you_mean,
     log_summary,
+    require_columns,
     typed_batches,
     with_provenance,
 )
@@ -133,12 +133,7 @@ def write_parquet(
     if provenance:
         schema = with_provenance(schema)
     by = [partition_by] if isinstance(partition_by, str) else list(partition_by or [])
-    missing = [name for name in by if name not in schema.names]
-    if missing:
-        raise ColumnNotFound(
-            f"Cannot partition by {missing}: no column of this load has that name. "
-            f"{did_you_mean(missing[0], schema.names)}"
-        )
+    require_columns(by, schema.names, "Cannot partition by a column this load lacks:")
     about = _metadata(source, scan.rows)
     rows = sum(scan.rows.values())
     schema = schema.with_metadata({METADATA_KEY: json.dumps(about)})

@@ -128,8 +128,6 @@ class _CopyWriter:
         writer: ipc.RecordBatchFileWriter | None = None
         try:
             while (batch := self._queue.get()) is not None and not self._stopped:
-                if self._failed:
-                    continue
                 if writer is None:
                     schema = batch.schema.with_metadata(_metadata(self._text))
                     writer = ipc.new_file(str(self._part), schema, options=_WRITE_OPTIONS)

@@ -126,22 +126,23 @@ class Fetched:
 class Partial:
     """A download in progress: the bytes on disk and what makes resuming them safe.
 
-    ``etag`` and ``total`` are the bucket's word on the object whose prefix
-    ``path`` holds; a resume sends ``If-Range: etag`` so that a changed object
-    comes back whole instead of being spliced onto old bytes. ``on_change``
-    is called whenever they change, so a store can persist them before more
-    bytes land (a killed process can then still be resumed).
+    ``etag`` is the bucket's word on the object whose prefix ``path`` holds;
+    a resume sends ``If-Range: etag`` so that a changed object comes back
+    whole instead of being spliced onto old bytes. ``on_change`` is called
+    whenever it changes, so a store can persist it before more bytes land (a
+    killed process can then still be resumed). ``kept``: the bytes outlive
+    the load (the cache), so the next load resumes them.
     """
 
     path: Path
     etag: str | None = None
-    total: int | None = None
+    kept: bool = False
     on_change: Callable[[Partial], None] | None = field(default=None, repr=False)
 
-    def describe(self, etag: str | None, total: int | None) -> None:
-        """Record what the bucket said about the object."""
-        if (etag, total) != (self.etag, self.total):
-            self.etag, self.total = etag, total
+    def describe(self, etag: str | None) -> None:
+        """Record the object's ETag, as the bucket gave it."""
+        if etag != self.etag:
+            self.etag = etag
             if self.on_change is not None:
                 self.on_change(self)
 
@@ -163,7 +164,10 @@ class _Attempt:
 
     def restart(self) -> None:
         """Forget the bytes on disk: the next answer must be the whole object."""
-        _write_or_fail(self.partial.path, lambda: self.partial.path.write_bytes(b""))
+        try:
+            self.partial.path.write_bytes(b"")
+        except OSError as exc:
+            raise _unwritable(self.partial.path, exc) from None
         self.received = 0
 
 
@@ -244,6 +248,8 @@ class Transport:
             except _Retryable as exc:
                 if self._cancelled.is_set():
                     raise DownloadCancelled(file.name) from None
+                if exc.restart:
+                    attempt.restart()
                 if retry == self.policy.attempts - 1:
                     error = DownloadError(
                         f"Could not download {file.name} (result {file.id}) after "
@@ -252,9 +258,7 @@ class Transport:
                         status=exc.status,
                     )
                     break
-                if exc.restart:
-                    attempt.restart()
-                wait = 0.0 if exc.at_once else self.policy.delay(retry, exc.retry_after)
+                wait = 0.0 if exc.restart else self.policy.delay(retry, exc.retry_after)
                 logger.debug("%s: %s; retry %d in %.2fs", file.name, exc, retry + 1, wait)
                 self._cancelled.wait(wait)
                 continue
@@ -281,14 +285,14 @@ class Transport:
         with stream:
             response: aiohttp.ClientResponse = stream.r
             total = _check_answer(response, offset, attempt)
-            attempt.partial.describe(response.headers.get("ETag") or None, total)
+            attempt.partial.describe(response.headers.get("ETag") or None)
             if not attempt.announced and total is not None and self.on_size is not None:
                 attempt.announced = True
                 self.on_size(total - attempt.received)
             with self._fs_lock:
                 self._open.add(response)
             try:
-                attempt.downloaded += self._drain(response, attempt)
+                attempt.downloaded += self._write_body(response, attempt)
             except (TimeoutError, aiohttp.ClientError) as exc:
                 raise _Retryable(
                     f"connection lost after {attempt.received:,} bytes ({type(exc).__name__})"
@@ -298,8 +302,7 @@ class Transport:
                     self._open.discard(response)
         if total is not None and attempt.received != total:
             if attempt.received > total:
-                attempt.restart()
-                raise _Retryable(f"body ran past its {total:,} bytes", at_once=True)
+                raise _Retryable(f"body ran past its {total:,} bytes", restart=True)
             raise _Retryable(f"body ended at {attempt.received:,} of {total:,} bytes")
 
     def _open_stream(self, file: ResultFile, headers: dict[str, str]) -> HTTPStreamFile:
@@ -320,7 +323,7 @@ class Transport:
         self._raise_for_status(file, response)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _drain(self, response: aiohttp.ClientResponse, attempt: _Attempt) -> int:
+    def _write_body(self, response: aiohttp.ClientResponse, attempt: _Attempt) -> int:
         path = attempt.partial.path
         mode = "ab" if attempt.received else "wb"
         try:
@@ -369,14 +372,12 @@ class _Retryable(Exception):
         status: int | None = None,
         retry_after: str | None = None,
         *,
-        at_once: bool = False,
         restart: bool = False,
     ):
         super().__init__(reason)
         self.status = status
         self.retry_after = retry_after
-        self.at_once = at_once or restart
-        self.restart = restart
+        self.restart = restart  # the bytes kept are of no use: retry from byte 0, at once
 
 
 def _check_answer(response: aiohttp.ClientResponse, offset: int, attempt: _Attempt) -> int | None:
@@ -438,16 +439,9 @@ def sha256_of(path: Path) -> str:
 
 
 def _resume_hint(partial: Partial, attempt: _Attempt) -> str:
-    if attempt.received and partial.on_change is not None:
+    if attempt.received and partial.kept:
         return f"; the {attempt.received:,} bytes received are kept and the next load resumes"
     return ""
-
-
-def _write_or_fail(path: Path, action: Callable[[], object]) -> None:
-    try:
-        action()
-    except OSError as exc:
-        raise _unwritable(path, exc) from None
 
 
 def _unwritable(path: Path, exc: OSError) -> StorageError:

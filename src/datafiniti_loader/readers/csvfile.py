@@ -81,7 +81,7 @@ def record_chunks(stream: IO[bytes], chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> 
     pieces: list[bytes] = []  # an unfinished record longer than a read
     carried_quotes = 0  # quotes in carry or pieces: the parity the next read starts with
     offset = 0  # where the unfinished record starts in the file
-    previous = -1  # the byte before the new bytes (-1: the start of the file)
+    first = True  # the first read, where a BOM may stand
     while True:
         head = len(carry)
         buffer = bytearray(head + chunk_bytes)
@@ -94,14 +94,14 @@ def record_chunks(stream: IO[bytes], chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> 
             return
         fresh = np.frombuffer(buffer, dtype=np.uint8, count=end)[head:]
         quotes = np.flatnonzero(fresh == _QUOTE)  # one scan serves both checks below
-        if _has_stray_quote(fresh, quotes, previous):
+        if _has_stray_quote(fresh, quotes, first=first):
             # Quote parity no longer tells where records end: let pyarrow, which
             # reads such quotes literally (as pandas does), take the rest at once.
             rest = b"".join([*pieces, bytes(buffer[:end]), stream.read()])
             logger.debug("a quote inside an unquoted cell: reading the rest as one block")
             yield Chunk(rest, 0, len(rest), offset)
             return
-        previous = buffer[end - 1]
+        first = False
         cut = _last_record_end(buffer, head, fresh, quotes, odd=carried_quotes % 2 == 1)
         if cut == 0:  # no record ends in this read
             carried_quotes += len(quotes)
@@ -139,16 +139,15 @@ _MAY_NEIGHBOUR_QUOTE = np.zeros(256, dtype=bool)
 _MAY_NEIGHBOUR_QUOTE[[ord(","), ord("\n"), ord("\r"), _QUOTE]] = True
 
 
-def _has_stray_quote(octets: np.ndarray, quotes: np.ndarray, previous: int) -> bool:
+def _has_stray_quote(octets: np.ndarray, quotes: np.ndarray, *, first: bool) -> bool:
     """Whether a ``"`` stands inside an unquoted cell (``5" screen``), where parity fails.
 
     In well-formed CSV every quote opens a cell (after a comma or a line end),
     closes one (before a comma or a line end), or is half of an escaped ``""``:
     so a quote with neither neighbour an edge or a quote is stray. ``quotes``
-    are the positions of ``"`` in ``octets``; ``previous`` is the byte before
-    ``octets`` (-1 at the start of the file, where a BOM may stand). The
-    quotes at the very ends of ``octets``, whose outer neighbour is unknown
-    or a BOM, count as fine.
+    are the positions of ``"`` in ``octets``; ``first`` marks the start of
+    the file, where a BOM may stand. Quotes at the very ends of ``octets``,
+    whose outer neighbour is in another read or a BOM, count as fine.
     """
     if quotes.size == 0:
         return False
@@ -156,10 +155,8 @@ def _has_stray_quote(octets: np.ndarray, quotes: np.ndarray, previous: int) -> b
     before = octets[np.maximum(quotes - 1, 0)]
     after = octets[np.minimum(quotes + 1, end - 1)]
     fine = _MAY_NEIGHBOUR_QUOTE[before] | _MAY_NEIGHBOUR_QUOTE[after]
-    fine |= quotes == end - 1
-    if quotes[0] == 0:
-        fine[0] |= previous < 0 or bool(_MAY_NEIGHBOUR_QUOTE[previous])
-    if previous < 0 and octets[: len(_BOM)].tobytes() == _BOM:
+    fine |= quotes == end - 1  # (a quote at 0 is its own `before`: fine already)
+    if first and octets[: len(_BOM)].tobytes() == _BOM:
         fine |= quotes == len(_BOM)
     return not bool(fine.all())
 
