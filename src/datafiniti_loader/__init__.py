@@ -33,7 +33,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .api import load_results, to_parquet
+    from .api import count, create_download, load_results, to_parquet
     from .client import Client
     from .models import DownloadRequest, ResultFile
     from .parquet import ParquetSummary
@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 logging.getLogger("datafiniti_loader").addHandler(logging.NullHandler())
 
 _LAZY = {
+    "count": "api",
+    "create_download": "api",
     "load_results": "api",
     "to_parquet": "api",
     "Client": "client",
@@ -72,6 +74,8 @@ __all__ = [
     "StorageError",
     "TargetExists",
     "__version__",
+    "count",
+    "create_download",
     "load_results",
     "to_parquet",
 ]

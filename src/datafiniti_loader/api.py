@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
+from .client import Client
 from .config import CacheSetting
 from .errors import ConfigurationError
-from .loader import LoadOptions, open_load, read_table
+from .loader import LoadOptions, Sources, open_load, read_table
 from .outputs import OUTPUTS, to_pandas, to_polars
 from .parquet import ParquetSummary, write_parquet
 from .retry import RetryPolicy
@@ -16,12 +17,14 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-__all__ = ["load_results", "to_parquet"]
+    from .models import DownloadRequest
+
+__all__ = ["count", "create_download", "load_results", "to_parquet"]
 
 
 @overload
 def load_results(
-    request_id: int | str,
+    request_id: Sources,
     *,
     token: str | None = ...,
     api_url: str | None = ...,
@@ -33,10 +36,11 @@ def load_results(
     max_workers: int | None = ...,
     progress: bool | None = ...,
     retry: RetryPolicy | None = ...,
+    dedupe: bool = ...,
 ) -> pd.DataFrame: ...
 @overload
 def load_results(
-    request_id: int | str,
+    request_id: Sources,
     *,
     token: str | None = ...,
     api_url: str | None = ...,
@@ -48,10 +52,11 @@ def load_results(
     max_workers: int | None = ...,
     progress: bool | None = ...,
     retry: RetryPolicy | None = ...,
+    dedupe: bool = ...,
 ) -> pa.Table: ...
 @overload
 def load_results(
-    request_id: int | str,
+    request_id: Sources,
     *,
     token: str | None = ...,
     api_url: str | None = ...,
@@ -63,9 +68,10 @@ def load_results(
     max_workers: int | None = ...,
     progress: bool | None = ...,
     retry: RetryPolicy | None = ...,
+    dedupe: bool = ...,
 ) -> Any: ...
 def load_results(
-    request_id: int | str,
+    request_id: Sources,
     *,
     token: str | None = None,
     api_url: str | None = None,
@@ -77,13 +83,16 @@ def load_results(
     max_workers: int | None = None,
     progress: bool | None = None,
     retry: RetryPolicy | None = None,
+    dedupe: bool = False,
 ) -> Any:
     """Load every result file of a Datafiniti download request into one frame.
 
     Parameters
     ----------
-    request_id : int or str
-        The download request's id (the number in ``/v3/requests/ID``).
+    request_id : int, str, DownloadRequest, or a list of them
+        The download request's id (the number in ``/v3/requests/ID``), or
+        several: their rows follow in the list's order, and ``_request_id``
+        says which request each row came from.
     token : str, optional
         API token. Default: ``DATAFINITI_API_TOKEN``, then ``~/.netrc``.
     api_url : str, optional
@@ -111,6 +120,13 @@ def load_results(
         Progress bars. Default: when stderr is a terminal or in Jupyter.
     retry : RetryPolicy, optional
         Attempts, backoff and timeouts of every API call and download.
+    dedupe : bool
+        For several downloads of overlapping records (repeated or incremental
+        pulls): keep, for every record ``id``, only the rows of the download
+        whose copy has the newest ``dateUpdated`` (ties: the later one in the
+        list). A record's rows stay together: all rows of the winning copy,
+        none of the others. Rows without an ``id`` stay. Needs the columns
+        ``id`` and ``dateUpdated`` (else :class:`ColumnNotFound`).
 
     Returns
     -------
@@ -134,10 +150,17 @@ def load_results(
         raise ConfigurationError(
             f"output must be one of {', '.join(map(repr, OUTPUTS))}; got {output!r}."
         )
-    options = LoadOptions(token, api_url, wait, cache, max_workers, progress, retry)
+    options = LoadOptions(token, api_url, wait, cache, max_workers, progress, retry, dedupe)
     if output == "dask":
         from .dask import load_dask
 
+        if dedupe:
+            raise ConfigurationError(
+                "dedupe=True is not available with output='dask' (each partition is one "
+                "file; the newest copy of a record may be in another). Write a deduplicated "
+                "dataset with to_parquet(..., dedupe=True) and read it with "
+                "dask.dataframe.read_parquet."
+            )
         return load_dask(request_id, options, columns=columns, provenance=provenance)
     sink = {"arrow": lambda table: table, "polars": to_polars, "pandas": to_pandas}[output]
     with open_load(request_id, options) as source:
@@ -146,7 +169,7 @@ def load_results(
 
 
 def to_parquet(
-    request_id: int | str,
+    request_id: Sources,
     path: str,
     *,
     token: str | None = None,
@@ -161,6 +184,7 @@ def to_parquet(
     overwrite: bool = False,
     storage_options: dict[str, Any] | None = None,
     retry: RetryPolicy | None = None,
+    dedupe: bool = False,
 ) -> ParquetSummary:
     """Convert a download request's results to a Parquet dataset, in bounded memory.
 
@@ -168,6 +192,9 @@ def to_parquet(
     ----------
     request_id, token, api_url, columns, provenance, wait, cache, max_workers, progress, retry
         As for :func:`load_results`.
+    dedupe : bool
+        As for :func:`load_results`; memory stays bounded (the decision is
+        made from an index of record ids and dates, not from the rows).
     path : str
         The dataset directory: a local path or any fsspec URL (``s3://...``).
     partition_by : str or list of str, optional
@@ -189,7 +216,7 @@ def to_parquet(
     metadata (key ``datafiniti_loader``) records the request id, result ids,
     file names, row counts, library version and load time.
     """
-    options = LoadOptions(token, api_url, wait, cache, max_workers, progress, retry)
+    options = LoadOptions(token, api_url, wait, cache, max_workers, progress, retry, dedupe)
     with open_load(request_id, options) as source:
         return write_parquet(
             source,
@@ -199,4 +226,53 @@ def to_parquet(
             partition_by=partition_by,
             overwrite=overwrite,
             storage_options=storage_options,
+        )
+
+
+def count(
+    query: str,
+    *,
+    data_type: str = "products",
+    token: str | None = None,
+    api_url: str | None = None,
+    retry: RetryPolicy | None = None,
+) -> int:
+    """How many records match ``query``, without creating a download or spending credits.
+
+    Needs API v4 (``api_url`` ending in ``/v4``): a search for zero records.
+
+    Examples
+    --------
+    >>> count("categories:hotels AND country:US", data_type="businesses")  # doctest: +SKIP
+    48213
+    """
+    with Client(token, api_url, retry=retry) as client:
+        return client.count(query, data_type=data_type)
+
+
+def create_download(
+    query: str,
+    *,
+    data_type: str = "products",
+    num_records: int | str,
+    format: str = "csv",
+    view: str | None = None,
+    token: str | None = None,
+    api_url: str | None = None,
+    retry: RetryPolicy | None = None,
+) -> DownloadRequest:
+    """Ask Datafiniti for a download of the records matching ``query``.
+
+    ``num_records`` is required: a positive number, or ``"all"`` for every
+    match (every record costs credits). Pass the returned request to
+    :func:`load_results` with ``wait=True``. See :meth:`Client.create_download`.
+
+    Examples
+    --------
+    >>> request = create_download("brand:Sony", num_records=500)  # doctest: +SKIP
+    >>> df = load_results(request, wait=True)                     # doctest: +SKIP
+    """
+    with Client(token, api_url, retry=retry) as client:
+        return client.create_download(
+            query, data_type=data_type, num_records=num_records, format=format, view=view
         )

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .models import ResultFile
+from .models import FileKey, ResultFile
 from .orphans import remove_orphans
 from .parsed import PARSED_FORMAT
 from .transport import Fetched, Partial, sha256_of
@@ -550,7 +550,7 @@ class ScratchStore(FileStore):
     def __init__(self) -> None:
         remove_orphans(Path(tempfile.gettempdir()), self._PREFIX)
         self.root = Path(tempfile.mkdtemp(prefix=f"{self._PREFIX}{os.getpid()}-"))
-        self._verdicts: dict[tuple[int, int, str], Any] = {}
+        self._verdicts: dict[FileKey, Any] = {}
 
     def _name(self, file: ResultFile) -> str:
         return _entry_name(file)

@@ -6,33 +6,31 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from .config import resolve_api_url, resolve_token
 from .errors import (
-    ApiError,
     NoResults,
     RequestFailed,
     RequestNotFound,
     RequestNotReady,
 )
-from .http import ApiResponse, ApiSession
-from .models import DownloadRequest, ResultFile, ResultFiles
+from .http import ApiSession
+from .models import DownloadRequest, ResultFiles
 from .retry import RetryPolicy
+from .versions import Query, for_url
 
 __all__ = ["Client"]
 
 logger = logging.getLogger(__name__)
 
-_T = TypeVar("_T")
-
 #: Datafiniti's own guides poll every five seconds.
 DEFAULT_POLL_INTERVAL = 5.0
 
 
-def normalize_request_id(request_id: int | str) -> int:
-    """Accept ``6073`` or ``"6073"``; refuse anything the API would answer with a 500."""
+def normalize_request_id(request_id: int | str | DownloadRequest) -> int:
+    """Accept ``6073``, ``"6073"`` or a :class:`DownloadRequest`; refuse anything else."""
+    if isinstance(request_id, DownloadRequest):
+        return request_id.id
     try:
         value = int(str(request_id).strip())
     except ValueError:
@@ -46,7 +44,7 @@ def normalize_request_id(request_id: int | str) -> int:
 
 
 class Client:
-    """Talks to the Datafiniti API (v3) for one token.
+    """Talks to the Datafiniti API (v3 or v4, from ``api_url``) for one token.
 
     Parameters
     ----------
@@ -77,14 +75,11 @@ class Client:
         self.api_url = resolve_api_url(api_url)
         self.retry = retry or RetryPolicy()
         self.poll_interval = DEFAULT_POLL_INTERVAL if poll_interval is None else poll_interval
+        self._version = for_url(self.api_url)
         #: ``"v3"`` or ``"v4"``, from the API URL's last path segment.
-        self.api_version = "v4" if urlsplit(self.api_url).path.rstrip("/").endswith("/v4") else "v3"
-        self._http = ApiSession(
-            self.api_url,
-            resolve_token(token, self.api_url),
-            self.retry,
-            bearer=self.api_version == "v4",
-        )
+        self.api_version = self._version.name
+        token = resolve_token(token, self.api_url)
+        self._http = ApiSession(self.api_url, token, self.retry, bearer=self._version.bearer)
 
     def __repr__(self) -> str:
         return f"Client(api_url={self.api_url!r}, token='***')"
@@ -99,7 +94,7 @@ class Client:
         """Release pooled connections."""
         self._http.close()
 
-    def request(self, request_id: int | str) -> DownloadRequest:
+    def request(self, request_id: int | str | DownloadRequest) -> DownloadRequest:
         """The download request's status and progress.
 
         Raises
@@ -107,25 +102,10 @@ class Client:
         RequestNotFound
             When the API knows no such request.
         """
-        rid = normalize_request_id(request_id)
-        if self.api_version == "v4":
-            download = self._download_v4(rid)
-            return _parsed(None, f"downloads/{rid}", lambda: DownloadRequest.from_v4(download))
-        response = self._http.get(f"requests/{rid}")
-        body = response.body
-        if response.status == 404 or (response.status == 200 and body in ([], None)):
-            raise RequestNotFound(
-                f"Datafiniti has no download request {rid} for this token. Check the id "
-                "(it is the number in /v3/requests/ID) and that the token belongs to the "
-                "account that made the request."
-            )
-        record = body[0] if isinstance(body, list) and body else body
-        if response.status != 200 or not isinstance(record, dict):
-            raise response.unexpected(f"requests/{rid}", "a JSON request record")
-        return _parsed(response, f"requests/{rid}", lambda: DownloadRequest.from_api(record))
+        return self._version.request(self._http, normalize_request_id(request_id))
 
-    def results(self, request_id: int | str) -> list[ResultFile]:
-        """The result files of a completed request, ordered by result id.
+    def results(self, request_id: int | str | DownloadRequest) -> ResultFiles:
+        """The result files of a completed request, in load order.
 
         Raises
         ------
@@ -137,42 +117,91 @@ class Client:
             No such request; :class:`NoResults` when it completed without files.
         """
         rid = normalize_request_id(request_id)
-        if self.api_version == "v4":
-            return self._results_v4(rid)
-        response = self._http.get(f"results/{rid}")
-        body = response.body
-        if response.status == 200 and isinstance(body, list) and body:
-            files = _parsed(response, f"results/{rid}", lambda: _result_files(body, rid))
-            return ResultFiles(replace(f, position=n) for n, f in enumerate(files))
-        if response.status != 404 and (response.status != 200 or not isinstance(body, list)):
-            raise response.unexpected(f"results/{rid}", "a JSON list of result files")
-        # Datafiniti answers 404 both for "still running" and "no such request":
-        # the request itself says which.
-        self._raise_for_state(self.request(rid))
+        listing = self._version.results(self._http, rid)
+        if listing.request is not None:  # v4 fills files in while running: status decides
+            self._raise_for_state(listing.request)
+        if listing.files:
+            return ResultFiles(replace(f, position=n) for n, f in enumerate(listing.files))
+        # No files: the request says whether it runs, failed, or has none.
+        self._raise_for_state(listing.request or self.request(rid))
         raise NoResults(
             f"Request {rid} completed but has no result files. A search that matched "
             "no records makes none; check the query, or request the download again."
         )
 
+    def count(self, query: str, *, data_type: str = "products") -> int:
+        """How many records match ``query``: no download is made and no credits are spent.
+
+        Needs API v4 (a search for zero records); on v3 raises
+        :class:`ConfigurationError`.
+        """
+        return self._version.count(self._http, Query.checked(query, data_type, 1))
+
+    def create_download(
+        self,
+        query: str,
+        *,
+        data_type: str = "products",
+        num_records: int | str,
+        format: str = "csv",
+        view: str | None = None,
+    ) -> DownloadRequest:
+        """Ask Datafiniti for a download of the records matching ``query``; return the request.
+
+        Parameters
+        ----------
+        query : str
+            A Datafiniti query, e.g. ``'categories:hotels AND country:US'``.
+        data_type : {"products", "businesses", "properties", "people"}
+        num_records : int or "all"
+            How many records to download. Required: every record costs
+            credits; ``"all"`` asks for every match, explicitly.
+        format : {"csv", "json"}
+        view : str, optional
+            A view name (``product_flat_prices`` on v4, ``products_all`` on v3).
+
+        Notes
+        -----
+        The call is sent once: if the connection fails after it left, the
+        error says so instead of asking again (a second download would be
+        charged again). Poll with :meth:`wait`, then load with
+        :func:`~datafiniti_loader.load_results`.
+        """
+        wanted = Query.checked(query, data_type, num_records, format, view)
+        created = self._version.create(self._http, wanted)
+        logger.info("created download request %d (%s)", created.id, wanted.text[:80])
+        return created
+
+    def cancel(self, request_id: int | str | DownloadRequest) -> DownloadRequest:
+        """Cancel a running download (API v4); return its state afterwards.
+
+        Records already written stay retrievable, and are charged.
+        """
+        rid = normalize_request_id(request_id)
+        said = self._version.cancel(self._http, rid)
+        return said if said is not None else self.request(rid)
+
     def wait(
         self,
-        request_id: int | str,
+        request_id: int | str | DownloadRequest,
         timeout: float | None = None,
         *,
         on_poll: Callable[[DownloadRequest], None] | None = None,
     ) -> DownloadRequest:
         """Poll until the request completes; return it.
 
-        ``on_poll`` is called with what each poll said (a progress display).
+        ``on_poll`` is called with what each poll said (a progress display);
+        a line is logged (INFO) each time the status or progress changes.
 
         Raises
         ------
         RequestNotReady
             When ``timeout`` seconds pass first.
         RequestFailed
-            When the request ends with an error.
+            When the request ends with an error or is cancelled.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        said = ""
         while True:
             current = self.request(request_id)
             if on_poll is not None:
@@ -180,49 +209,16 @@ class Client:
             if current.is_done or current.is_failed:
                 self._raise_for_state(current)
                 return current
+            if current.describe() != said:
+                said = current.describe()
+                logger.info("%s", said)
             pause = self.poll_interval
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:  # the last poll came at the deadline: the whole timeout was waited
                     raise _not_ready(current, waited=timeout)
                 pause = min(pause, left)  # poll once more at the deadline, not before it
-            logger.info("%s; polling again in %.0fs", current.describe(), pause)
             time.sleep(pause)
-
-    def _download_v4(self, rid: int) -> dict[str, Any]:
-        """API v4 keeps status and result URLs in one download object."""
-        response = self._http.get(f"downloads/{rid}")
-        if response.status == 404:
-            raise RequestNotFound(
-                f"Datafiniti has no download {rid} for this token. Check the id and that "
-                "the token belongs to the account that made the download."
-            )
-        if response.status != 200 or not isinstance(response.body, dict):
-            raise response.unexpected(f"downloads/{rid}", "a JSON download object")
-        return response.body
-
-    def _results_v4(self, rid: int) -> ResultFiles:
-        download = self._download_v4(rid)
-        # v4 fills "results" while the download runs: only "completed" means done.
-        self._raise_for_state(
-            _parsed(None, f"downloads/{rid}", lambda: DownloadRequest.from_v4(download))
-        )
-        urls = download.get("results") or []
-        if not urls:
-            raise NoResults(f"Download {rid} completed but has no result files.")
-        if not isinstance(urls, list):
-            raise ApiError(f"The API's download {rid} lists its results as something other "
-                           "than a list. Try again later.")  # fmt: skip
-        # v4 gives no per-file dates: the download's last update stands for them.
-        created = download.get("date_updated")
-
-        def files() -> list[ResultFile]:
-            return [
-                ResultFile.from_api({"id": n, "url": url, "date_created": created}, rid, n - 1)
-                for n, url in enumerate(urls, start=1)
-            ]
-
-        return ResultFiles(_parsed(None, f"downloads/{rid}", files))
 
     @staticmethod
     def _raise_for_state(current: DownloadRequest) -> None:
@@ -247,28 +243,4 @@ def _not_ready(current: DownloadRequest, waited: float | None = None) -> Request
         f"Datafiniti is still preparing the download: {current.describe()}{after}. {advice}",
         status_text=current.status,
         progress=current.progress,
-    )
-
-
-def _result_files(body: list[Any], rid: int) -> list[ResultFile]:
-    """Result files in load order: by id (files without one first), then as the API listed them."""
-    files = []
-    for raw in body:
-        if not isinstance(raw, dict):
-            raise ValueError(f"an element is a JSON {type(raw).__name__}, not an object")
-        files.append(ResultFile.from_api(raw, rid))
-    return sorted(files, key=lambda f: f.id)
-
-
-def _parsed(response: ApiResponse | None, path: str, build: Callable[[], _T]) -> _T:
-    """``build()``, with a field the API got wrong turned into an :class:`ApiError`."""
-    problem = ""
-    try:
-        return build()
-    except (ValueError, TypeError, OverflowError) as exc:
-        problem = str(exc)[:200]
-    status = f" (HTTP {response.status})" if response is not None else ""
-    raise ApiError(
-        f"The API's answer to /{path}{status} is not what Datafiniti sends: {problem}. "
-        "Check the API URL (DATAFINITI_API_URL or api_url=); if it is right, try again later."
     )

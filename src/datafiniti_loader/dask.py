@@ -22,7 +22,7 @@ from .cache import FileCache, FileStore, ScratchStore
 from .client import Client
 from .config import resolve_cache_dir, resolve_token
 from .download import Download
-from .loader import LoadOptions, data_schema, open_load, typed_batches, with_provenance
+from .loader import LoadOptions, Sources, data_schema, open_load, typed_batches, with_provenance
 from .models import ResultFile
 from .outputs import to_pandas
 from .readers import read_file
@@ -75,7 +75,7 @@ def _load_partition(part: _Partition) -> pd.DataFrame:
 
 
 def load_dask(
-    request_id: int | str,
+    request_id: Sources,
     options: LoadOptions,
     *,
     columns: Sequence[str] | None = None,

@@ -25,7 +25,7 @@ from pathlib import Path
 from .cache import FileStore
 from .client import Client
 from .errors import DatafinitiError, ResultExpired, StorageError
-from .models import ResultFile
+from .models import FileKey, ResultFile
 from .progress import Progress
 from .transport import Fetched, Partial, Transport, UrlExpired
 
@@ -89,9 +89,11 @@ class Download:
         self.progress = progress or Progress(False, 0, "")
         self.stats = DownloadStats()
         # Keyed by position, id and name: ids can repeat, or be missing.
-        self._local: dict[tuple[int, int, str], Path] = {}
-        self._fresh: dict[tuple[int, int, str], ResultFile] | None = None
-        self._refreshed_once = False
+        self._local: dict[FileKey, Path] = {}
+        # URLs listed again by /results, per request (at most one refresh each per load).
+        self._fresh: dict[FileKey, ResultFile] = {}
+        self._listed: set[int] = set()
+        self._refreshed: set[int] = set()
         self._refresh_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
 
@@ -179,28 +181,28 @@ class Download:
 
     def _current(self, file: ResultFile) -> ResultFile:
         with self._refresh_lock:
-            return file if self._fresh is None else self._fresh.get(file.key, file)
+            return self._fresh.get(file.key, file)
 
     def _with_urls(self, file: ResultFile, *, refresh: bool) -> ResultFile:
-        """The file with a URL from ``/results``.
+        """The file with a URL from its request's ``/results``.
 
         ``refresh=True`` replaces URLs the bucket called expired, at most once
-        per load; ``refresh=False`` only fills in a missing URL.
+        per request and load; ``refresh=False`` only fills in a missing URL.
         """
+        rid = file.request_id
         with self._refresh_lock:
-            stale = refresh and not self._refreshed_once
-            if self._fresh is None or stale:
+            stale = refresh and rid not in self._refreshed
+            if rid not in self._listed or stale:
                 if stale:
-                    logger.info(
-                        "pre-signed URLs expired; fetching fresh ones (request %d)", file.request_id
-                    )
-                    self._refreshed_once = True
-                self._fresh = {f.key: f for f in self.client.results(file.request_id)}
+                    logger.info("pre-signed URLs expired; fetching fresh ones (request %d)", rid)
+                    self._refreshed.add(rid)
+                self._fresh.update((f.key, f) for f in self.client.results(rid))
+                self._listed.add(rid)
             fresh = self._fresh.get(file.key)
         if fresh is None:
             raise DatafinitiError(
                 f"Result file {file.name} (result {file.id}) is no longer among the files "
-                f"of request {file.request_id}. Load the request again."
+                f"of request {rid}. Load the request again."
             )
         return fresh
 

@@ -14,10 +14,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 
 from ._version import __version__
 from .config import ca_bundle
-from .errors import ApiError, AuthenticationError, DatafinitiError
+from .errors import ApiError, AuthenticationError, DatafinitiError, RequestNotFound
 from .retry import RETRYABLE_STATUSES, RetryPolicy
 
 __all__ = ["ApiResponse", "ApiSession", "scrub"]
@@ -41,20 +42,60 @@ class ApiResponse:
     """One API answer: status, decoded JSON body (``None`` when not JSON) and how it looked.
 
     ``content_type`` and ``head`` (its first characters, with URL queries and
-    the token removed) let an error say what came back instead of JSON.
+    the token removed) let an error say what came back instead of JSON;
+    ``said`` is the server's own error message, scrubbed the same way.
     """
 
-    def __init__(self, status: int, body: Any, content_type: str = "", head: str = "") -> None:
+    def __init__(
+        self,
+        status: int,
+        body: Any,
+        content_type: str = "",
+        head: str = "",
+        said: str = "",
+        location: str = "",
+    ) -> None:
         self.status = status
         self.body = body
         self.content_type = content_type
         self.head = head
+        self.said = said
+        #: A redirect's target (path and query removed of secrets), for v3's 303.
+        self.location = location
 
     def message(self) -> str:
         """The server's own words, if it gave any."""
-        if isinstance(self.body, dict):
-            return str(self.body.get("message") or self.body.get("error") or "")[:200]
-        return ""
+        return self.said
+
+    def expect(
+        self,
+        path: str,
+        what: str,
+        *,
+        kind: type | tuple[type, ...] = dict,
+        ok: tuple[int, ...] = (200,),
+        not_found: str | None = None,
+    ) -> Any:
+        """The body, when the status is in ``ok`` and the body is a ``kind``; else a typed error.
+
+        The one place that turns an endpoint's unexpected answer into an
+        error: 404 into :class:`RequestNotFound` (with ``not_found`` as the
+        message) where the endpoint means "no such request", 400 into an
+        :class:`ApiError` with Datafiniti's reason, anything else into an
+        :class:`ApiError` describing what came back.
+        """
+        if self.status == 404 and not_found is not None:
+            raise RequestNotFound(not_found, status=404)
+        if self.status == 400:
+            reason = self.said or "no reason given"
+            raise ApiError(
+                f"Datafiniti refused /{path} (HTTP 400: {reason}). Check the arguments "
+                "(query, data type, format, view, number of records).",
+                status=400,
+            )
+        if self.status not in ok or not isinstance(self.body, kind):
+            raise self.unexpected(path, what)
+        return self.body
 
     def unexpected(self, path: str, what: str) -> ApiError:
         """An :class:`ApiError` saying that ``/path`` answered something other than ``what``."""
@@ -103,8 +144,25 @@ class ApiSession:
         """Close pooled connections."""
         self._session.close()
 
-    def get(self, path: str) -> ApiResponse:
-        """GET ``{api_url}/{path}`` and return its status and JSON body.
+    def get(self, path: str, params: dict[str, str] | None = None) -> ApiResponse:
+        """GET ``{api_url}/{path}`` (safe to repeat: retried on 429, 5xx and lost connections)."""
+        return self.call("GET", path, params=params)
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        json: dict[str, Any] | None = None,
+        follow_redirects: bool = True,
+        spends: bool = False,
+    ) -> ApiResponse:
+        """Send one API call and return its status and JSON body.
+
+        ``spends=True`` marks a call that may create a download (and spend
+        credits): it is repeated only when the API cannot have acted on it
+        (HTTP 429, or no connection was made), never after a lost answer.
 
         Raises
         ------
@@ -114,45 +172,70 @@ class ApiSession:
             When the API cannot be reached, or keeps failing, after all retries.
         """
         url = f"{self.api_url}/{path.lstrip('/')}"
+        retryable = {429} if spends else RETRYABLE_STATUSES
         for attempt in range(self.policy.attempts):
             last_try = attempt == self.policy.attempts - 1
-            response, failure = self._send(url)
+            response, failure = self._send(method, url, params, json, follow_redirects)
             if failure is not None:
                 if isinstance(failure, DatafinitiError):
                     raise failure
+                reason, sent = failure
+                if sent and spends:
+                    raise DatafinitiError(
+                        f"The connection to {self._host} failed after {method} /{path} was sent "
+                        f"({reason}), so Datafiniti may or may not have created the download. "
+                        "Look at your downloads (Datafiniti's portal) before asking again: "
+                        "a second download spends credits again."
+                    )
                 if last_try:
                     raise DatafinitiError(
                         f"Could not reach the Datafiniti API at {self._host} after "
-                        f"{self.policy.attempts} tries ({failure}). Check your "
+                        f"{self.policy.attempts} tries ({reason}). Check your "
                         "network, proxy settings (HTTPS_PROXY) and the API URL."
                     )
                 wait = self.policy.delay(attempt)
-                logger.debug("GET /%s failed (%s); retrying in %.2fs", path, failure, wait)
+                logger.debug("%s /%s failed (%s); retrying in %.2fs", method, path, reason, wait)
                 time.sleep(wait)
                 continue
             assert response is not None
             status = response.status_code
-            logger.debug("GET /%s -> %d", path, status)
-            if status in RETRYABLE_STATUSES and not last_try:
+            logger.debug("%s /%s -> %d", method, path, status)
+            if status in retryable and not last_try:
                 wait = self.policy.delay(attempt, response.headers.get("Retry-After"))
-                logger.debug("retrying GET /%s in %.2fs after HTTP %d", path, wait, status)
+                logger.debug("retrying %s /%s in %.2fs after HTTP %d", method, path, wait, status)
                 response.close()
                 time.sleep(wait)
                 continue
             return self._finish(path, response)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _send(self, url: str) -> tuple[requests.Response | None, DatafinitiError | str | None]:
-        """One GET: the response, or what went wrong (a typed error, or a retryable reason).
+    def _send(
+        self,
+        method: str,
+        url: str,
+        params: dict[str, str] | None,
+        json: dict[str, Any] | None,
+        follow_redirects: bool,
+    ) -> tuple[requests.Response | None, DatafinitiError | tuple[str, bool] | None]:
+        """One call: the response, or what went wrong.
 
-        Failures are returned, not raised from inside ``except``, so that no
-        exception of requests (which holds the request and its auth header)
-        rides along as ``__context__``.
+        What went wrong is a typed error, or a retryable reason and whether
+        the call may have reached the API. Failures are returned, not raised
+        from inside ``except``, so that no exception of requests (which holds
+        the request and its auth header) rides along as ``__context__``.
         """
         timeout = (self.policy.connect_timeout, self.policy.read_timeout)
-        failure: DatafinitiError | str
+        failure: DatafinitiError | tuple[str, bool]
         try:
-            return self._session.get(url, timeout=timeout, allow_redirects=True), None
+            response = self._session.request(
+                method,
+                url,
+                params=params,
+                json=json,
+                timeout=timeout,
+                allow_redirects=follow_redirects,
+            )
+            return response, None
         except requests.exceptions.SSLError:
             failure = DatafinitiError(
                 f"TLS certificate verification failed for {self._host}. If a proxy or "
@@ -165,7 +248,7 @@ class ApiSession:
                 "API URL (DATAFINITI_API_URL or api_url=) and any proxy in between."
             )
         except (requests.ConnectionError, requests.Timeout) as exc:
-            failure = type(exc).__name__
+            failure = (type(exc).__name__, not _never_connected(exc))
         except requests.RequestException as exc:
             failure = ApiError(
                 f"Could not ask the API at {self._host} ({type(exc).__name__}). Check the "
@@ -179,8 +262,16 @@ class ApiSession:
         except (ValueError, RecursionError):
             body = None
         head = scrub(response.text[:_HEAD_CHARS], self._token)
+        said = ""
+        if isinstance(body, dict):
+            said = scrub(str(body.get("message") or body.get("error") or "")[:200], self._token)
         result = ApiResponse(
-            response.status_code, body, response.headers.get("Content-Type", ""), head
+            response.status_code,
+            body,
+            response.headers.get("Content-Type", ""),
+            head,
+            said,
+            scrub(response.headers.get("Location", ""), self._token),
         )
         if response.status_code in (401, 403):
             detail = result.message()
@@ -197,3 +288,20 @@ class ApiSession:
                 status=response.status_code,
             )
         return result
+
+
+def _never_connected(exc: BaseException) -> bool:
+    """True when ``exc`` happened before any byte of the call left (safe to send again)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, urllib3.exceptions.NewConnectionError):
+            return True
+        reason = getattr(seen, "reason", None)
+        if isinstance(reason, BaseException) and reason is not seen:
+            seen = reason
+            continue
+        nested = seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None
+        seen = nested if nested is not seen else None
+    return False

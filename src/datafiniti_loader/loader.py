@@ -23,9 +23,10 @@ import pyarrow as pa
 from .cache import FileCache, FileStore, ScratchStore
 from .client import Client, normalize_request_id
 from .config import CacheSetting, resolve_cache_dir
+from .dedupe import NewestCopies
 from .download import DEFAULT_MAX_WORKERS, Download
 from .errors import ColumnNotFound, ConfigurationError
-from .models import ResultFile
+from .models import DownloadRequest, FileKey, ResultFile
 from .parsed import open_parsed, tee_parsed
 from .progress import Progress, WaitProgress, want_progress
 from .readers import read_file
@@ -45,24 +46,53 @@ __all__ = [
     "LoadOptions",
     "LoadSource",
     "Scan",
+    "Sources",
     "open_load",
     "read_table",
+    "request_ids",
     "require_columns",
 ]
 
 logger = logging.getLogger(__name__)
 
 
+#: What the entry points load: a request id, a :class:`DownloadRequest`, or a list of them.
+Sources = int | str | DownloadRequest | Sequence[int | str | DownloadRequest]
+
+
+def request_ids(sources: Sources) -> list[int]:
+    """The request ids to load, in the order given; a repeat or an empty list is refused."""
+    listed = [sources] if isinstance(sources, int | str | DownloadRequest) else list(sources)
+    if not listed:
+        raise ConfigurationError("No request id given: pass an id, or a list of ids.")
+    ids = [normalize_request_id(s) for s in listed]
+    repeated = sorted({rid for rid in ids if ids.count(rid) > 1})
+    if repeated:
+        raise ConfigurationError(
+            f"Request {repeated[0]} is listed more than once; list each download once."
+        )
+    return ids
+
+
 @dataclass
 class LoadSource:
     """Everything one load needs, opened by :func:`open_load`."""
 
-    request_id: int
+    request_ids: list[int]
     client: Client
     download: Download
     started: float
     #: Keep parsed copies of files for a later read (always when caching).
     keep_parsed: bool = False
+    #: Set for ``dedupe=True``: which download's copy of each record stays.
+    newest: NewestCopies | None = None
+
+    @property
+    def label(self) -> str:
+        """``request 6073``, or ``requests 6073, 6074`` for a merge."""
+        if len(self.request_ids) == 1:
+            return f"request {self.request_ids[0]}"
+        return f"requests {', '.join(map(str, self.request_ids))}"
 
     @property
     def files(self) -> list[ResultFile]:
@@ -104,7 +134,8 @@ class LoadSource:
     def scan(self, keep: bool) -> Scan:
         """Read every file once, deciding column types; keep the batches if asked.
 
-        A file whose parsed copy kept its verdicts is not checked again.
+        A file whose parsed copy kept its verdicts is not checked again. With
+        ``dedupe``, every record's winning copy is decided here too.
         """
         scan = Scan(SchemaBuilder())
         for file, path in self.download.local_files():
@@ -115,6 +146,8 @@ class LoadSource:
             for batch in read.batches:
                 if read.verdicts is None:
                     seen.observe(batch, text=read.text)
+                if self.newest is not None:
+                    self.newest.observe(file, batch)
                 rows += batch.num_rows
                 if keep:
                     held.append(batch)
@@ -122,6 +155,8 @@ class LoadSource:
             scan.builder.merge(read.verdicts or seen)
             scan.files.append((file, held))
             scan.rows[file.key] = rows
+        if self.newest is not None:
+            self.newest.decide()
         return scan
 
 
@@ -141,7 +176,7 @@ class Scan:
     builder: SchemaBuilder
     files: list[tuple[ResultFile, list[pa.RecordBatch]]] = field(default_factory=list)
     #: Rows per file, keyed by :attr:`ResultFile.key` (names and ids can repeat).
-    rows: dict[tuple[int, int, str], int] = field(default_factory=dict)
+    rows: dict[FileKey, int] = field(default_factory=dict)
 
 
 def data_schema(
@@ -200,14 +235,21 @@ def typed_batches(
     batches: Iterator[pa.RecordBatch] | list[pa.RecordBatch],
     schema: pa.Schema,
     provenance: bool,
+    newest: NewestCopies | None = None,
 ) -> Iterator[pa.RecordBatch]:
-    """Conform a file's batches to ``schema`` and append provenance columns."""
+    """Conform a file's batches to ``schema``, append provenance, drop superseded copies.
+
+    ``_source_row`` counts every row of the file, so it points at the row in
+    the file even where ``dedupe`` drops rows before it.
+    """
     origin = Provenance(file.request_id, file.id, file.name, file.date_created)
     row = 0
     for batch in batches:
         typed = conform(batch, schema)
         if provenance:
             typed = add_provenance(typed, origin, row, rows=batch.num_rows)
+        if newest is not None:
+            typed = typed.filter(newest.keep(file, batch))
         row += batch.num_rows
         yield typed
 
@@ -218,7 +260,7 @@ def read_table(source: LoadSource, columns: Sequence[str] | None, provenance: bo
     schema = data_schema(scan.builder, columns, provenance)
     out: list[pa.RecordBatch] = []
     for file, batches in scan.files:
-        out.extend(typed_batches(file, batches, schema, provenance))
+        out.extend(typed_batches(file, batches, schema, provenance, source.newest))
         batches.clear()
     if provenance:
         schema = with_provenance(schema)
@@ -231,16 +273,19 @@ def log_summary(source: LoadSource, rows: int, columns: int, target: str = "") -
     """One INFO line per load, after the progress bars are closed (never inside them)."""
     source.download.progress.close()
     stats = source.download.stats
+    dropped = ""
+    if source.newest is not None:
+        dropped = f", newest copies of {source.newest.repeated_records:,} repeated record(s) kept"
     logger.info(
-        "request %d: %d file(s) (%d downloaded, %d cached, %.1f MB), "
-        "%d rows x %d columns%s in %.2fs",
-        source.request_id,
+        "%s: %d file(s) (%d downloaded, %d cached, %.1f MB), %d rows x %d columns%s%s in %.2fs",
+        source.label,
         len(source.files),
         stats.downloaded_files,
         stats.cached_files,
         stats.bytes_downloaded / 1e6,
         rows,
         columns,
+        dropped,
         f" -> {target}" if target else "",
         time.perf_counter() - source.started,
     )
@@ -257,32 +302,27 @@ class LoadOptions:
     max_workers: int | None = None
     progress: bool | None = None
     retry: RetryPolicy | None = None
+    dedupe: bool = False
 
 
 @contextmanager
 def open_load(
-    request_id: int | str, options: LoadOptions, *, client: Client | None = None
+    sources: Sources, options: LoadOptions, *, client: Client | None = None
 ) -> Iterator[LoadSource]:
-    """Resolve ``request_id`` to its files and set up their download; clean up after."""
+    """Resolve the requests to their files and set up their download; clean up after."""
     started = time.perf_counter()
-    rid = normalize_request_id(request_id)
+    rids = request_ids(sources)
     own_client = client is None
     api = client or Client(token=options.token, api_url=options.api_url, retry=options.retry)
     store: FileStore | None = None
     bars: Progress | None = None
     download: Download | None = None
     try:
-        wait = options.wait
-        if wait is not False:
-            status = WaitProgress(want_progress(options.progress), rid)
-            try:
-                api.wait(rid, timeout=None if wait is True else float(wait), on_poll=status.poll)
-            finally:
-                status.close()
-        files = api.results(rid)
+        files = [f for rid in rids for f in _results(api, rid, options)]
         cache_dir = resolve_cache_dir(options.cache)
         store = ScratchStore() if cache_dir is None else FileCache(cache_dir, api.api_url)
-        bars = Progress(want_progress(options.progress), len(files), f"request {rid}")
+        label = f"request {rids[0]}" if len(rids) == 1 else f"{len(rids)} requests"
+        bars = Progress(want_progress(options.progress), len(files), label)
         transport = Transport(api.retry, on_bytes=bars.add_bytes, on_size=bars.expect_bytes)
         download = Download(
             api,
@@ -292,7 +332,14 @@ def open_load(
             max_workers=options.max_workers or DEFAULT_MAX_WORKERS,
             progress=bars,
         )
-        yield LoadSource(rid, api, download, started, keep_parsed=isinstance(store, FileCache))
+        yield LoadSource(
+            rids,
+            api,
+            download,
+            started,
+            keep_parsed=isinstance(store, FileCache),
+            newest=NewestCopies(rids) if options.dedupe else None,
+        )
     finally:
         if download is not None:
             download.close()  # before the store goes: no download may still be writing
@@ -302,3 +349,15 @@ def open_load(
             store.close()
         if own_client:
             api.close()
+
+
+def _results(api: Client, rid: int, options: LoadOptions) -> list[ResultFile]:
+    """A request's files, after waiting for it if ``options.wait`` says so."""
+    wait = options.wait
+    if wait is not False:
+        status = WaitProgress(want_progress(options.progress), rid)
+        try:
+            api.wait(rid, timeout=None if wait is True else float(wait), on_poll=status.poll)
+        finally:
+            status.close()
+    return api.results(rid)

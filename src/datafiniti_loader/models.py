@@ -15,11 +15,15 @@ from urllib.parse import unquote, urlsplit
 __all__ = [
     "RESULT_LIFETIME",
     "DownloadRequest",
+    "FileKey",
     "ResultFile",
     "ResultFiles",
     "redact_url",
     "whole_number",
 ]
+
+#: A file's identity in a load: request id, position, result id, name.
+FileKey = tuple[int, int, int, str]
 
 #: Datafiniti deletes a result file this long after it was created.
 RESULT_LIFETIME = timedelta(days=7)
@@ -122,9 +126,9 @@ class ResultFile:
     position: int = 0
 
     @property
-    def key(self) -> tuple[int, int, str]:
-        """What identifies the file within its request: position, id and name."""
-        return (self.position, self.id, self.name)
+    def key(self) -> FileKey:
+        """What identifies the file in a load: its request, position, id and name."""
+        return (self.request_id, self.position, self.id, self.name)
 
     @property
     def expires_at(self) -> datetime | None:
@@ -255,18 +259,29 @@ class DownloadRequest:
 
     @classmethod
     def from_v4(cls, raw: dict[str, Any]) -> DownloadRequest:
-        """Build from API v4's download object (``GET /v4/downloads/{id}``)."""
+        """Build from API v4's download object (``GET /v4/downloads/{id}``).
+
+        Its ``id`` comes as a string, an integer, or only as ``_id``; its
+        ``format`` as ``csv`` or (2017-era) ``CSV``.
+        """
         status = str(raw.get("status") or "")
         done = status.lower() == "completed"
+        ident = raw.get("id")
+        if ident is None or ident == "":
+            ident = raw.get("_id")
+        if ident is None or ident == "":
+            raise ValueError("a download object without 'id' or '_id'")
         return cls.from_api(
             {
-                "id": raw.get("id"),
+                "id": ident,
                 "status": status,
-                "numFound": raw.get("num_records"),
+                "error": raw.get("error"),
+                "numFound": raw.get("num_found", raw.get("num_records")),
                 "numRequested": raw.get("num_records"),
                 "numDownloaded": raw.get("num_downloaded"),
                 "dataType": raw.get("data_type"),
-                "dataFormat": raw.get("format"),
+                "dataFormat": str(raw.get("format") or "").lower(),
+                "view": raw.get("view"),
                 "query": raw.get("query"),
                 "date_started": raw.get("date_started"),
                 "date_completed": raw.get("date_updated") if done else None,

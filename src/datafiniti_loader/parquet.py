@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -35,6 +35,7 @@ from .loader import (
     typed_batches,
     with_provenance,
 )
+from .models import FileKey
 from .publish import (
     METADATA_KEY,
     check_target,
@@ -135,9 +136,8 @@ def write_parquet(
     by = [partition_by] if isinstance(partition_by, str) else list(partition_by or [])
     require_columns(by, schema.names, "Cannot partition by a column this load lacks:")
     about = _metadata(source, scan.rows)
-    rows = sum(scan.rows.values())
     schema = schema.with_metadata({METADATA_KEY: json.dumps(about)})
-    batches = _all_batches(source, schema, provenance)
+    batches = _RowCounter(_all_batches(source, schema, provenance))
 
     staging = staging_path(target)
     try:
@@ -149,6 +149,7 @@ def write_parquet(
         written = sorted(p for p in fs.find(staging) if p.endswith(".parquet"))
         relative = tuple(p[len(staging) :].lstrip("/") for p in written)
         sizes = sum(fs.size(p) for p in written)
+        rows = batches.rows
         write_manifest(fs, staging, {**about, "files": list(relative), "rows": rows})
         publish(fs, staging, target, str(path), overwrite)
     except BaseException as exc:
@@ -180,7 +181,7 @@ def _unwritable(path: str, exc: OSError) -> StorageError:
     )
 
 
-def _write_single(batches: Iterator[pa.RecordBatch], fs: Any, path: str, schema: pa.Schema) -> None:
+def _write_single(batches: Iterable[pa.RecordBatch], fs: Any, path: str, schema: pa.Schema) -> None:
     """One file; a row group each time about ``_ROW_GROUP_BYTES`` of Arrow data has gathered."""
     pending: list[pa.RecordBatch] = []
     gathered = 0
@@ -197,7 +198,7 @@ def _write_single(batches: Iterator[pa.RecordBatch], fs: Any, path: str, schema:
 
 
 def _write_partitioned(
-    batches: Iterator[pa.RecordBatch], fs: Any, staging: str, schema: pa.Schema, by: list[str]
+    batches: Iterable[pa.RecordBatch], fs: Any, staging: str, schema: pa.Schema, by: list[str]
 ) -> None:
     """Hive-style directories through pyarrow's dataset writer (which buffers more)."""
     pds.write_dataset(
@@ -221,13 +222,30 @@ def _all_batches(
     data = pa.schema([f for f in schema if f.name not in PROVENANCE_SCHEMA.names])
     for file, path in source.download.local_files():
         read = source.batches_of(file, path)
-        for batch in typed_batches(file, read.batches, data, provenance):
+        for batch in typed_batches(file, read.batches, data, provenance, source.newest):
             yield batch.replace_schema_metadata(schema.metadata)
 
 
-def _metadata(source: LoadSource, counts: dict[tuple[int, int, str], int]) -> dict[str, Any]:
+class _RowCounter:
+    """Batches passed through, counting rows (``dedupe`` decides how many as they go)."""
+
+    def __init__(self, batches: Iterator[pa.RecordBatch]) -> None:
+        self._batches = batches
+        self.rows = 0
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        for batch in self._batches:
+            self.rows += batch.num_rows
+            yield batch
+
+
+def _metadata(source: LoadSource, counts: dict[FileKey, int]) -> dict[str, Any]:
+    single = {"request_id": source.request_ids[0]} if len(source.request_ids) == 1 else {}
     return {
-        "request_id": source.request_id,
+        **single,
+        "request_ids": source.request_ids,
+        "deduplicated": source.newest is not None,
+        "file_request_ids": [f.request_id for f in source.files],
         "result_ids": [f.id for f in source.files],
         "files": [f.name for f in source.files],
         "row_counts": [counts.get(f.key, 0) for f in source.files],

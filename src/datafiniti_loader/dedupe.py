@@ -1,0 +1,171 @@
+"""Merging repeated downloads: for every record ``id``, only the newest copy's rows stay.
+
+Customers pull the same records again and again (weekly updates, a query
+run twice). A record's copy in one download is all of that download's rows
+with its ``id`` (flat views give one row per review or price), dated by its
+newest ``dateUpdated``. The copy with the newest date wins, ties going to the
+download later in the list; every row of the winning copy stays and every
+row of the other copies goes, even when the newer copy has fewer rows.
+
+The decision needs every download's ids before the first row is written, so
+it is made in the first pass of a load, from a small index of
+``(id, newest date, download)`` per record (about 50 bytes each), never from
+the rows themselves: Parquet conversions keep their bounded memory.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .errors import ColumnNotFound, ParseError
+from .models import ResultFile
+
+__all__ = ["ID_COLUMN", "UPDATED_COLUMN", "NewestCopies"]
+
+#: The record identity and the date that orders copies of it.
+ID_COLUMN = "id"
+UPDATED_COLUMN = "dateUpdated"
+
+_WHEN = pa.timestamp("ms", "UTC")
+_OLDEST = -(2**62)
+
+
+class NewestCopies:
+    """Which download holds each record's newest copy.
+
+    Parameters
+    ----------
+    request_ids : list of int
+        The downloads in the order the user listed them (later wins ties).
+
+    Call :meth:`observe` with every batch of every file, then :meth:`decide`
+    once; :meth:`keep` then says which rows of a batch stay.
+    """
+
+    def __init__(self, request_ids: list[int]) -> None:
+        self._order = {rid: n for n, rid in enumerate(request_ids)}
+        self._seen: list[pa.Table] = []
+        self._winners: dict[int, pa.Array] | None = None
+        #: Records seen in more than one download (known after :meth:`decide`).
+        self.repeated_records = 0
+
+    def observe(self, file: ResultFile, batch: pa.RecordBatch) -> None:
+        """Note the ids and dates of one batch of ``file`` (as read, before typing)."""
+        ids, when = _identity(file, batch)
+        present = pc.is_valid(ids)
+        table = pa.table({"id": ids, "when": when}).filter(present)
+        # A flat view repeats a record on many rows: keep one line per id early.
+        table = table.group_by("id").aggregate([("when", "max")])
+        order = pa.array([self._order[file.request_id]] * table.num_rows, pa.int32())
+        self._seen.append(table.append_column("download", order))
+
+    def decide(self) -> None:
+        """Pick every record's winning download (newest date, then the later download)."""
+        seen = pa.concat_tables(self._seen) if self._seen else _empty()
+        self._seen = []
+        copies = seen.group_by(["id", "download"]).aggregate([("when_max", "max")])
+        copies = copies.select(["id", "download", "when_max_max"])
+        copies = copies.rename_columns(["id", "download", "when"])
+        # A copy without a date is older than any dated one.
+        undated = pa.scalar(_OLDEST, _WHEN)
+        copies = copies.set_column(2, "when", pc.fill_null(copies["when"], undated))
+        ranked = copies.sort_by(
+            [("id", "ascending"), ("when", "descending"), ("download", "descending")]
+        )
+        ids = ranked["id"].combine_chunks()
+        first = _starts_of_runs(ids)
+        winners = ranked.filter(first)
+        self.repeated_records = ranked.num_rows - winners.num_rows
+        self._winners = {}
+        for download in set(self._order.values()):
+            chosen = winners.filter(pc.equal(winners["download"], download))["id"]
+            self._winners[download] = chosen.combine_chunks()
+
+    def keep(self, file: ResultFile, batch: pa.RecordBatch) -> pa.Array:
+        """Which rows of ``batch`` belong to winning copies (rows without an id stay)."""
+        if self._winners is None:
+            raise RuntimeError("decide() first")
+        ids, _ = _identity(file, batch, dates=False)
+        winning = self._winners[self._order[file.request_id]]
+        return pc.or_(pc.is_in(ids, value_set=winning), pc.is_null(ids))
+
+
+def _identity(
+    file: ResultFile, batch: pa.RecordBatch, *, dates: bool = True
+) -> tuple[pa.Array, pa.Array]:
+    """The batch's ids as text and its dates as UTC timestamps."""
+    names = batch.schema.names
+    missing = [c for c in (ID_COLUMN, UPDATED_COLUMN) if c not in names]
+    if missing:
+        raise ColumnNotFound(
+            f"dedupe=True needs the columns {ID_COLUMN!r} and {UPDATED_COLUMN!r} in every "
+            f"file, and {file.name} (request {file.request_id}) has no {missing[0]!r}. "
+            "Download with a view that includes them, or load without dedupe."
+        )
+    ids = batch.column(ID_COLUMN)
+    if not pa.types.is_string(ids.type):
+        ids = pc.cast(ids, pa.string())
+    if not dates:
+        return ids, ids
+    return ids, _timestamps(batch.column(UPDATED_COLUMN), file)
+
+
+def _timestamps(values: pa.Array, file: ResultFile) -> pa.Array:
+    """``dateUpdated`` as UTC timestamps; a value that is no date is a :class:`ParseError`."""
+    if pa.types.is_timestamp(values.type):
+        typed = values if values.type.tz else pc.assume_timezone(values, "UTC")
+        return pc.cast(typed, _WHEN)
+    if pa.types.is_null(values.type):
+        return pa.nulls(len(values), _WHEN)
+    text = pc.cast(values, pa.string())
+    text = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+    try:
+        return pc.cast(text, _WHEN)  # ISO 8601 with Z, as Datafiniti writes them
+    except pa.ArrowInvalid:
+        pass
+    try:  # without a zone: UTC, as every Datafiniti date is
+        return pc.assume_timezone(pc.cast(text, pa.timestamp("ms")), "UTC")
+    except pa.ArrowInvalid:
+        pass
+    bad = _first_unparsed(text)
+    raise ParseError(
+        f"dedupe=True orders copies by {UPDATED_COLUMN!r}, and {file.name} (request "
+        f"{file.request_id}) has {bad!r} there, which is not a date. Load without dedupe "
+        "and check that column.",
+        file=file.name,
+    )
+
+
+def _first_unparsed(text: pa.Array) -> str:
+    for value in text.to_pylist():
+        if value is None:
+            continue
+        for target in (_WHEN, pa.timestamp("ms")):
+            try:
+                pc.cast(pa.array([value]), target)
+                break
+            except pa.ArrowInvalid:
+                continue
+        else:
+            return str(value)[:60]
+    return "?"
+
+
+def _starts_of_runs(sorted_ids: pa.Array) -> pa.Array:
+    """True where a value differs from the one before it (the first row of each id)."""
+    n = len(sorted_ids)
+    if n == 0:
+        return pa.array([], pa.bool_())
+    differs = pc.not_equal(sorted_ids.slice(1), sorted_ids.slice(0, n - 1))
+    return pa.concat_arrays([pa.array([True]), differs])
+
+
+def _empty() -> pa.Table:
+    return pa.table(
+        {
+            "id": pa.array([], pa.string()),
+            "when_max": pa.array([], _WHEN),
+            "download": pa.array([], pa.int32()),
+        }
+    )
