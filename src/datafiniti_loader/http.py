@@ -181,11 +181,9 @@ class ApiSession:
                     raise failure
                 reason, sent = failure
                 if sent and spends:
-                    raise DatafinitiError(
-                        f"The connection to {self._host} failed after {method} /{path} was sent "
-                        f"({reason}), so Datafiniti may or may not have created the download. "
-                        "Look at your downloads (Datafiniti's portal) before asking again: "
-                        "a second download spends credits again."
+                    raise _maybe_created(
+                        f"The connection to {self._host} failed after {method} /{path} was "
+                        f"sent ({reason})"
                     )
                 if last_try:
                     raise DatafinitiError(
@@ -200,6 +198,11 @@ class ApiSession:
             assert response is not None
             status = response.status_code
             logger.debug("%s /%s -> %d", method, path, status)
+            if spends and status in RETRYABLE_STATUSES and status not in retryable:
+                response.close()
+                raise _maybe_created(
+                    f"Datafiniti answered {method} /{path} with HTTP {status}", status
+                )
             if status in retryable and not last_try:
                 wait = self.policy.delay(attempt, response.headers.get("Retry-After"))
                 logger.debug("retrying %s /%s in %.2fs after HTTP %d", method, path, wait, status)
@@ -288,6 +291,16 @@ class ApiSession:
                 status=response.status_code,
             )
         return result
+
+
+def _maybe_created(what: str, status: int | None = None) -> DatafinitiError:
+    """A call that may have created a download failed: say why it is not sent again."""
+    return DatafinitiError(
+        f"{what}, so Datafiniti may or may not have created the download. Look at your "
+        "downloads (Datafiniti's portal) before asking again: a second download spends "
+        "credits again.",
+        status=status,
+    )
 
 
 def _never_connected(exc: BaseException) -> bool:

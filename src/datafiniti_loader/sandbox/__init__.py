@@ -34,9 +34,17 @@ from typing import Any
 from .server import ApiHandler, BucketHandler, Faults, LogEntry, SandboxServer, aware_now
 from .signing import MAX_EXPIRES, Signer
 
-__all__ = ["Faults", "LogEntry", "Sandbox", "SandboxRequest"]
+__all__ = ["Creation", "Faults", "LogEntry", "Sandbox", "SandboxQuery", "SandboxRequest"]
 
 _BUCKET = "datafiniti-downloads"
+
+#: Which fixture request answers every query of a data type and format.
+_FIXTURE_QUERIES = {
+    "products": ("products", "csv"),
+    "products_json": ("products", "json"),
+    "businesses": ("businesses", "csv"),
+    "properties": ("properties", "json"),
+}
 
 
 @dataclass
@@ -65,6 +73,11 @@ class SandboxRequest:
     reported_created: datetime | None = None
     #: What ``/results`` reports as each file's ``id`` (``None``: leave it out).
     reported_ids: list[int | None] | None = None
+    #: Of the pending polls, how many first say ``queued`` (v4) before ``running``.
+    queued_polls: int = 0
+    query: str = "sandbox"
+    view: str = "default"
+    polls_taken: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @functools.cached_property
@@ -82,20 +95,52 @@ class SandboxRequest:
     def poll(self) -> dict[str, Any]:
         """The ``/requests`` record; each poll brings a pending request one step closer."""
         with self.lock:
-            pending = self.pending_polls
-            if pending > 0:
+            state = self._state()
+            if self.pending_polls > 0:
                 self.pending_polls -= 1
-            status = "STARTED" if pending > 0 else self.status
-            done = self.records if pending <= 0 else self.records // (pending + 1)
+            self.polls_taken += 1
+        return state
+
+    def peek(self) -> dict[str, Any]:
+        """The ``/requests`` record, without counting as a poll."""
+        with self.lock:
+            return self._state()
+
+    def cancel(self) -> bool:
+        """Stop a running download where it is (v4's DELETE); False if it already ended."""
+        with self.lock:
+            if self.pending_polls <= 0 or self.status != "COMPLETED":
+                return False
+            state = self._state()
+            self.files = self.files_written(state)
+            self.records_given = state["numDownloaded"]
+            self.__dict__.pop("records", None)
+            self.status, self.pending_polls = "CANCELLED", 0
+            return True
+
+    def files_written(self, state: dict[str, Any]) -> list[tuple[int, ServedObject]]:
+        """The files written by ``state``: all once it ended, a share while it runs."""
+        if state["status"] not in ("QUEUED", "STARTED"):
+            return self.files
+        share = state["numDownloaded"] / state["numRequested"] if state["numRequested"] else 0
+        return self.files[: int(len(self.files) * share)]
+
+    def _state(self) -> dict[str, Any]:
+        pending = self.pending_polls
+        if pending > 0:
+            status = "QUEUED" if self.polls_taken < self.queued_polls else "STARTED"
+            done = 0 if status == "QUEUED" else self.records // (pending + 1)
+        else:
+            status, done = self.status, self.records
         stamp = f"{self.created:%Y-%m-%d %H:%M:%S}"
         fmt = "csv" if all(o.name.endswith(".csv") for _, o in self.files) else "json"
         return {
             "id": self.id,
             "records": "",
-            "query": "sandbox",
+            "query": self.query,
             "dataType": self.data_type,
             "dataFormat": fmt,
-            "view": "default",
+            "view": self.view,
             "status": status,
             "error": self.error,
             "numDownloaded": done,
@@ -104,6 +149,29 @@ class SandboxRequest:
             "date_started": stamp,
             "date_completed": stamp if status == "COMPLETED" else "",
         }
+
+
+@dataclass
+class SandboxQuery:
+    """Files a query matches, served as a new download each time one is created."""
+
+    files: list[Path]
+    records: int
+
+
+@dataclass(frozen=True)
+class Creation:
+    """A download-creating (or counting) call the sandbox received, without its auth value.
+
+    ``params`` is v3's query string or v4's JSON body; ``auth`` the scheme
+    (``Basic`` or ``Bearer``) the call carried.
+    """
+
+    version: str
+    method: str
+    path: str
+    params: dict[str, Any]
+    auth: str
 
 
 class Sandbox:
@@ -148,6 +216,13 @@ class Sandbox:
         self.clock_offset = timedelta(0)
         self.requests: dict[int, SandboxRequest] = {}
         self.objects: dict[str, ServedObject] = {}
+        #: Registered queries, by (data type, format, query text); "*" matches any text.
+        self.queries: dict[tuple[str, str, str], SandboxQuery] = {}
+        #: Every download-creating call received, in order.
+        self.creations: list[Creation] = []
+        #: How a created download answers polls: this many ``queued``, then ``running``.
+        self.creation_polls = (1, 1)
+        self._create_lock = threading.Lock()
         self._ids = itertools.count(6073)
         self._result_ids = itertools.count(1)
         self._api = SandboxServer((host, port), ApiHandler, self, tls)
@@ -196,6 +271,9 @@ class Sandbox:
     def add_fixture_requests(self, directory: Path | None = None) -> dict[str, int]:
         """Serve the built-in fixtures as requests; return their ids by name.
 
+        Any query of products, businesses or properties then downloads (and
+        counts) the fixtures of that type: CSV, or JSON for ``format="json"``.
+
         The files come from ``directory`` (the project's ``data/fixtures``),
         else they are generated into a directory that :meth:`close` removes.
         """
@@ -207,6 +285,8 @@ class Sandbox:
             files = write_fixtures(self._scratch.name)
         else:
             files = {n: [directory / f for f in names] for n, names in FIXTURE_REQUESTS.items()}
+        for name, (data_type, fmt) in _FIXTURE_QUERIES.items():
+            self.add_query("*", files[name], data_type=data_type, format=fmt)
         return {name: self.add_request(paths) for name, paths in files.items()}
 
     def __enter__(self) -> Sandbox:
@@ -277,6 +357,60 @@ class Sandbox:
             reported_ids=result_ids,
         )
         return rid
+
+    def add_query(
+        self,
+        query: str,
+        files: list[str | os.PathLike[str]] | list[Path],
+        *,
+        data_type: str = "products",
+        format: str = "csv",
+        records: int | None = None,
+    ) -> None:
+        """Have downloads (and counts) of ``query`` serve ``files``.
+
+        ``query="*"`` answers every query of that data type and format that
+        no other registration names. A query nothing answers counts 0, and
+        creating a download of it gets v3's ``400 numRequested cannot be <= 0``.
+        """
+        paths = [Path(p) for p in files]
+        if records is None:
+            records = sum(_count_records(ServedObject(p.name, p, 0, "")) for p in paths)
+        self.queries[(data_type, format.lower(), query)] = SandboxQuery(paths, records)
+
+    def match(self, data_type: str, format: str, query: str) -> SandboxQuery | None:
+        """The registration answering ``query``, if any (and with records)."""
+        key = (data_type, format.lower())
+        found = self.queries.get((*key, query.strip())) or self.queries.get((*key, "*"))
+        return found if found is not None and found.records > 0 else None
+
+    def create_download(
+        self, found: SandboxQuery, query: str, data_type: str, wanted: int, view: str | None
+    ) -> SandboxRequest:
+        """A new request serving ``found``'s files, going queued -> running -> completed."""
+        queued, running = self.creation_polls
+        with self._create_lock:
+            rid = next(self._ids)
+            while rid in self.requests:
+                rid = next(self._ids)
+            self.add_request(
+                found.files,
+                request_id=rid,
+                pending_polls=queued + running,
+                records=min(wanted, found.records),
+            )
+        request = self.requests[rid]
+        request.queued_polls = queued
+        request.data_type = data_type
+        request.view = view or "default"
+        request.query = query
+        return request
+
+    def note_creation(
+        self, version: str, method: str, path: str, params: dict[str, Any], auth: str
+    ) -> None:
+        """Keep what a creating call asked (for tests: the right verb, path and arguments)."""
+        self.creations.append(Creation(version, method, path.split("?", 1)[0], params, auth))
 
     def result_entry(
         self, request: SandboxRequest, result_id: int, obj: ServedObject, expired: bool

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
 
 if TYPE_CHECKING:
     from . import Sandbox
@@ -173,33 +173,12 @@ class ApiHandler(_Handler):
     name = "api"
 
     def do_GET(self) -> None:
-        """Answer v3's /results and /requests, and v4's /downloads (after faults and auth)."""
-        fault = self.sandbox.faults.take(self.sandbox.faults.api_errors)
-        if fault is not None:
-            status, retry_after = fault
-            extra = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else {}
-            return self.json(
-                status, {"error": "Fault", "message": "injected fault", "code": status}, extra
-            )
-        raw = self.sandbox.faults.take(self.sandbox.faults.api_bodies)
-        if raw is not None:
-            status, content_type, body = raw
-            return self.send_body(status, body, content_type)
-        redirect = self.sandbox.faults.api_redirect
-        if redirect:
-            return self.send_body(302, b"", "text/plain", {"Location": redirect})
-        if not self._authorized():
-            return self.json(
-                401,
-                {
-                    "error": "Unauthorized",
-                    "message": "Authentication required. Please provide a valid API token",
-                    "code": 401,
-                },
-            )
-        parts = self.path.split("?", 1)[0].strip("/").split("/")
+        """Answer v3's /results, /requests and /data, and v4's /downloads."""
+        if self._answered_before_routing():
+            return
+        parts = self._parts()
         if len(parts) == 3 and parts[:2] == ["v4", "downloads"]:
-            request = self.sandbox.requests.get(int(parts[2])) if parts[2].isdigit() else None
+            request = self._known(parts[2])
             if request is None:
                 return self.json(404, {"error": "Not Found", "message": "Download not found"})
             return self.json(200, self._download_v4(request))
@@ -212,7 +191,112 @@ class ApiHandler(_Handler):
             if parts[1] == "requests":
                 return self._request(request)
             return self._results(request)
-        return self.json(404, {"error": "Not Found", "message": "No such endpoint", "code": 404})
+        if len(parts) == 3 and parts[:2] == ["v3", "data"]:
+            return self._create_v3(parts[2])
+        return self._no_endpoint()
+
+    def do_POST(self) -> None:
+        """v4's ``POST /v4/{type}/search``: a count (``num_records: 0``) or a new download."""
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        if self._answered_before_routing():
+            return
+        parts = self._parts()
+        if len(parts) != 3 or parts[0] != "v4" or parts[2] != "search":
+            return self._no_endpoint()
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("query"), str):
+            return self.json(400, {"message": "A JSON body with a 'query' is required"})
+        found = self.sandbox.match(parts[1], str(body.get("format") or "csv"), body["query"])
+        wanted = body.get("num_records")
+        if not body.get("download"):
+            if wanted == 0:
+                count = found.records if found else 0
+                return self.json(200, {"num_found": count, "total_cost": 0, "records": []})
+            return self.json(400, {"message": "The sandbox serves counts and downloads only"})
+        self.sandbox.note_creation("v4", "POST", self.path, body, "Bearer")
+        if found is None or not isinstance(wanted, int) or wanted <= 0:
+            return self.json(400, {"message": "numRequested cannot be <= 0"})
+        request = self.sandbox.create_download(
+            found, body["query"], parts[1], wanted, body.get("view")
+        )
+        return self.json(202, self._download_v4(request, poll=False))
+
+    def do_DELETE(self) -> None:
+        """v4's ``DELETE /v4/downloads/{id}``: stop a download; files written so far stay."""
+        if self._answered_before_routing():
+            return
+        parts = self._parts()
+        if len(parts) != 3 or parts[:2] != ["v4", "downloads"]:
+            return self._no_endpoint()
+        request = self._known(parts[2])
+        if request is None:
+            return self.json(404, {"error": "Not Found", "message": "Download not found"})
+        if not request.cancel():
+            return self.json(400, {"message": f"Download is already {request.status.lower()}"})
+        return self.json(200, self._download_v4(request, poll=False))
+
+    def _create_v3(self, data_type: str) -> None:
+        """``GET /v3/data/{type}?q=..&download=true``: 303 to the new request."""
+        query = {k: v[-1] for k, v in parse_qs(self.path.partition("?")[2]).items()}
+        self.sandbox.note_creation("v3", "GET", self.path, query, "Basic")
+        if query.get("download") != "true":
+            return self.json(400, {"message": "The sandbox serves downloads only"})
+        found = self.sandbox.match(data_type, query.get("format", "csv"), query.get("q", ""))
+        records = query.get("records")
+        if found is None or (records is not None and not records.isdigit()):
+            return self.json(
+                400,
+                {"error": "Bad Request", "message": "numRequested cannot be <= 0", "code": 400},
+            )
+        wanted = int(records) if records is not None else found.records
+        request = self.sandbox.create_download(
+            found, query.get("q", ""), data_type, wanted, query.get("view")
+        )
+        return self.send_body(303, b"", "text/plain", {"Location": f"/v3/requests/{request.id}"})
+
+    def _answered_before_routing(self) -> bool:
+        """Serve a queued fault, a redirect or a 401 instead of the real answer."""
+        fault = self.sandbox.faults.take(self.sandbox.faults.api_errors)
+        if fault is not None:
+            status, retry_after = fault
+            extra = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else {}
+            self.json(
+                status, {"error": "Fault", "message": "injected fault", "code": status}, extra
+            )
+            return True
+        raw = self.sandbox.faults.take(self.sandbox.faults.api_bodies)
+        if raw is not None:
+            status, content_type, body = raw
+            self.send_body(status, body, content_type)
+            return True
+        redirect = self.sandbox.faults.api_redirect
+        if redirect:
+            self.send_body(302, b"", "text/plain", {"Location": redirect})
+            return True
+        if not self._authorized():
+            self.json(
+                401,
+                {
+                    "error": "Unauthorized",
+                    "message": "Authentication required. Please provide a valid API token",
+                    "code": 401,
+                },
+            )
+            return True
+        return False
+
+    def _parts(self) -> list[str]:
+        return self.path.split("?", 1)[0].strip("/").split("/")
+
+    def _known(self, ident: str) -> Any:
+        return self.sandbox.requests.get(int(ident)) if ident.isdigit() else None
+
+    def _no_endpoint(self) -> None:
+        self.json(404, {"error": "Not Found", "message": "No such endpoint", "code": 404})
 
     def _authorized(self) -> bool:
         header = self.headers.get("Authorization", "")
@@ -231,20 +315,22 @@ class ApiHandler(_Handler):
             return self.json(
                 404, {"error": "Not Found", "message": "Request not found", "code": 404}
             )
-        return self.json(200, [request.poll()])
-
-    def _download_v4(self, request: Any) -> dict[str, Any]:
-        """API v4's download object: status, counts and (once running) result URLs."""
         state = request.poll()
-        status = {"STARTED": "running", "COMPLETED": "completed"}.get(
+        if state["status"] == "QUEUED":  # v3 knows no queue: its requests start at once
+            state["status"] = "STARTED"
+        return self.json(200, [state])
+
+    def _download_v4(self, request: Any, *, poll: bool = True) -> dict[str, Any]:
+        """API v4's download object: status, counts, and the result URLs written so far."""
+        state = request.poll() if poll else request.peek()
+        status = {"QUEUED": "queued", "STARTED": "running", "COMPLETED": "completed"}.get(
             state["status"], state["status"].lower()
         )
         if state["error"]:
             status = "cancelled"
         expired = self.sandbox.faults.take_expired_signing()
-        urls = [
-            self.sandbox.result_entry(request, rid, f, expired)["url"] for rid, f in request.files
-        ]
+        written = request.files_written(state)
+        urls = [self.sandbox.result_entry(request, rid, f, expired)["url"] for rid, f in written]
         stamp = request.created.strftime("%Y-%m-%dT%H:%M:%S.000Z")
         return {
             "id": str(request.id),
@@ -253,8 +339,8 @@ class ApiHandler(_Handler):
             "num_records": state["numRequested"],
             "num_downloaded": state["numDownloaded"],
             "data_type": request.data_type,
-            "query": "sandbox",
-            "results": urls if status in ("running", "completed") else [],
+            "query": state["query"],
+            "results": urls,
             "date_started": stamp,
             "date_updated": stamp,
         }
