@@ -136,6 +136,50 @@ dataset.to_table(
 ).to_pandas().head()""",
     ),
     (
+        "md",
+        """## From a query to data
+
+The whole flow without the portal: `count` says how many records match (API
+v4, free: it creates nothing), `create_download` asks for them (every record
+costs credits, so `num_records` is always explicit), `wait` polls until the
+download is complete, and `load_results` takes the request it returns. Here
+the download is created only against the sandbox; with a real token, set
+`CREATE = True` when you mean to spend credits.""",
+    ),
+    (
+        "code",
+        """from datafiniti_loader import count, create_download
+
+v4 = {**connection, "api_url": sandbox.api_url_v4 if sandbox else "https://api.datafiniti.co/v4"}
+QUERY = "brand:Sony"
+count(QUERY, data_type="products", **v4)""",
+    ),
+    (
+        "code",
+        """CREATE = sandbox is not None
+if CREATE:
+    request = create_download(QUERY, data_type="products", num_records=20, **v4)
+    with Client(**v4) as api:
+        request = api.wait(request)  # queued -> running -> completed
+    fresh = load_results(request, **v4)
+    print(request.describe())
+    print(f"{len(fresh):,} rows, {fresh['id'].nunique()} records")""",
+    ),
+    (
+        "md",
+        """Repeated downloads of the same records (a weekly
+`dateUpdated:[2026-11-01 TO *]` pull) merge with `dedupe=True`: for each
+record `id`, only the rows of the copy with the newest `dateUpdated` stay
+(ties: the later download in the list).""",
+    ),
+    (
+        "code",
+        """if CREATE:
+    merged = load_results([REQUEST_ID, request.id], dedupe=True, **connection)
+    print(f"{len(df) + len(fresh):,} rows in the two downloads, {len(merged):,} after dedupe")
+    print("rows per request:", merged.groupby("_request_id").size().to_dict())""",
+    ),
+    (
         "code",
         """client.close()
 scratch.cleanup()

@@ -3,7 +3,9 @@
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -222,3 +224,91 @@ def test_each_verb_offers_only_options_that_mean_something_and_explains_them() -
     for name, sub in verbs.choices.items():
         unexplained = [a.dest for a in sub._actions if not a.help]
         assert unexplained == [], f"{name}: {unexplained}"
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """``datafiniti-loader sandbox`` in its own process; the settings it prints."""
+    import signal
+
+    server = subprocess.Popen(
+        [sys.executable, "-m", "datafiniti_loader.cli", "sandbox"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdout is not None
+    settings = {"DATAFINITI_CACHE_DIR": str(tmp_path / "cache")}
+    while "v4" not in settings:
+        line = server.stdout.readline()
+        assert line, server.stderr.read() if server.stderr else ""
+        if line.startswith("export "):
+            key, value = line.removeprefix("export ").strip().split("=", 1)
+            settings[key] = value
+        if line.startswith("API v4"):
+            settings["v4"] = line.strip().split("=", 1)[1]
+    yield settings
+    server.send_signal(signal.SIGINT)
+    server.communicate(timeout=30)
+
+
+def run_in(settings: dict[str, str], *args: str, v4: bool = False, answer: str = "") -> Any:
+    env = {k: v for k, v in settings.items() if k != "v4"}
+    if v4:
+        env["DATAFINITI_API_URL"] = settings["v4"]
+    full_env = {**os.environ, **env}
+    return subprocess.run(
+        [sys.executable, "-m", "datafiniti_loader.cli", *args],
+        input=answer,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=120,
+    )
+
+
+def test_count_download_cancel_and_merge_against_the_sandbox(
+    served: dict[str, str], tmp_path: Path
+) -> None:
+    counted = run_in(served, "count", "brand:Sony", "--type", "products", v4=True)
+    assert counted.returncode == 0, counted.stderr
+    assert counted.stdout.strip() == "36 products record(s) match 'brand:Sony'"
+    on_v3 = run_in(served, "count", "brand:Sony")
+    assert on_v3.returncode == 1 and "needs API v4" in on_v3.stderr
+
+    # Without --yes it asks; anything but yes creates nothing.
+    refused = run_in(served, "download", "brand:Sony", "--records", "10", v4=True, answer="n\n")
+    assert refused.returncode == 1 and "no download created" in refused.stderr
+    assert "36 products record(s) match; the download would hold 10" in refused.stdout
+    assert "created" not in refused.stdout
+
+    out = tmp_path / "sony"
+    made = run_in(
+        served, "-q", "download", "brand:Sony", "--records", "all", "--output", str(out),
+        v4=True, answer="yes\n",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    first = made.stdout.split("created download request ")[1].split()[0]
+    assert "wrote 72 rows" in made.stdout and list(out.glob("*.parquet"))
+
+    again = run_in(served, "download", "brand:Sony", "--records", "5", "--yes", "--wait", "-q")
+    assert again.returncode == 0, again.stderr  # v3: no count, no question with --yes
+    assert "API v3 cannot count" in again.stdout and "is COMPLETED" in again.stdout
+    second = again.stdout.split("created download request ")[1].split()[0]
+
+    merged = tmp_path / "merged"
+    loaded = run_in(served, "load", first, second, "--dedupe", "-o", str(merged), "-q")
+    assert loaded.returncode == 0, loaded.stderr
+    import pandas as pd
+
+    frame = pd.read_parquet(merged)
+    assert len(frame) == 72 and set(frame["_request_id"]) == {int(second)}  # ties: the later
+
+    running = run_in(served, "download", "brand:Sony", "--records", "3", "--yes", v4=True)
+    rid = running.stdout.split("created download request ")[1].split()[0]
+    assert f"next: datafiniti-loader load {rid} --wait" in running.stdout
+    cancelled = run_in(served, "cancel", rid, v4=True)
+    assert cancelled.returncode == 0 and f"request {rid} is cancelled" in cancelled.stdout
+    late = run_in(served, "load", rid, "--wait", "-o", str(tmp_path / "late"), "-q", v4=True)
+    assert late.returncode == 1 and "cancelled" in late.stderr

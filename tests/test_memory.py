@@ -19,10 +19,12 @@ CONVERT = r"""
 import sys
 from datafiniti_loader import to_parquet
 from datafiniti_loader.sandbox import Sandbox
+dedupe = sys.argv[2] == "dedupe"  # each file its own download, merged by record id
 with Sandbox() as sandbox:
-    rid = sandbox.add_request(sys.argv[2:])
+    files = sys.argv[3:]
+    rid = [sandbox.add_request([f]) for f in files] if dedupe else sandbox.add_request(files)
     summary = to_parquet(rid, sys.argv[1], token=sandbox.token, api_url=sandbox.api_url,
-                         cache=False, progress=False)
+                         cache=False, progress=False, dedupe=dedupe)
 print(summary.rows)
 # VmHWM: this process's own peak RSS. (wait4's ru_maxrss would also count the
 # parent's pages shared before exec, so it reads the test runner's size.)
@@ -31,10 +33,11 @@ with open("/proc/self/status") as status:
 """
 
 
-def peak_rss_mb(out: Path, files: list[Path]) -> float:
+def peak_rss_mb(out: Path, files: list[Path], *, dedupe: bool = False) -> float:
     """Run a conversion in a fresh process; return its peak RSS in MB, as the kernel saw it."""
+    mode = "dedupe" if dedupe else "one"
     done = subprocess.run(
-        [sys.executable, "-c", CONVERT, str(out), *map(str, files)],
+        [sys.executable, "-c", CONVERT, str(out), mode, *map(str, files)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -58,3 +61,11 @@ def test_parquet_memory_is_bounded_and_flat(
     assert input_mb > 300
     assert large < 300, f"peak {large:.0f} MB converting {input_mb:.0f} MB"
     assert large - small < 60, f"peak grew from {small:.0f} to {large:.0f} MB"
+
+
+def test_dedupe_parquet_memory_stays_bounded(
+    generated: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    # The three large files repeat the same record ids: every record is in three downloads.
+    peak = peak_rss_mb(tmp_path / "merged", generated["large"], dedupe=True)
+    assert peak < 300, f"peak {peak:.0f} MB merging three downloads"

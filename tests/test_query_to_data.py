@@ -22,6 +22,7 @@ from datafiniti_loader import (
     count,
     create_download,
 )
+from datafiniti_loader.client import poll_pause
 from datafiniti_loader.sandbox import Sandbox
 
 
@@ -255,5 +256,41 @@ def test_create_then_load_with_wait(queries: Sandbox, loader: Loader) -> None:
         "brand:Sony", num_records=100, token=queries.token, api_url=queries.api_url_v4
     )
     frame = loader.load(created, api_url=queries.api_url_v4, wait=True)
-    assert len(frame) == queries.requests[created.id].records
+    assert frame["id"].nunique() == queries.requests[created.id].records
     assert set(frame["_request_id"]) == {created.id}
+
+
+def test_a_lost_reply_to_a_creation_is_not_sent_again(queries: Sandbox) -> None:
+    queries.faults.api_hangups = 1
+    with pytest.raises(DatafinitiError, match="may or may not have created"):
+        client(queries, "v4").create_download("brand:Sony", num_records=5)
+    assert len(queries.creations) == 0 and [e.status for e in queries.log] == [0]
+    queries.faults.api_hangups = 1  # a status poll is safe to repeat
+    assert client(queries, "v4").count("brand:Sony") == 36
+
+
+def test_creation_is_repeated_when_no_connection_was_made(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    api = Client("t", f"http://127.0.0.1:{port}/v4", retry=FAST_RETRY)
+    with pytest.raises(DatafinitiError, match="after 4 tries") as caught:
+        api.create_download("brand:Sony", num_records=5)
+    assert "may or may not" not in str(caught.value)
+
+
+def test_polls_come_after_1_2_and_4_seconds_then_every_5() -> None:
+    assert [poll_pause(n, 5.0) for n in range(6)] == [1, 2, 4, 5, 5, 5]
+    assert poll_pause(50, 30.0) == 30 and poll_pause(0, 0.01) == 0.01
+
+
+def test_wait_logs_a_line_per_change_not_per_poll(
+    sandbox: Sandbox, fixture_files: dict[str, list[Path]], caplog: pytest.LogCaptureFixture
+) -> None:
+    rid = sandbox.add_request(fixture_files["products"], pending_polls=6, records=0)
+    with caplog.at_level("INFO", logger="datafiniti_loader"):
+        client(sandbox).wait(rid)
+    said = [r.getMessage() for r in caplog.records if "is STARTED" in r.getMessage()]
+    assert said == [f"request {rid} is STARTED"]

@@ -12,10 +12,14 @@ import sys
 from collections.abc import Sequence, Set
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ._version import __version__
 from .config import CacheSetting, resolve_api_url, resolve_cache_dir
 from .errors import DatafinitiError
+
+if TYPE_CHECKING:
+    from .loader import Sources
 
 # Verbs import what they need when they run: `--version` and `--help` answer
 # without loading pandas, pyarrow and the HTTP stacks.
@@ -28,6 +32,9 @@ _VERB_OPTIONS = {
     "status": {"token", "api_url", "quiet"},
     "files": {"token", "api_url", "quiet"},
     "load": {"token", "api_url", "cache", "quiet"},
+    "count": {"token", "api_url", "quiet"},
+    "download": {"token", "api_url", "cache", "quiet"},
+    "cancel": {"token", "api_url", "quiet"},
     "cache": {"api_url", "cache"},
     "sandbox": {"token"},
     "demo": {"cache", "quiet"},
@@ -118,30 +125,58 @@ def build_parser() -> argparse.ArgumentParser:
     load = verbs.add_parser(
         "load",
         parents=[_verb_options("load")],
-        help="convert a request's results to a Parquet dataset",
+        help="convert one or more requests' results to a Parquet dataset",
     )
     load.add_argument(
-        "request_id", help="the download request's id (the number in /v3/requests/ID)"
+        "request_id",
+        nargs="+",
+        help="download request id(s) (the number in /v3/requests/ID); several are "
+        "written one after the other, in this order",
     )
     load.add_argument(
-        "--output", "-o", required=True, help="Parquet dataset directory (path or fsspec URL)"
+        "--dedupe",
+        action="store_true",
+        help="for records in several downloads, keep only the rows of the copy with the "
+        "newest dateUpdated (ties: the later id)",
     )
-    load.add_argument("--columns", help="comma-separated data columns to keep")
-    load.add_argument("--partition-by", help="comma-separated columns to partition by")
-    load.add_argument(
-        "--no-provenance", action="store_true", help="leave out the _request_id ... columns"
+    _add_parquet_options(load, required=True)
+
+    count = verbs.add_parser(
+        "count",
+        parents=[_verb_options("count")],
+        help="how many records match a query (API v4; no download, no credits)",
     )
-    load.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
-    load.add_argument(
-        "--wait",
-        nargs="?",
-        const=True,
-        default=False,
-        type=float,
-        metavar="SECONDS",
-        help="poll until the request is done (at most SECONDS)",
+    count.add_argument("query", help="a Datafiniti query, e.g. 'brand:Sony AND country:US'")
+    _add_type_option(count)
+
+    download = verbs.add_parser(
+        "download",
+        parents=[_verb_options("download")],
+        help="create a download of a query's records (asks before spending credits)",
     )
-    load.add_argument("--max-workers", type=int, help="parallel downloads (default 4)")
+    download.add_argument("query", help="a Datafiniti query, e.g. 'brand:Sony AND country:US'")
+    _add_type_option(download)
+    download.add_argument(
+        "--records",
+        required=True,
+        metavar="N|all",
+        help="how many records to download, or 'all' (every record costs credits)",
+    )
+    download.add_argument(
+        "--format", choices=["csv", "json"], default="csv", help="file format (default csv)"
+    )
+    download.add_argument("--view", help="a Datafiniti view, e.g. product_flat_prices")
+    download.add_argument(
+        "--yes", "-y", action="store_true", help="do not ask for confirmation before creating it"
+    )
+    _add_parquet_options(download, required=False)
+
+    cancel = verbs.add_parser(
+        "cancel",
+        parents=[_verb_options("cancel")],
+        help="cancel a running download (API v4; records written so far stay, and are charged)",
+    )
+    cancel.add_argument("request_id", help="the download's id")
 
     cache = verbs.add_parser(
         "cache", parents=[_verb_options("cache")], help="show or clear the download cache"
@@ -189,6 +224,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_type_option(parser: argparse.ArgumentParser) -> None:
+    from .models import DATA_TYPES  # a light module: --help loads no HTTP stack
+
+    parser.add_argument(
+        "--type",
+        dest="data_type",
+        default="products",
+        choices=DATA_TYPES,
+        help="the data type (default products)",
+    )
+
+
+def _add_parquet_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    """``--output`` and what shapes the Parquet dataset, for ``load`` and ``download``."""
+    parser.add_argument(
+        "--output",
+        "-o",
+        required=required,
+        help="Parquet dataset directory (path or fsspec URL)"
+        + ("" if required else "; waits for the download to complete"),
+    )
+    parser.add_argument("--columns", help="comma-separated data columns to keep")
+    parser.add_argument("--partition-by", help="comma-separated columns to partition by")
+    parser.add_argument(
+        "--no-provenance", action="store_true", help="leave out the _request_id ... columns"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    parser.add_argument(
+        "--wait",
+        nargs="?",
+        const=True,
+        default=False,
+        type=float,
+        metavar="SECONDS",
+        help="poll until the request is done (at most SECONDS)",
+    )
+    parser.add_argument("--max-workers", type=int, help="parallel downloads (default 4)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = build_parser().parse_args(argv)
@@ -228,32 +302,20 @@ def _run(args: argparse.Namespace) -> int:
     if args.verb == "cache":
         return _cache(args)
     if args.verb == "load":
-        from .api import to_parquet
-
-        summary = to_parquet(
-            args.request_id,
-            args.output,
-            token=args.token,
-            api_url=args.api_url,
-            columns=_split(args.columns),
-            provenance=not args.no_provenance,
-            wait=args.wait,
-            cache=_cache_setting(args),
-            max_workers=args.max_workers,
-            progress=False if args.quiet else None,
-            partition_by=_split(args.partition_by),
-            overwrite=args.overwrite,
-        )
-        print(
-            f"wrote {summary.rows:,} rows x {summary.columns} columns from "
-            f"{summary.result_files} result file(s) to {summary.path} "
-            f"({summary.bytes / 1e6:.1f} MB of Parquet)"
-        )
-        return 0
+        return _write_parquet(args, args.request_id, dedupe=args.dedupe)
+    if args.verb == "download":
+        return _download(args)
     from .client import Client
     from .display import files_table
 
     with Client(token=args.token, api_url=args.api_url) as client:
+        if args.verb == "count":
+            found = client.count(args.query, data_type=args.data_type)
+            print(f"{found:,} {args.data_type} record(s) match {args.query!r}")
+            return 0
+        if args.verb == "cancel":
+            print(client.cancel(args.request_id).describe())
+            return 0
         if args.verb == "status":
             request = client.request(args.request_id)
             print(request.describe())
@@ -261,6 +323,93 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"error: {request.error}")
             return 0
         print(files_table(client.results(args.request_id)))
+    return 0
+
+
+def _download(args: argparse.Namespace) -> int:
+    """Count (v4), ask, create, and with ``--wait`` or ``--output`` wait and write Parquet."""
+    from .client import Client
+    from .progress import WaitProgress, want_progress
+    from .versions import Query
+
+    wanted = Query.checked(args.query, args.data_type, args.records, args.format, args.view)
+    with Client(token=args.token, api_url=args.api_url) as client:
+        if client.api_version == "v4":
+            found = client.count(wanted.text, data_type=wanted.data_type)
+            asked = found if wanted.num_records == "all" else min(found, wanted.num_records)
+            print(
+                f"{found:,} {wanted.data_type} record(s) match; the download would hold "
+                f"{asked:,} (every record costs credits)"
+            )
+            if found == 0:
+                print("nothing to download")
+                return 1
+        else:
+            print(
+                "API v3 cannot count for free; the download would hold up to "
+                f"{wanted.num_records} matching record(s) (every record costs credits)"
+            )
+        if not args.yes and not _confirmed("Create the download? [y/N] "):
+            print(
+                "datafiniti-loader: not confirmed: no download created (--yes skips the question)",
+                file=sys.stderr,
+            )
+            return 1
+        created = client.create_download(
+            wanted.text,
+            data_type=wanted.data_type,
+            num_records=wanted.num_records,
+            format=wanted.format,
+            view=wanted.view,
+        )
+        print(f"created download request {created.id}", flush=True)
+        if args.output is None and args.wait is False:
+            print(f"next: datafiniti-loader load {created.id} --wait --output DIR")
+            return 0
+        timeout = None if args.wait in (True, False) else float(args.wait)
+        status = WaitProgress(want_progress(False if args.quiet else None), created.id)
+        try:
+            done = client.wait(created, timeout=timeout, on_poll=status.poll)
+        finally:
+            status.close()
+        print(done.describe())
+    if args.output is None:
+        return 0
+    args.wait = False  # waited above
+    return _write_parquet(args, created)
+
+
+def _confirmed(question: str) -> bool:
+    """Ask on stderr, read a line from stdin (a pipe works too); only yes is yes."""
+    print(question, end="", file=sys.stderr, flush=True)
+    answer = sys.stdin.readline()
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _write_parquet(args: argparse.Namespace, sources: Sources, *, dedupe: bool = False) -> int:
+    """``--output`` and its options applied to ``sources``; print what was written."""
+    from .api import to_parquet
+
+    summary = to_parquet(
+        sources,
+        args.output,
+        token=args.token,
+        api_url=args.api_url,
+        columns=_split(args.columns),
+        provenance=not args.no_provenance,
+        wait=args.wait,
+        cache=_cache_setting(args),
+        max_workers=args.max_workers,
+        progress=False if args.quiet else None,
+        partition_by=_split(args.partition_by),
+        overwrite=args.overwrite,
+        dedupe=dedupe,
+    )
+    print(
+        f"wrote {summary.rows:,} rows x {summary.columns} columns from "
+        f"{summary.result_files} result file(s) to {summary.path} "
+        f"({summary.bytes / 1e6:.1f} MB of Parquet)"
+    )
     return 0
 
 

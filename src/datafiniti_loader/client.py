@@ -44,6 +44,15 @@ def normalize_request_id(request_id: int | str | DownloadRequest) -> int:
     return value
 
 
+def poll_pause(polls: int, longest: float) -> float:
+    """Seconds to wait after poll number ``polls`` (0-based): 1, 2, 4, then ``longest``.
+
+    Small downloads finish in seconds: a fixed five-second pause (Datafiniti's
+    guidance) would hold them up; large ones settle at the guidance.
+    """
+    return min(longest, 2.0 ** min(polls, 10))
+
+
 class Client:
     """Talks to the Datafiniti API (v3 or v4, from ``api_url``) for one token.
 
@@ -214,8 +223,7 @@ class Client:
             if current.describe() != said:
                 said = current.describe()
                 logger.info("%s", said)
-            # Small downloads finish in seconds: poll after 1, 2 and 4 s, then every 5 s.
-            pause = min(self.poll_interval, 2.0**polls)
+            pause = poll_pause(polls, self.poll_interval)
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:  # the last poll came at the deadline: the whole timeout was waited

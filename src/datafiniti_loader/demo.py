@@ -63,7 +63,11 @@ def serve_sandbox(
         count = len(sandbox.requests[rid].files)
         print(f"request {rid}: {count} file(s) ({name})")
     first = next(iter(ids.values()))
-    print(f"try: datafiniti-loader files {first}", flush=True)
+    print(f"try: datafiniti-loader files {first}")
+    if not serve:
+        print("any query downloads (and counts) the fixtures of its type, e.g.")
+        print("try: datafiniti-loader download 'brand:Sony' --type products --records 50 --wait")
+    print(f"API v4 (count, cancel): DATAFINITI_API_URL={sandbox.api_url_v4}", flush=True)
     try:
         while True:
             time.sleep(3600)

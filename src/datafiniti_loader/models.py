@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 __all__ = [
+    "DATA_TYPES",
     "RESULT_LIFETIME",
     "DownloadRequest",
     "FileKey",
@@ -21,6 +22,9 @@ __all__ = [
     "redact_url",
     "whole_number",
 ]
+
+#: The data types, as the plural in the API's paths.
+DATA_TYPES = ("products", "businesses", "properties", "people")
 
 #: A file's identity in a load: request id, position, result id, name.
 FileKey = tuple[int, int, int, str]

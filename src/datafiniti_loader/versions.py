@@ -18,14 +18,11 @@ from urllib.parse import urlsplit
 
 from .errors import ApiError, ConfigurationError, NoResults, RequestNotFound
 from .http import ApiResponse, ApiSession
-from .models import DownloadRequest, ResultFile, whole_number
+from .models import DATA_TYPES, DownloadRequest, ResultFile, whole_number
 
-__all__ = ["DATA_TYPES", "V3", "V4", "ApiVersion", "Listing", "Query", "for_url"]
+__all__ = ["V3", "V4", "ApiVersion", "Listing", "Query", "for_url"]
 
 _T = TypeVar("_T")
-
-#: The data types, as the plural in the API's paths.
-DATA_TYPES = ("products", "businesses", "properties", "people")
 
 
 @dataclass(frozen=True)

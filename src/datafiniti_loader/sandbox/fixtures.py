@@ -70,6 +70,8 @@ def _product_rows(rng: random.Random, first_id: int, records: int) -> list[dict[
             "dateAdded": (
                 f"2017-0{rng.randint(1, 9)}-1{rng.randint(0, 9)}T0{rng.randint(0, 9)}:15:27Z"
             ),
+            # Not drawn from rng: the other values stay as they were before this column.
+            "dateUpdated": f"2017-1{n % 3}-0{1 + n % 9}T10:00:00Z",
             "prices": json.dumps([{"amountMax": 19.99, "currency": "USD", "isSale": "false"}]),
             "postalCode": rng.choice(_CITIES)[2],
         }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import ssl
 import threading
 import time
@@ -68,6 +69,9 @@ class Faults:
         Each bucket GET that asked for no ``Range`` takes the next pair and
         answers ``206`` with only that many first bytes, with or without a
         ``Content-Range`` saying so (a broken server or proxy).
+    api_hangups : int
+        The next this many API calls are read, then the connection is closed
+        without an answer (the call may have acted: a lost reply).
     """
 
     api_errors: deque[tuple[int, float | None]] = field(default_factory=deque)
@@ -79,6 +83,7 @@ class Faults:
     api_redirect: str | None = None
     api_bodies: deque[tuple[int, str, bytes]] = field(default_factory=deque)
     partial_answers: deque[tuple[int, bool]] = field(default_factory=deque)
+    api_hangups: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def take(self, queue: deque[Any]) -> Any:
@@ -88,9 +93,17 @@ class Faults:
 
     def take_expired_signing(self) -> bool:
         """Whether this ``/results`` reply should hand out expired URLs."""
+        return self._count_down("expire_signings")
+
+    def take_hangup(self) -> bool:
+        """Whether this API call should go unanswered."""
+        return self._count_down("api_hangups")
+
+    def _count_down(self, name: str) -> bool:
         with self.lock:
-            if self.expire_signings > 0:
-                self.expire_signings -= 1
+            left = getattr(self, name)
+            if left > 0:
+                setattr(self, name, left - 1)
                 return True
             return False
 
@@ -260,6 +273,11 @@ class ApiHandler(_Handler):
 
     def _answered_before_routing(self) -> bool:
         """Serve a queued fault, a redirect or a 401 instead of the real answer."""
+        if self.sandbox.faults.take_hangup():
+            self.record(0)
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return True
         fault = self.sandbox.faults.take(self.sandbox.faults.api_errors)
         if fault is not None:
             status, retry_after = fault
