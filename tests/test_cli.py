@@ -13,11 +13,12 @@ from datafiniti_loader.sandbox import Sandbox
 
 
 def run(
-    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, answer: str = ""
 ) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "datafiniti_loader.cli", *args],
+        input=answer,
         capture_output=True,
         text=True,
         env=full_env,
@@ -257,15 +258,7 @@ def run_in(settings: dict[str, str], *args: str, v4: bool = False, answer: str =
     env = {k: v for k, v in settings.items() if k != "v4"}
     if v4:
         env["DATAFINITI_API_URL"] = settings["v4"]
-    full_env = {**os.environ, **env}
-    return subprocess.run(
-        [sys.executable, "-m", "datafiniti_loader.cli", *args],
-        input=answer,
-        capture_output=True,
-        text=True,
-        env=full_env,
-        timeout=120,
-    )
+    return run(*args, env=env, answer=answer)
 
 
 def test_count_download_cancel_and_merge_against_the_sandbox(

@@ -146,16 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[_verb_options("count")],
         help="how many records match a query (API v4; no download, no credits)",
     )
-    count.add_argument("query", help="a Datafiniti query, e.g. 'brand:Sony AND country:US'")
-    _add_type_option(count)
+    _add_query_arguments(count)
 
     download = verbs.add_parser(
         "download",
         parents=[_verb_options("download")],
         help="create a download of a query's records (asks before spending credits)",
     )
-    download.add_argument("query", help="a Datafiniti query, e.g. 'brand:Sony AND country:US'")
-    _add_type_option(download)
+    _add_query_arguments(download)
     download.add_argument(
         "--records",
         required=True,
@@ -224,9 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_type_option(parser: argparse.ArgumentParser) -> None:
+def _add_query_arguments(parser: argparse.ArgumentParser) -> None:
+    """QUERY and ``--type``, for ``count`` and ``download``."""
     from .models import DATA_TYPES  # a light module: --help loads no HTTP stack
 
+    parser.add_argument("query", help="a Datafiniti query, e.g. 'brand:Sony AND country:US'")
     parser.add_argument(
         "--type",
         dest="data_type",
