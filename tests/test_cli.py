@@ -101,6 +101,7 @@ def test_demo_runs_end_to_end_and_leaves_only_its_output(tmp_path: Path) -> None
     result = run("demo", "--output", "demo", "--quiet", cwd=work, env={"TMPDIR": str(scratch)})
     assert result.returncode == 0, result.stderr
     assert "Loaded 72 rows" in result.stdout and "Wrote 72 rows to Parquet" in result.stdout
+    assert "36 records match; created download" in result.stdout
     assert list((work / "demo").glob("*.parquet"))
     assert sorted(p.name for p in work.iterdir()) == ["demo"]
     assert list(scratch.iterdir()) == []

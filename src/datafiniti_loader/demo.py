@@ -7,10 +7,14 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import CacheSetting
 from .errors import ConfigurationError
 from .sandbox import Sandbox
+
+if TYPE_CHECKING:
+    from .models import DownloadRequest
 
 __all__ = ["run_demo", "serve_sandbox"]
 
@@ -140,7 +144,28 @@ def run_demo(output: str, *, cache: CacheSetting = None, quiet: bool = False) ->
             f"JSON request {ids['products_json']}: {len(nested)} records, nested 'reviews' kept as "
             f"{type(reviews).__name__} of {type(reviews[0]).__name__}."
         )
+        _query_to_data(sandbox, rid, where, progress)
     finally:
         sandbox.close()
         scratch.cleanup()
     return 0
+
+
+def _query_to_data(sandbox: Sandbox, rid: int, cache: CacheSetting, progress: bool | None) -> None:
+    """Count, create, wait and load on API v4, merging with the request loaded before."""
+    from .api import count, create_download, load_results
+
+    token, v4 = sandbox.token, sandbox.api_url_v4
+    found = count("brand:Sony", data_type="products", token=token, api_url=v4)
+    request = create_download(
+        "brand:Sony", data_type="products", num_records=found, token=token, api_url=v4
+    )
+    both: list[int | DownloadRequest] = [rid, request]
+    merged = load_results(
+        both, dedupe=True, wait=True, cache=cache, progress=progress, token=token, api_url=v4
+    )
+    print(
+        f"\nQuery 'brand:Sony' on API v4: {found} records match; created download "
+        f"{request.id}, waited for it, and merged it with request {rid} (dedupe=True): "
+        f"{len(merged):,} rows, each record's newest copy only."
+    )
