@@ -34,9 +34,16 @@ format: $(DEV)
 	$(BIN)/ruff format src tests benchmarks notebooks
 	$(BIN)/ruff check --fix src tests benchmarks notebooks
 
+# `make bench` records every figure in BENCHMARKS.md (about 25 minutes);
+# `make bench QUICK=1` prints a one-round look in under two minutes.
 bench: $(DEV)
+ifdef QUICK
+	$(BIN)/python benchmarks/run.py --quick
+	$(BIN)/python benchmarks/report.py --print benchmarks/results/quick.json
+else
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/report.py
+endif
 
 fixtures: $(CORE)
 	$(BIN)/python -m datafiniti_loader.sandbox.fixtures data/fixtures

@@ -193,24 +193,40 @@ def main() -> int:
     parser.add_argument("--sizes", default="0.25,0.5,1,2", help="to_parquet input sizes in GB")
     parser.add_argument("--only", default="load,parquet,cache,workers")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "latest.json")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a quick look while working (under two minutes): one round, 0.27 GB of "
+        "generated data, no worker scaling; written to results/quick.json",
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.sizes, args.only = 1, "0.25", "load,parquet,cache"
+        if args.out == HERE / "results" / "latest.json":
+            args.out = HERE / "results" / "quick.json"
     args.workdir.mkdir(parents=True, exist_ok=True)
     only = set(args.only.split(","))
     sizes = [float(s) for s in args.sizes.split(",")]
-    generated = generate(args.workdir, max(8, round(max(sizes) * 1e9 / GENERATED_FILE_BYTES)))
+    wanted = round(max(sizes) * 1e9 / GENERATED_FILE_BYTES)
+    generated = generate(args.workdir, max(2 if args.quick else 8, wanted))
     real = unpack_real(args.workdir) if REAL.is_dir() else []
     report: dict[str, Any] = {"machine": machine(), "rounds": args.rounds}
     with Sandbox() as sandbox:
         bench = Bench(sandbox, args.rounds)
         small = [
             write_large_csv(args.workdir / f"throttled_{n}.csv", 12_000_000, seed=n)
-            for n in range(8)
+            for n in range(0 if args.quick else 8)
         ]
         if "load" in only:
-            datasets = ([("real", real)] if real else []) + [("generated 1 GB", generated[:8])]
+            big = (
+                ("generated 0.27 GB", generated[:2])
+                if args.quick
+                else ("generated 1 GB", generated[:8])
+            )
+            datasets = ([("real", real)] if real else []) + [big]
             report["load"] = [bench_load(bench, name, files) for name, files in datasets]
-            # The same comparison over a link of 20 MB/s per connection, as from S3.
-            report["load"].append(bench_load(bench, "generated 0.1 GB at 20 MB/s", small, 20e6))
+            if not args.quick:  # the same comparison over 20 MB/s per connection, as from S3
+                report["load"].append(bench_load(bench, "generated 0.1 GB at 20 MB/s", small, 20e6))
         if "cache" in only:
             report["cache"] = bench_cache(bench, generated[:2], args.workdir)
         if "parquet" in only:
@@ -226,6 +242,7 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
+    print(f"wrote {args.out}")
     return 0
 
 
