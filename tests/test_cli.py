@@ -306,3 +306,28 @@ def test_count_download_cancel_and_merge_against_the_sandbox(
     assert cancelled.returncode == 0 and f"request {rid} is cancelled" in cancelled.stdout
     late = run_in(served, "load", rid, "--wait", "-o", str(tmp_path / "late"), "-q", v4=True)
     assert late.returncode == 1 and "cancelled" in late.stderr
+
+
+def test_merge_and_history_against_the_sandbox(served: dict[str, str], tmp_path: Path) -> None:
+    pytest.importorskip("deltalake")
+    made = [
+        run_in(served, "download", "brand:Sony", "--records", "all", "--yes", "--wait", "-q")
+        for _ in range(2)
+    ]
+    first, second = (m.stdout.split("created download request ")[1].split()[0] for m in made)
+    table = str(tmp_path / "table")
+    created = run_in(served, "merge", first, "--into", table, "-q")
+    assert created.returncode == 0, created.stderr
+    assert "version 0" in created.stdout and "72 rows inserted" in created.stdout
+    newer = run_in(served, "merge", second, "--into", table, "-q")
+    assert "version 1" in newer.stdout and "36 replaced" in newer.stdout  # ties: the newer id
+    again = run_in(served, "merge", second, "--into", table, "-q")
+    assert again.returncode == 0 and "already merged" in again.stdout
+    listed = run_in(served, "history", table)
+    assert listed.returncode == 0, listed.stderr
+    rows = listed.stdout.strip().splitlines()
+    assert rows[0].split() == ["VERSION", "OPERATION", "ROWS", "REQUESTS"]
+    assert rows[1].split() == ["1", "MERGE", "72", second]
+    assert rows[2].split()[0] == "0" and rows[2].split()[-1] == first
+    missing = run_in(served, "history", str(tmp_path / "nowhere"))
+    assert missing.returncode == 1 and "no Delta table" in missing.stderr

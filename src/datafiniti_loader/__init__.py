@@ -29,12 +29,14 @@ from .errors import (
     RequestNotReady,
     ResultExpired,
     StorageError,
+    TableConflict,
     TargetExists,
 )
 
 if TYPE_CHECKING:
-    from .api import count, create_download, load_results, to_parquet
+    from .api import count, create_download, delta_history, load_results, to_delta, to_parquet
     from .client import Client
+    from .delta import DeltaSummary
     from .models import DownloadRequest, ResultFile
     from .parquet import ParquetSummary
     from .retry import RetryPolicy
@@ -44,6 +46,9 @@ logging.getLogger("datafiniti_loader").addHandler(logging.NullHandler())
 _LAZY = {
     "count": "api",
     "create_download": "api",
+    "delta_history": "api",
+    "to_delta": "api",
+    "DeltaSummary": "delta",
     "load_results": "api",
     "to_parquet": "api",
     "Client": "client",
@@ -60,6 +65,7 @@ __all__ = [
     "ColumnNotFound",
     "ConfigurationError",
     "DatafinitiError",
+    "DeltaSummary",
     "DownloadError",
     "DownloadRequest",
     "NoResults",
@@ -72,11 +78,14 @@ __all__ = [
     "ResultFile",
     "RetryPolicy",
     "StorageError",
+    "TableConflict",
     "TargetExists",
     "__version__",
     "count",
     "create_download",
+    "delta_history",
     "load_results",
+    "to_delta",
     "to_parquet",
 ]
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 from .client import Client
 from .config import CacheSetting
 from .errors import ConfigurationError
-from .loader import LoadOptions, Sources, open_load, read_table
+from .loader import LoadOptions, Sources, open_load, read_table, request_ids
 from .outputs import OUTPUTS, to_pandas, to_polars
 from .parquet import ParquetSummary, write_parquet
 from .retry import RetryPolicy
@@ -17,9 +17,10 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
+    from .delta import DeltaSummary
     from .models import DownloadRequest
 
-__all__ = ["count", "create_download", "load_results", "to_parquet"]
+__all__ = ["count", "create_download", "load_results", "to_delta", "to_parquet"]
 
 
 @overload
@@ -227,6 +228,81 @@ def to_parquet(
             overwrite=overwrite,
             storage_options=storage_options,
         )
+
+
+def to_delta(
+    request_id: Sources,
+    path: str,
+    *,
+    mode: str = "merge",
+    storage_options: dict[str, str] | None = None,
+    token: str | None = None,
+    api_url: str | None = None,
+    wait: bool | float = False,
+    cache: CacheSetting = None,
+    max_workers: int | None = None,
+    progress: bool | None = None,
+    retry: RetryPolicy | None = None,
+) -> DeltaSummary:
+    """Merge downloads into a Delta Lake table that lives on across downloads.
+
+    Parameters
+    ----------
+    request_id : int, str, DownloadRequest, or a list of them
+        The downloads to write.
+    path : str
+        The table: a local path or an object-store URI (``s3://...``).
+    mode : {"merge", "append", "overwrite"}
+        ``"merge"`` (default): for every record ``id``, a copy newer than the
+        table's (``dateUpdated``; ties: the newer download, by request id)
+        replaces all of that record's rows in the table, in one commit; older
+        copies are ignored; new records are added. The result does not
+        depend on the order downloads are merged in, and merging a request
+        again changes nothing (no new version). ``"append"`` and
+        ``"overwrite"`` write every row, as ``deltalake.write_deltalake``.
+    storage_options : dict, optional
+        Passed to deltalake for ``path`` (credentials of an object store).
+    token, api_url, wait, cache, max_workers, progress, retry
+        As for :func:`load_results`.
+
+    Returns
+    -------
+    DeltaSummary
+        Version, rows inserted, records added, replaced and unchanged, the
+        requests written; ``committed`` is False when nothing changed.
+
+    Raises
+    ------
+    TableConflict
+        Another writer committed first; nothing of this write landed: run it again.
+
+    Notes
+    -----
+    Each commit records the request ids it wrote and the library version
+    (commit metadata ``datafiniti_loader``): :func:`delta_history` lists them.
+    A column new in a download is added; a column whose values in a download
+    are of another type than the table's becomes text (nothing is lost). Needs
+    the ``[delta]`` extra.
+    """
+    from .delta import DELTA_MODES, write_delta
+
+    if mode not in DELTA_MODES:
+        raise ConfigurationError(f"mode must be one of {', '.join(DELTA_MODES)}; got {mode!r}.")
+    wanted = request_ids(request_id)
+    # Ties go to the newer download: in request-id order, whatever order they were given.
+    sources = sorted(wanted) if mode == "merge" else wanted
+    options = LoadOptions(
+        token, api_url, wait, cache, max_workers, progress, retry, dedupe=mode == "merge"
+    )
+    with open_load(sources, options) as source:
+        return write_delta(source, path, mode=mode, storage_options=storage_options)
+
+
+def delta_history(path: str, storage_options: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """A Delta table's versions, newest first: operation, time, requests merged, rows inserted."""
+    from .delta import history
+
+    return history(path, storage_options)
 
 
 def count(

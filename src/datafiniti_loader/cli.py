@@ -35,6 +35,8 @@ _VERB_OPTIONS = {
     "count": {"token", "api_url", "quiet"},
     "download": {"token", "api_url", "cache", "quiet"},
     "cancel": {"token", "api_url", "quiet"},
+    "merge": {"token", "api_url", "cache", "quiet"},
+    "history": {"quiet"},
     "cache": {"api_url", "cache"},
     "sandbox": {"token"},
     "demo": {"cache", "quiet"},
@@ -176,6 +178,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cancel.add_argument("request_id", help="the download's id")
 
+    merge = verbs.add_parser(
+        "merge",
+        parents=[_verb_options("merge")],
+        help="merge downloads into a Delta Lake table, each record's newest copy winning",
+    )
+    merge.add_argument("request_id", nargs="+", help="download request id(s) to merge")
+    merge.add_argument(
+        "--into", required=True, metavar="PATH", help="the Delta table (path or object-store URI)"
+    )
+    _add_wait_option(merge)
+
+    history = verbs.add_parser(
+        "history",
+        parents=[_verb_options("history")],
+        help="a Delta table's versions: the requests each merged, rows inserted",
+    )
+    history.add_argument("path", help="the Delta table (path or object-store URI)")
+
     cache = verbs.add_parser(
         "cache", parents=[_verb_options("cache")], help="show or clear the download cache"
     )
@@ -236,6 +256,18 @@ def _add_query_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_wait_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--wait",
+        nargs="?",
+        const=True,
+        default=False,
+        type=float,
+        metavar="SECONDS",
+        help="poll until the request(s) are done (at most SECONDS)",
+    )
+
+
 def _add_parquet_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
     """``--output`` and what shapes the Parquet dataset, for ``load`` and ``download``."""
     parser.add_argument(
@@ -251,15 +283,7 @@ def _add_parquet_options(parser: argparse.ArgumentParser, *, required: bool) -> 
         "--no-provenance", action="store_true", help="leave out the _request_id ... columns"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
-    parser.add_argument(
-        "--wait",
-        nargs="?",
-        const=True,
-        default=False,
-        type=float,
-        metavar="SECONDS",
-        help="poll until the request is done (at most SECONDS)",
-    )
+    _add_wait_option(parser)
     parser.add_argument("--max-workers", type=int, help="parallel downloads (default 4)")
 
 
@@ -305,6 +329,29 @@ def _run(args: argparse.Namespace) -> int:
         return _write_parquet(args, args.request_id, dedupe=args.dedupe)
     if args.verb == "download":
         return _download(args)
+    if args.verb == "merge":
+        from .api import to_delta
+
+        summary = to_delta(
+            args.request_id,
+            args.into,
+            token=args.token,
+            api_url=args.api_url,
+            wait=args.wait,
+            cache=_cache_setting(args),
+            progress=False if args.quiet else None,
+        )
+        print(summary.describe())
+        return 0
+    if args.verb == "history":
+        from .api import delta_history
+
+        print(f"{'VERSION':<8} {'OPERATION':<10} {'ROWS':>9}  REQUESTS")
+        for entry in delta_history(args.path):
+            rows = "" if entry["rows_inserted"] is None else f"{entry['rows_inserted']:,}"
+            requests = ", ".join(map(str, entry["request_ids"])) or "-"
+            print(f"{entry['version']:<8} {entry['operation']:<10} {rows:>9}  {requests}")
+        return 0
     from .client import Client
     from .display import files_table
 

@@ -21,13 +21,20 @@ import pyarrow.compute as pc
 from .errors import ColumnNotFound, ParseError
 from .models import ResultFile
 
-__all__ = ["ID_COLUMN", "UPDATED_COLUMN", "NewestCopies"]
+__all__ = [
+    "ID_COLUMN",
+    "UPDATED_COLUMN",
+    "NewestCopies",
+    "record_dates",
+    "record_ids",
+    "starts_of_runs",
+]
 
 #: The record identity and the date that orders copies of it.
 ID_COLUMN = "id"
 UPDATED_COLUMN = "dateUpdated"
 
-_WHEN = pa.timestamp("ms", "UTC")
+_WHEN = pa.timestamp("us", "UTC")
 _OLDEST = -(2**62)
 
 
@@ -49,6 +56,9 @@ class NewestCopies:
         self._winners: dict[int, pa.Array] | None = None
         #: Records seen in more than one download (known after :meth:`decide`).
         self.repeated_records = 0
+        #: After :meth:`decide`: one row per record, ``id``, ``download`` (its
+        #: place in ``request_ids``) and ``when`` (its newest ``dateUpdated``).
+        self.winners: pa.Table = _empty()
 
     def observe(self, file: ResultFile, batch: pa.RecordBatch) -> None:
         """Note the ids and dates of one batch of ``file`` (as read, before typing)."""
@@ -74,9 +84,10 @@ class NewestCopies:
             [("id", "ascending"), ("when", "descending"), ("download", "descending")]
         )
         ids = ranked["id"].combine_chunks()
-        first = _starts_of_runs(ids)
+        first = starts_of_runs(ids)
         winners = ranked.filter(first)
         self.repeated_records = ranked.num_rows - winners.num_rows
+        self.winners = winners
         self._winners = {}
         for download in set(self._order.values()):
             chosen = winners.filter(pc.equal(winners["download"], download))["id"]
@@ -103,15 +114,29 @@ def _identity(
             f"file, and {file.name} (request {file.request_id}) has no {missing[0]!r}. "
             "Download with a view that includes them, or load without dedupe."
         )
-    ids = batch.column(ID_COLUMN)
-    if not pa.types.is_string(ids.type):
-        ids = pc.cast(ids, pa.string())
+    ids = record_ids(batch.column(ID_COLUMN))
     if not dates:
         return ids, ids
-    return ids, _timestamps(batch.column(UPDATED_COLUMN), file)
+    return ids, _timestamps(
+        batch.column(UPDATED_COLUMN), f"{file.name} (request {file.request_id})"
+    )
 
 
-def _timestamps(values: pa.Array, file: ResultFile) -> pa.Array:
+def record_ids(values: pa.Array) -> pa.Array:
+    """Record ids as text, however the file typed them (ids are opaque strings)."""
+    return values if pa.types.is_string(values.type) else pc.cast(values, pa.string())
+
+
+def record_dates(values: pa.Array, what: str) -> pa.Array:
+    """``dateUpdated`` values (text or timestamps) as UTC timestamps, oldest for none.
+
+    ``what`` names where they come from in a :class:`ParseError`.
+    """
+    dates = _timestamps(values, what)
+    return pc.fill_null(dates, pa.scalar(_OLDEST, _WHEN))
+
+
+def _timestamps(values: pa.Array, what: str) -> pa.Array:
     """``dateUpdated`` as UTC timestamps; a value that is no date is a :class:`ParseError`."""
     if pa.types.is_timestamp(values.type):
         typed = values if values.type.tz else pc.assume_timezone(values, "UTC")
@@ -130,10 +155,9 @@ def _timestamps(values: pa.Array, file: ResultFile) -> pa.Array:
         pass
     bad = _first_unparsed(text)
     raise ParseError(
-        f"dedupe=True orders copies by {UPDATED_COLUMN!r}, and {file.name} (request "
-        f"{file.request_id}) has {bad!r} there, which is not a date. Load without dedupe "
-        "and check that column.",
-        file=file.name,
+        f"Merging orders copies of a record by {UPDATED_COLUMN!r}, and {what} has {bad!r} "
+        "there, which is not a date. Load without dedupe and check that column.",
+        file=what,
     )
 
 
@@ -152,7 +176,7 @@ def _first_unparsed(text: pa.Array) -> str:
     return "?"
 
 
-def _starts_of_runs(sorted_ids: pa.Array) -> pa.Array:
+def starts_of_runs(sorted_ids: pa.Array) -> pa.Array:
     """True where a value differs from the one before it (the first row of each id)."""
     n = len(sorted_ids)
     if n == 0:

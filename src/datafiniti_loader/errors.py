@@ -22,6 +22,7 @@ __all__ = [
     "RequestNotReady",
     "ResultExpired",
     "StorageError",
+    "TableConflict",
     "TargetExists",
 ]
 
@@ -107,4 +108,11 @@ class TargetExists(StorageError, FileExistsError):
 
     Either ``overwrite`` was not asked for, or what is there is not a dataset
     this library wrote (it never deletes files it did not write).
+    """
+
+
+class TableConflict(StorageError):
+    """Another writer committed to the Delta table first; nothing of this write landed.
+
+    Run the write again: it merges against the new version.
     """

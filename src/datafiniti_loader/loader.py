@@ -45,6 +45,7 @@ __all__ = [
     "FileRead",
     "LoadOptions",
     "LoadSource",
+    "RowCounter",
     "Scan",
     "Sources",
     "open_load",
@@ -267,6 +268,19 @@ def read_table(source: LoadSource, columns: Sequence[str] | None, provenance: bo
     table = pa.Table.from_batches(out, schema=schema)
     log_summary(source, table.num_rows, len(table.column_names))
     return table
+
+
+class RowCounter:
+    """Batches passed through, counting rows (filters such as ``dedupe`` decide how many)."""
+
+    def __init__(self, batches: Iterator[pa.RecordBatch]) -> None:
+        self._batches = batches
+        self.rows = 0
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        for batch in self._batches:
+            self.rows += batch.num_rows
+            yield batch
 
 
 def log_summary(source: LoadSource, rows: int, columns: int, target: str = "") -> None:

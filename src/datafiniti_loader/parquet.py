@@ -29,6 +29,7 @@ from ._version import __version__
 from .errors import DatafinitiError, StorageError
 from .loader import (
     LoadSource,
+    RowCounter,
     data_schema,
     log_summary,
     require_columns,
@@ -137,7 +138,7 @@ def write_parquet(
     require_columns(by, schema.names, "Cannot partition by a column this load lacks:")
     about = _metadata(source, scan.rows)
     schema = schema.with_metadata({METADATA_KEY: json.dumps(about)})
-    batches = _RowCounter(_all_batches(source, schema, provenance))
+    batches = RowCounter(_all_batches(source, schema, provenance))
 
     staging = staging_path(target)
     try:
@@ -224,19 +225,6 @@ def _all_batches(
         read = source.batches_of(file, path)
         for batch in typed_batches(file, read.batches, data, provenance, source.newest):
             yield batch.replace_schema_metadata(schema.metadata)
-
-
-class _RowCounter:
-    """Batches passed through, counting rows (``dedupe`` decides how many as they go)."""
-
-    def __init__(self, batches: Iterator[pa.RecordBatch]) -> None:
-        self._batches = batches
-        self.rows = 0
-
-    def __iter__(self) -> Iterator[pa.RecordBatch]:
-        for batch in self._batches:
-            self.rows += batch.num_rows
-            yield batch
 
 
 def _metadata(source: LoadSource, counts: dict[FileKey, int]) -> dict[str, Any]:

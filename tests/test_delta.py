@@ -1,0 +1,220 @@
+"""to_delta: a Delta Lake table that absorbs each new download, newest copy of a record winning."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import FAST_RETRY
+from datafiniti_loader import TableConflict, delta_history, to_delta
+from datafiniti_loader.sandbox import Sandbox
+from test_merge_downloads import FIRST, HEADER, SECOND, serve
+
+deltalake = pytest.importorskip("deltalake")
+
+
+def merge(sandbox: Sandbox, sources: object, table: Path, **kwargs: object) -> object:
+    options = {"token": sandbox.token, "api_url": sandbox.api_url, "progress": False,
+               "retry": FAST_RETRY, "cache": table.parent / "cache"}  # fmt: skip
+    return to_delta(sources, str(table), **{**options, **kwargs})  # type: ignore[arg-type]
+
+
+def contents(table: Path, version: int | None = None) -> list[tuple[str, str]]:
+    frame = deltalake.DeltaTable(str(table), version=version).to_pandas()
+    return sorted(zip(frame["id"].fillna(""), frame["name"], strict=True))
+
+
+EXPECTED = sorted(
+    [
+        ("A", "a-new"), ("A", "a-new"), ("B", "b-new"), ("B", "b-new"), ("C", "c-new"),
+        ("D", "d-only"), ("E", "e-second"), ("F", "f-only"), ("", "no-id"),
+    ]
+)  # fmt: skip
+
+
+@pytest.fixture
+def two(sandbox: Sandbox, tmp_path: Path) -> tuple[int, int]:
+    return serve(sandbox, tmp_path, FIRST), serve(sandbox, tmp_path, SECOND)
+
+
+@pytest.mark.parametrize("order", ["first-then-second", "second-then-first", "both-at-once"])
+def test_merges_keep_each_records_newest_copy_whatever_the_order(
+    sandbox: Sandbox, two: tuple[int, int], tmp_path: Path, order: str
+) -> None:
+    table = tmp_path / "table"
+    first, second = two
+    if order == "both-at-once":
+        merge(sandbox, [second, first], table)
+    else:
+        for rid in two if order == "first-then-second" else (second, first):
+            summary = merge(sandbox, rid, table)
+            assert summary.committed  # type: ignore[attr-defined]
+    # E is tied: the newer download (the higher request id) wins in every order.
+    assert contents(table) == EXPECTED
+
+
+def test_a_merge_is_one_commit_replacing_all_rows_of_newer_records(
+    sandbox: Sandbox, two: tuple[int, int], tmp_path: Path
+) -> None:
+    table = tmp_path / "table"
+    first, second = two
+    created = merge(sandbox, first, table)
+    assert created.version == 0 and created.rows_inserted == 9  # type: ignore[attr-defined]
+    merged = merge(sandbox, second, table)
+    assert merged.version == 1  # type: ignore[attr-defined]
+    assert (merged.records_added, merged.records_replaced, merged.records_unchanged) == (  # type: ignore[attr-defined]
+        1, 3, 1,  # F new; B, C, E newer (E by the tie); A older in the second download
+    )  # fmt: skip
+    assert merged.rows_inserted == 5  # type: ignore[attr-defined]
+    rows = deltalake.DeltaTable(str(table)).to_pandas()
+    assert (rows["id"] == "C").sum() == 1  # three rows of the older copy gave way to one
+    history = delta_history(str(table))
+    assert [h["request_ids"] for h in history] == [[second], [first]]
+    assert history[0]["operation"] == "MERGE" and history[0]["library"]
+
+
+def test_merging_a_request_again_changes_nothing(
+    sandbox: Sandbox, two: tuple[int, int], tmp_path: Path
+) -> None:
+    table = tmp_path / "table"
+    merge(sandbox, list(two), table)
+    before = len(sandbox.log)
+    again = merge(sandbox, two[1], table)
+    assert not again.committed and "already merged" in repr(again)  # type: ignore[attr-defined]
+    assert again.version == 0  # type: ignore[attr-defined]
+    assert not [e for e in sandbox.log[before:] if e.server == "bucket"]  # nothing downloaded
+    assert deltalake.DeltaTable(str(table)).version() == 0
+
+
+def test_an_older_download_merged_later_changes_nothing_but_adds_its_new_records(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    table = tmp_path / "table"
+    newer = serve(sandbox, tmp_path, ["A,2026-11-10T00:00:00Z,a-new,1\n"])
+    older = serve(
+        sandbox, tmp_path, ["A,2026-11-01T00:00:00Z,a-old,1\nZ,2026-11-01T00:00:00Z,z,2\n"]
+    )
+    merge(sandbox, newer, table)
+    summary = merge(sandbox, older, table)
+    assert (summary.records_added, summary.records_replaced, summary.records_unchanged) == (1, 0, 1)  # type: ignore[attr-defined]
+    assert contents(table) == [("A", "a-new"), ("Z", "z")]
+
+
+def test_schema_drift_adds_columns_and_turns_conflicts_into_text(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    table = tmp_path / "table"
+    first = serve(
+        sandbox, tmp_path, ["A,2026-11-01T00:00:00Z,a,1\n"], header="id,dateUpdated,name,rank\n"
+    )
+    second = serve(
+        sandbox, tmp_path, ["B,2026-11-02T00:00:00Z,b,N/A,blue\n"],
+        header="id,dateUpdated,name,rank,color\n",
+    )  # fmt: skip
+    merge(sandbox, first, table)
+    assert (
+        str(deltalake.DeltaTable(str(table)).to_pyarrow_table().schema.field("rank").type)
+        == "int64"
+    )
+    merge(sandbox, second, table)
+    frame = deltalake.DeltaTable(str(table)).to_pandas().sort_values("id")
+    assert frame["rank"].tolist() == ["1", "N/A"]  # text keeps both values as written
+    assert frame["color"].fillna("").tolist() == ["", "blue"]
+    assert deltalake.DeltaTable(str(table)).version() == 1  # one commit for the merge
+
+
+def test_append_and_overwrite_write_every_row(
+    sandbox: Sandbox, two: tuple[int, int], tmp_path: Path
+) -> None:
+    table = tmp_path / "table"
+    merge(sandbox, two[0], table, mode="append")
+    merge(sandbox, two[1], table, mode="append")
+    assert len(deltalake.DeltaTable(str(table)).to_pandas()) == 15
+    merge(sandbox, two[1], table, mode="overwrite")
+    assert len(deltalake.DeltaTable(str(table)).to_pandas()) == 6
+    assert len(deltalake.DeltaTable(str(table), version=1).to_pandas()) == 15  # time travel
+
+
+def test_concurrent_merges_both_land_or_one_is_told_to_retry(
+    sandbox: Sandbox, two: tuple[int, int], tmp_path: Path
+) -> None:
+    table = tmp_path / "table"
+    base = serve(sandbox, tmp_path, ["Q,2026-10-01T00:00:00Z,q,1\n"])
+    merge(sandbox, base, table)
+    outcomes: list[object] = []
+
+    def run(rid: int) -> None:
+        try:
+            outcomes.append(merge(sandbox, rid, table, cache=tmp_path / f"cache-{rid}"))
+        except TableConflict as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=run, args=(rid,)) for rid in two]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    conflicts = [o for o in outcomes if isinstance(o, TableConflict)]
+    assert len(conflicts) <= 1
+    if conflicts:
+        assert "Run it again" in str(conflicts[0])
+        lost = two[0] if two[0] not in delta_history(str(table))[0]["request_ids"] else two[1]
+        merge(sandbox, lost, table)  # the retry lands
+    assert contents(table) == sorted([*EXPECTED, ("Q", "q")])
+
+
+def test_a_merge_killed_midway_leaves_the_previous_version(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    from datafiniti_loader.sandbox.fixtures import write_large_csv
+
+    table = tmp_path / "table"
+    small = serve(sandbox, tmp_path, ["A,2026-11-01T00:00:00Z,a,1\n"])
+    merge(sandbox, small, table)
+    big = sandbox.add_request([write_large_csv(tmp_path / "big.csv", 60_000_000, seed=3)])
+    code = (
+        "import logging\nfrom datafiniti_loader import to_delta\n"
+        "logging.basicConfig(level=logging.INFO)\n"
+        f"to_delta({big}, {str(table)!r}, token={sandbox.token!r}, api_url={sandbox.api_url!r},"
+        " cache=False, progress=False)\n"
+    )
+    worker = subprocess.Popen(
+        [sys.executable, "-c", code], stderr=subprocess.PIPE, text=True, bufsize=1
+    )
+    assert worker.stderr is not None
+    for line in worker.stderr:  # the downloads are read; the MERGE is starting
+        if "merging into" in line:
+            break
+    time.sleep(0.1)
+    os.kill(worker.pid, signal.SIGKILL)
+    assert worker.wait() == -signal.SIGKILL  # it was still running
+    reopened = deltalake.DeltaTable(str(table))
+    assert reopened.version() == 0 and contents(table) == [("A", "a")]
+    merge(sandbox, big, table)  # and the next merge works on it
+    assert deltalake.DeltaTable(str(table)).version() == 1
+
+
+def test_merge_needs_the_record_columns(sandbox: Sandbox, tmp_path: Path) -> None:
+    from datafiniti_loader import ColumnNotFound
+
+    rid = serve(sandbox, tmp_path, ["A,x\n"], header="id,name\n")
+    with pytest.raises(ColumnNotFound, match="dateUpdated"):
+        merge(sandbox, rid, tmp_path / "table")
+    assert not (tmp_path / "table").exists()
+
+
+def test_summary_reads_well(sandbox: Sandbox, two: tuple[int, int], tmp_path: Path) -> None:
+    summary = merge(sandbox, list(two), tmp_path / "table")
+    assert "version 0" in repr(summary) and "9 rows inserted" in repr(summary)
+    assert "<table" in summary._repr_html_()  # type: ignore[attr-defined]
+    assert HEADER  # the fixtures come from test_merge_downloads
+    frame = pd.DataFrame(delta_history(str(tmp_path / "table")))
+    assert frame["request_ids"].tolist() == [sorted(two)]
