@@ -106,6 +106,10 @@ def test_an_older_download_merged_later_changes_nothing_but_adds_its_new_records
     summary = merge(sandbox, older, table)
     assert (summary.records_added, summary.records_replaced, summary.records_unchanged) == (1, 0, 1)  # type: ignore[attr-defined]
     assert contents(table) == [("A", "a-new"), ("Z", "z")]
+    stale = serve(sandbox, tmp_path, ["A,2026-10-01T00:00:00Z,a-older,1\n"])
+    nothing = merge(sandbox, stale, table)
+    assert not nothing.committed and "no copy is newer" in repr(nothing)  # type: ignore[attr-defined]
+    assert deltalake.DeltaTable(str(table)).version() == 1
 
 
 def test_schema_drift_adds_columns_and_turns_conflicts_into_text(
@@ -218,3 +222,20 @@ def test_summary_reads_well(sandbox: Sandbox, two: tuple[int, int], tmp_path: Pa
     assert HEADER  # the fixtures come from test_merge_downloads
     frame = pd.DataFrame(delta_history(str(tmp_path / "table")))
     assert frame["request_ids"].tolist() == [sorted(two)]
+
+
+@pytest.mark.filterwarnings("ignore:The inplace keyword:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:The inplace keyword")
+def test_the_table_reads_back_with_pandas_polars_dask_and_time_travel(
+    sandbox: Sandbox, two: tuple[int, int], tmp_path: Path
+) -> None:
+    table = tmp_path / "table"
+    merge(sandbox, two[0], table)
+    merge(sandbox, two[1], table)
+    polars = pytest.importorskip("polars")
+    dd = pytest.importorskip("dask.dataframe")
+    current = deltalake.DeltaTable(str(table))
+    assert len(current.to_pandas()) == len(EXPECTED)
+    assert polars.read_delta(str(table)).height == len(EXPECTED)
+    assert len(dd.read_parquet(current.file_uris()).compute()) == len(EXPECTED)
+    assert len(deltalake.DeltaTable(str(table), version=0).to_pandas()) == 9

@@ -56,6 +56,8 @@ class NewestCopies:
         self._winners: dict[int, pa.Array] | None = None
         #: Records seen in more than one download (known after :meth:`decide`).
         self.repeated_records = 0
+        #: Rows without an ``id``, per request id (they are never merged away).
+        self.idless_rows: dict[int, int] = {}
         #: After :meth:`decide`: one row per record, ``id``, ``download`` (its
         #: place in ``request_ids``) and ``when`` (its newest ``dateUpdated``).
         self.winners: pa.Table = _empty()
@@ -63,6 +65,10 @@ class NewestCopies:
     def observe(self, file: ResultFile, batch: pa.RecordBatch) -> None:
         """Note the ids and dates of one batch of ``file`` (as read, before typing)."""
         ids, when = _identity(file, batch)
+        if ids.null_count:
+            self.idless_rows[file.request_id] = (
+                self.idless_rows.get(file.request_id, 0) + ids.null_count
+            )
         present = pc.is_valid(ids)
         table = pa.table({"id": ids, "when": when}).filter(present)
         # A flat view repeats a record on many rows: keep one line per id early.

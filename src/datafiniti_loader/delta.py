@@ -348,8 +348,10 @@ def _rows(
 
 
 def _has_idless_rows(source: LoadSource, merged_before: set[int]) -> bool:
-    """Whether a request not merged before may hold rows without an id (then a commit is due)."""
-    return any(rid not in merged_before for rid in source.request_ids)
+    """Whether a request not merged before holds rows without an id (they are inserted)."""
+    assert source.newest is not None
+    counts = source.newest.idless_rows
+    return any(counts.get(rid, 0) for rid in source.request_ids if rid not in merged_before)
 
 
 def _merge_source(
