@@ -194,10 +194,13 @@ def test_a_merge_killed_midway_leaves_the_previous_version(
         [sys.executable, "-c", code], stderr=subprocess.PIPE, text=True, bufsize=1
     )
     assert worker.stderr is not None
-    for line in worker.stderr:  # the downloads are read; the MERGE is starting
-        if "merging into" in line:
+    for line in worker.stderr:  # the downloads are read; the merge is starting
+        if "merge into" in line:
             break
-    time.sleep(0.1)
+    before = set(table.glob("*.parquet"))
+    deadline = time.monotonic() + 60
+    while not set(table.glob("*.parquet")) - before and time.monotonic() < deadline:
+        time.sleep(0.001)  # until its data file is being written
     os.kill(worker.pid, signal.SIGKILL)
     assert worker.wait() == -signal.SIGKILL  # it was still running
     reopened = deltalake.DeltaTable(str(table))
@@ -224,7 +227,6 @@ def test_summary_reads_well(sandbox: Sandbox, two: tuple[int, int], tmp_path: Pa
     assert frame["request_ids"].tolist() == [sorted(two)]
 
 
-@pytest.mark.filterwarnings("ignore:The inplace keyword:DeprecationWarning")
 @pytest.mark.filterwarnings("ignore:The inplace keyword")
 def test_the_table_reads_back_with_pandas_polars_dask_and_time_travel(
     sandbox: Sandbox, two: tuple[int, int], tmp_path: Path

@@ -19,10 +19,13 @@ came from. The decision needs only ``(id, dateUpdated, request)`` per record
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import logging
 import os
-import tempfile
+import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -41,6 +44,7 @@ from .loader import (
     typed_batches,
     with_provenance,
 )
+from .parquet import write_row_groups
 from .schema import PROVENANCE_SCHEMA, conform, release_arrow_memory
 
 if TYPE_CHECKING:
@@ -131,114 +135,217 @@ def write_delta(
     mode: str = "merge",
     storage_options: dict[str, str] | None = None,
 ) -> DeltaSummary:
-    """Write ``source`` into the Delta table at ``path`` (see :func:`.api.to_delta`)."""
-    deltalake = _deltalake()
+    """Write ``source`` into the Delta table at ``path`` (see :func:`.api.to_delta`).
+
+    Every mode writes its own Parquet files into the table's directory, a row
+    group at a time, and commits them in one transaction: ``merge`` rewrites
+    the table's files that hold a replaced record (without its rows) and
+    adds the winning copies; a schema change (a new column, a column turned to
+    text) writes every file again, as Delta takes a new schema only then.
+    """
+    _deltalake()
     shown = _shown(path)
     table = _open(path, storage_options)
-    if mode == "merge" and table is not None:
-        before = merged_requests(table)
-        if set(source.request_ids) <= before:
-            return DeltaSummary(
-                shown, table.version(), False, mode, requests=tuple(source.request_ids),
-                note=f"request(s) {', '.join(map(str, source.request_ids))} already merged",
-            )  # fmt: skip
-    else:
-        before = set()
+    requests = tuple(source.request_ids)
+    merged_before = merged_requests(table) if table is not None and mode == "merge" else set()
+    if table is not None and mode == "merge" and set(requests) <= merged_before:
+        note = f"request(s) {', '.join(map(str, requests))} already merged"
+        return DeltaSummary(shown, table.version(), False, mode, requests=requests, note=note)
     scan = source.scan(keep=False)
-    schema = with_provenance(data_schema(scan.builder, None))
-    about = {"request_ids": source.request_ids, "library": __version__, "mode": mode}
-    if mode != "merge" or table is None:
-        counter = RowCounter(_rows(source, schema, keep=None, merged_before=set()))
-        batches = iter(counter)
-        added = int(source.newest.winners.num_rows) if source.newest is not None else 0
-        _commit(
-            lambda props: deltalake.write_deltalake(
-                path, pa.RecordBatchReader.from_batches(schema, batches),
-                mode="error" if table is None else mode,
-                schema_mode="merge" if mode == "append" else ("overwrite" if table else None),
-                storage_options=storage_options, commit_properties=props,
-            ),
-            about, shown,
-        )  # fmt: skip
-        version = _open(path, storage_options).version()  # type: ignore[union-attr]
-        log_summary(source, counter.rows, len(schema), target=shown)
-        return DeltaSummary(
-            shown, version, True, mode, rows_inserted=counter.rows, records_added=added,
-            requests=tuple(source.request_ids),
-        )  # fmt: skip
-    return _merge(source, table, schema, path, shown, before, storage_options)
-
-
-def _merge(
-    source: LoadSource,
-    table: DeltaTable,
-    schema: pa.Schema,
-    path: str,
-    shown: str,
-    merged_before: set[int],
-    storage_options: dict[str, str] | None,
-) -> DeltaSummary:
-    """Replace the records whose copy in the downloads is newer than the table's, in one commit."""
-    deltalake = _deltalake()
-    assert source.newest is not None
+    schema = _delta_types(with_provenance(data_schema(scan.builder, None)))
     plan = _plan(source, table)
-    decided = DeltaSummary(
-        shown, table.version(), False, "merge", 0, plan.added, plan.replaced, plan.unchanged,
-        tuple(source.request_ids),
-    )  # fmt: skip
-    if plan.added + plan.replaced == 0 and not _has_idless_rows(source, merged_before):
-        return _no_change(decided, "no copy is newer than the table's")
-    schema, widen = _against_table(schema, table)
+    if table is not None and mode == "merge" and not plan.any_rows(source, merged_before):
+        return DeltaSummary(
+            shown, table.version(), False, mode, 0, 0, 0, plan.unchanged, requests,
+            note="no copy is newer than the table's",
+        )  # fmt: skip
+    changed: list[str] = []
+    if table is not None and mode != "overwrite":
+        schema, changed = _against_table(schema, table)
     logger.info(
-        "merging into %s: %d record(s) new, %d newer than the table's, %d not newer",
-        shown, plan.added, plan.replaced, plan.unchanged,
+        "%s into %s: %d record(s) new, %d newer than the table's, %d not newer",
+        mode, shown, plan.added, plan.replaced, plan.unchanged,
     )  # fmt: skip
-    counter = RowCounter(_rows(source, schema, keep=plan.replace_ids, merged_before=merged_before))
-    rows = iter(counter)
-    about = {"request_ids": source.request_ids, "library": __version__, "mode": "merge",
-             "records_added": plan.added, "records_replaced": plan.replaced}  # fmt: skip
-    if widen:
-        # A column turns to text: the whole table is written again, in one commit.
-        logger.info("columns %s become text in %s (a download holds values of another type)",
-                    widen, shown)  # fmt: skip
-        with tempfile.TemporaryDirectory(prefix="datafiniti-delta-") as scratch:
-            # delta-rs cannot read the table while it writes it (one async runtime):
-            # the rows kept go to a local Arrow file first, a batch at a time.
-            kept = _staged(_table_rows(table, schema, drop=plan.existing_ids), schema, scratch)
-            every = (b for part in (kept, rows) for b in part)
-            _commit(
-                lambda props: deltalake.write_deltalake(
-                    path, pa.RecordBatchReader.from_batches(schema, every), mode="overwrite",
-                    schema_mode="overwrite", storage_options=storage_options,
-                    commit_properties=props,
-                ),
-                about | {"widened": widen}, shown,
-            )  # fmt: skip
-    else:
-        source_schema = pa.schema([*schema, (_OP, pa.string()), (_KEY, pa.string())])
-        marked = _merge_source(source_schema, plan.existing_ids, rows)
-        names = [f.name for f in schema]
-
-        def run(props: Any) -> None:
-            merger = table.merge(
-                pa.RecordBatchReader.from_batches(source_schema, marked),
-                predicate=f"t.{_quoted(ID_COLUMN)} = s.{_KEY}",
-                source_alias="s", target_alias="t", merge_schema=True, commit_properties=props,
-            )  # fmt: skip
-            merger = merger.when_matched_delete(predicate=f"s.{_OP} = 'delete'")
-            merger = merger.when_not_matched_insert(
-                updates={_quoted(n): f"s.{_quoted(n)}" for n in names},
-                predicate=f"s.{_OP} = 'insert'",
+    files = _DataFiles(path, storage_options)
+    actions: list[Any] = []
+    if table is not None and mode != "overwrite":
+        if changed:  # Delta takes a new schema only with a rewrite: every file, one commit
+            logger.info(
+                "the table's schema changes (%s): every data file is written again", changed
             )
-            merger.execute()
-
-        _commit(run, about, shown)
-    version = _open(path, storage_options).version()  # type: ignore[union-attr]
+        actions += _rewritten(table, files, plan.existing_ids, schema, every=bool(changed))
+    keep = plan.replace_ids if mode == "merge" else None
+    counter = RowCounter(_rows(source, schema, keep=keep, merged_before=merged_before))
+    actions += files.write(iter(counter), schema)
+    about = {"request_ids": list(requests), "library": __version__, "mode": mode,
+             "rows_inserted": counter.rows, "records_added": plan.added,
+             "records_replaced": plan.replaced, "schema_changed": changed}  # fmt: skip
+    if table is None:
+        _commit(files, about, shown,
+                lambda props: _create(path, schema, actions, storage_options, props))  # fmt: skip
+    else:
+        how = "overwrite" if mode == "overwrite" or changed else "append"
+        _commit(files, about, shown, lambda props: table.create_write_transaction(
+            actions, how, schema, commit_properties=props))  # fmt: skip
     log_summary(source, counter.rows, len(schema), target=shown)
+    version = 0 if table is None else table.version() + 1
     return DeltaSummary(
-        shown, version, True, "merge", counter.rows, plan.added, plan.replaced, plan.unchanged,
-        tuple(source.request_ids),
+        shown, version, True, mode, counter.rows, plan.added, plan.replaced, plan.unchanged,
+        requests,
     )  # fmt: skip
+
+
+def _rewritten(
+    table: DeltaTable, files: _DataFiles, drop: pa.Array, schema: pa.Schema, *, every: bool
+) -> list[Any]:
+    """The table's files holding a record in ``drop`` (all when ``every``), written again.
+
+    Returns the actions: the new files, and the removal of the old ones
+    (unless ``every``: the overwrite that commits them removes every old file).
+    """
+    actions: list[Any] = []
+    for old in _files_holding(table, files, drop, every=every):
+        actions += files.write(_without(files.read(old.path), drop, schema), schema)
+        if not every:
+            actions.append(_removal(old))
+    return actions
+
+
+class _DataFiles:
+    """Parquet data files written into the table's directory, for one transaction to add.
+
+    Files are written through delta-rs's own storage handler, so a table on
+    an object store takes the same ``storage_options``. Until the commit they
+    are invisible to readers; if the commit fails they are deleted (they are
+    this write's own).
+    """
+
+    def __init__(self, path: str, storage_options: dict[str, str] | None) -> None:
+        self._path = str(path)
+        self._options = storage_options
+        self._made_dir = False
+        self._handler: Any = None
+        self.written: list[str] = []
+
+    @property
+    def _fs(self) -> Any:
+        """The table's storage (a new local table's directory is made on first use)."""
+        if self._handler is None:
+            import pyarrow.fs as pafs
+            from deltalake.fs import DeltaStorageHandler
+
+            if "://" not in self._path and not os.path.isdir(self._path):
+                os.makedirs(self._path)
+                self._made_dir = True
+            self._handler = pafs.PyFileSystem(DeltaStorageHandler(self._path, self._options))
+        return self._handler
+
+    def write(self, batches: Iterator[pa.RecordBatch], schema: pa.Schema) -> list[Any]:
+        """One new data file of ``batches`` (none when they are empty); its add action."""
+        from deltalake.transaction import AddAction
+
+        name = f"part-{uuid.uuid4()}.parquet"
+        first = next(batches, None)
+        if first is None:
+            return []
+        self.written.append(name)
+        with self._fs.open_output_stream(name) as sink:
+            rows = write_row_groups(itertools.chain([first], batches), sink, schema)
+        size = self._fs.get_file_info(name).size or 0
+        stats = json.dumps({"numRecords": rows})
+        now = int(time.time() * 1000)
+        return [AddAction(name, size, {}, now, True, stats)]
+
+    def read(self, name: str) -> Iterator[pa.RecordBatch]:
+        """A data file of the table, a batch at a time."""
+        import pyarrow.parquet as pq
+
+        with self._fs.open_input_file(name) as handle:
+            yield from pq.ParquetFile(handle).iter_batches(batch_size=2048, use_threads=False)
+
+    def ids_in(self, name: str) -> pa.Array:
+        """The record ids of a data file (one column: small)."""
+        import pyarrow.parquet as pq
+
+        with self._fs.open_input_file(name) as handle:
+            column = pq.read_table(handle, columns=[ID_COLUMN]).column(0)
+        return record_ids(column.combine_chunks())
+
+    def discard(self) -> None:
+        """Delete the files this write made (a failed commit)."""
+        for name in self.written:
+            with contextlib.suppress(OSError):
+                self._fs.delete_file(name)
+        if self._made_dir:  # the directory this write made, if nothing else is in it
+            with contextlib.suppress(OSError):
+                os.rmdir(self._path)
+
+
+def _files_holding(
+    table: DeltaTable, files: _DataFiles, ids: pa.Array, *, every: bool
+) -> Iterator[Any]:
+    """The table's active files that hold any of ``ids`` (all of them when ``every``)."""
+    actions = pa.table(table.get_add_actions(flatten=True))
+    for name, size in zip(
+        actions["path"].to_pylist(), actions["size_bytes"].to_pylist(), strict=True
+    ):
+        if every or (len(ids) and pc.any(pc.is_in(files.ids_in(name), value_set=ids)).as_py()):
+            yield _FileRef(name, int(size))
+
+
+@dataclass(frozen=True)
+class _FileRef:
+    path: str
+    size: int
+
+
+def _removal(old: _FileRef) -> Any:
+    from deltalake.transaction import RemoveAction
+
+    return RemoveAction(old.path, True, int(time.time() * 1000), old.size, {})
+
+
+def _without(
+    batches: Iterator[pa.RecordBatch], drop: pa.Array, schema: pa.Schema
+) -> Iterator[pa.RecordBatch]:
+    """``batches`` without the rows of records in ``drop``, in ``schema``."""
+    for batch in batches:
+        ids = record_ids(batch.column(ID_COLUMN))
+        kept = batch.filter(pc.invert(pc.fill_null(pc.is_in(ids, value_set=drop), False)))
+        if kept.num_rows:
+            yield conform(kept, schema)
+
+
+def _create(
+    path: str, schema: pa.Schema, added: list[Any], storage_options: dict[str, str] | None,
+    props: Any,
+) -> None:  # fmt: skip
+    from deltalake import Schema
+    from deltalake.transaction import create_table_with_add_actions
+
+    create_table_with_add_actions(
+        str(path), Schema.from_arrow(schema), added, mode="error",
+        storage_options=storage_options, commit_properties=props,
+    )  # fmt: skip
+
+
+def _delta_types(schema: pa.Schema) -> pa.Schema:
+    """Types as Delta stores them: timestamps in microseconds (their values unchanged)."""
+    fields = []
+    for f in schema:
+        if pa.types.is_timestamp(f.type):
+            f = pa.field(f.name, pa.timestamp("us", f.type.tz))
+        fields.append(f)
+    return pa.schema(fields, metadata=schema.metadata)
+
+
+_NO_KEYS = pa.table(
+    {
+        "id": pa.array([], pa.string()),
+        "when_t": pa.array([], pa.timestamp("us", "UTC")),
+        "request_t": pa.array([], pa.int64()),
+    }
+)
 
 
 @dataclass
@@ -251,9 +358,18 @@ class _Plan:
     replaced: int
     unchanged: int
 
+    def any_rows(self, source: LoadSource, merged_before: set[int]) -> bool:
+        """Whether anything is to be written: a newer copy, or rows without an id."""
+        return self.added + self.replaced > 0 or _has_idless_rows(source, merged_before)
 
-def _plan(source: LoadSource, table: DeltaTable) -> _Plan:
-    assert source.newest is not None
+
+def _plan(source: LoadSource, table: DeltaTable | None) -> _Plan:
+    """Which records to write: all of them into no table, the newer copies into a table.
+
+    Without ``dedupe`` (append, overwrite) every row is written: nothing is planned.
+    """
+    if source.newest is None:
+        return _Plan(pa.array([], pa.string()), pa.array([], pa.string()), 0, 0, 0)
     winners = source.newest.winners
     requests = pa.array(source.request_ids, pa.int64())
     mine = pa.table(
@@ -263,7 +379,7 @@ def _plan(source: LoadSource, table: DeltaTable) -> _Plan:
             "request": pc.take(requests, winners["download"]),
         }
     )
-    theirs = _table_keys(table)
+    theirs = _table_keys(table) if table is not None else _NO_KEYS
     joined = mine.join(theirs, "id", join_type="left outer", right_suffix="_t")
     known = pc.is_valid(joined["when_t"])
     newer = pc.or_(
@@ -354,48 +470,35 @@ def _has_idless_rows(source: LoadSource, merged_before: set[int]) -> bool:
     return any(counts.get(rid, 0) for rid in source.request_ids if rid not in merged_before)
 
 
-def _merge_source(
-    schema: pa.Schema, existing: pa.Array, rows: Iterator[pa.RecordBatch]
-) -> Iterator[pa.RecordBatch]:
-    """Delete markers for the replaced records, then the new rows, as one MERGE source."""
-    for start in range(0, len(existing), _MARKERS_PER_BATCH):
-        ids = existing.slice(start, _MARKERS_PER_BATCH)
-        n = len(ids)
-        arrays = [pa.nulls(n, f.type) for f in schema if f.name not in (_OP, _KEY)]
-        arrays += [pa.array(["delete"] * n, pa.string()), ids.cast(pa.string())]
-        yield pa.RecordBatch.from_arrays(arrays, schema=schema)
-    for batch in rows:
-        n = batch.num_rows
-        arrays = [*batch.columns, pa.array(["insert"] * n, pa.string()), pa.nulls(n, pa.string())]
-        yield pa.RecordBatch.from_arrays(arrays, schema=schema)
-
-
 def _against_table(schema: pa.Schema, table: DeltaTable) -> tuple[pa.Schema, list[str]]:
-    """The rows' schema against the table's: its types where they agree, text where not.
+    """The table's schema grown to hold the rows: its types where they agree, text where not.
 
-    Returns the schema to write and the table's columns that must become
-    text (a download has values of another type there: text keeps both).
+    Returns the schema to write (the table's columns in their order, then new
+    ones) and the columns that change it: new ones, and the table's columns
+    that must become text (a download has values of another type there).
     """
     theirs = pa.schema(table.schema().to_arrow())
-    fields, widen = [], []
-    for mine in schema:
-        index = theirs.get_field_index(mine.name)
-        if index < 0:
-            fields.append(mine)  # a new column: the merge adds it
-            continue
-        their_type = theirs.field(index).type
-        if _same(mine.type, their_type):
-            fields.append(pa.field(mine.name, their_type))
-        elif pa.types.is_string(their_type) or pa.types.is_large_string(their_type):
-            fields.append(pa.field(mine.name, their_type))  # ours as their text: as written
+    mine = {f.name: f for f in schema}
+    fields, changed = [], []
+    for field in theirs:
+        ours = mine.get(field.name)
+        if ours is None or _same(ours.type, field.type) or _is_text(field.type):
+            fields.append(field)  # ours cast to theirs (text keeps ours as written)
         else:
-            fields.append(pa.field(mine.name, pa.string()))
-            widen.append(mine.name)
-    if widen:  # the rewrite keeps the table's own columns too
-        names = {f.name for f in fields}
-        fields += [f for f in theirs if f.name not in names]
-        fields = [pa.field(f.name, pa.string()) if f.name in widen else f for f in fields]
-    return pa.schema(fields), widen
+            fields.append(pa.field(field.name, pa.string()))
+            changed.append(field.name)
+    for field in schema:
+        if theirs.get_field_index(field.name) < 0:
+            fields.append(field)
+            changed.append(field.name)
+    return pa.schema(fields), changed
+
+
+def _is_text(type_: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_string(type_) or pa.types.is_large_string(type_)
+        or pa.types.is_string_view(type_)
+    )  # fmt: skip
 
 
 def _same(a: pa.DataType, b: pa.DataType) -> bool:
@@ -404,31 +507,7 @@ def _same(a: pa.DataType, b: pa.DataType) -> bool:
         return True
     if pa.types.is_timestamp(a) and pa.types.is_timestamp(b):
         return bool(a.tz) == bool(b.tz)
-    text = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
-    return any(t(a) for t in text) and any(t(b) for t in text)
-
-
-def _table_rows(table: DeltaTable, schema: pa.Schema, drop: pa.Array) -> Iterator[pa.RecordBatch]:
-    """The table's rows, minus records in ``drop``, in ``schema`` (widened columns as text)."""
-    for batch in table.to_pyarrow_dataset().to_batches():
-        ids = record_ids(batch.column(ID_COLUMN))
-        batch = batch.filter(pc.invert(pc.fill_null(pc.is_in(ids, value_set=drop), False)))
-        yield conform(batch, schema)
-
-
-def _staged(
-    batches: Iterator[pa.RecordBatch], schema: pa.Schema, scratch: str
-) -> Iterator[pa.RecordBatch]:
-    """``batches`` written to an LZ4 Arrow file in ``scratch``, then read back one by one."""
-    import pyarrow.ipc as ipc
-
-    staged = os.path.join(scratch, "kept.arrow")
-    options = ipc.IpcWriteOptions(compression="lz4")
-    with ipc.new_file(staged, schema, options=options) as writer:
-        for batch in batches:
-            writer.write_batch(batch)
-    reader = ipc.open_file(pa.memory_map(staged))
-    return (reader.get_batch(i) for i in range(reader.num_record_batches))
+    return _is_text(a) and _is_text(b)
 
 
 def merged_requests(table: DeltaTable) -> set[int]:
@@ -455,17 +534,20 @@ def history(path: str, storage_options: dict[str, str] | None = None) -> list[di
     for commit in table.history():
         about = _about(commit)
         metrics = commit.get("operationMetrics") or {}
+        rows = about.get("rows_inserted")
+        if rows is None:  # a commit of another writer: Delta's own count
+            rows = metrics.get("num_target_rows_inserted", metrics.get("num_added_rows"))
         out.append(
             {
                 "version": commit.get("version"),
                 "timestamp": commit.get("timestamp"),
-                "operation": commit.get("operation"),
+                # This library's commits say what they did (merge, append, overwrite).
+                "operation": str(about.get("mode") or commit.get("operation") or "").upper(),
                 "request_ids": about.get("request_ids", []),
-                "rows_inserted": metrics.get("num_target_rows_inserted",
-                                             metrics.get("num_added_rows")),
+                "rows_inserted": rows,
                 "library": about.get("library"),
             }
-        )  # fmt: skip
+        )
     return out
 
 
@@ -480,8 +562,12 @@ def _about(commit: dict[str, Any]) -> dict[str, Any]:
     return about if isinstance(about, dict) else {}
 
 
-def _commit(write: Any, about: dict[str, Any], shown: str) -> None:
-    """Run ``write`` with this library's commit metadata; a lost race: :class:`TableConflict`."""
+def _commit(files: _DataFiles, about: dict[str, Any], shown: str, write: Any) -> None:
+    """Commit with this library's metadata; on any failure remove the files written for it.
+
+    The commit never retries past another writer's commit: a lost race is a
+    :class:`TableConflict`, and the table is as the other writer left it.
+    """
     from deltalake import CommitProperties
     from deltalake.exceptions import CommitFailedError, DeltaError
 
@@ -493,20 +579,19 @@ def _commit(write: Any, about: dict[str, Any], shown: str) -> None:
     except CommitFailedError as exc:
         failure = str(exc)[:200]
     except DeltaError as exc:
-        if "already exists" not in str(exc).lower():
-            raise StorageError(
-                f"Could not write the Delta table at {shown}: {str(exc)[:300]}"
-            ) from None
-        failure = str(exc)[:200]
+        failure = str(exc)[:300]
+        if "already exists" not in failure.lower() and "version" not in failure.lower():
+            files.discard()
+            raise StorageError(f"Could not write the Delta table at {shown}: {failure}") from None
+    except BaseException:
+        files.discard()
+        raise
+    files.discard()
     raise TableConflict(
         f"Another writer committed to the Delta table at {shown} while this write ran "
         f"({failure}); nothing of this write was committed and the table is intact. Run it "
         "again: it will merge against the new version."
     )
-
-
-def _no_change(summary: DeltaSummary, why: str) -> DeltaSummary:
-    return DeltaSummary(**{**summary.__dict__, "note": why})
 
 
 def _open(path: str, storage_options: dict[str, str] | None) -> DeltaTable | None:
@@ -531,7 +616,3 @@ def _deltalake() -> Any:
 
 def _shown(path: str) -> str:
     return os.path.abspath(path) if "://" not in str(path) else str(path)
-
-
-def _quoted(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"

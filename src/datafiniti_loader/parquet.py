@@ -48,7 +48,7 @@ from .publish import (
 )
 from .schema import PROVENANCE_SCHEMA, release_arrow_memory
 
-__all__ = ["ParquetSummary", "write_parquet"]
+__all__ = ["ParquetSummary", "write_parquet", "write_row_groups"]
 
 logger = logging.getLogger("datafiniti_loader")
 
@@ -183,19 +183,30 @@ def _unwritable(path: str, exc: OSError) -> StorageError:
 
 
 def _write_single(batches: Iterable[pa.RecordBatch], fs: Any, path: str, schema: pa.Schema) -> None:
-    """One file; a row group each time about ``_ROW_GROUP_BYTES`` of Arrow data has gathered."""
+    """One file of ``batches`` at ``path`` on the fsspec file system ``fs``."""
+    with fs.open(path, "wb") as handle:
+        write_row_groups(batches, handle, schema)
+
+
+def write_row_groups(batches: Iterable[pa.RecordBatch], sink: Any, schema: pa.Schema) -> int:
+    """Parquet into ``sink``, a row group each time about 16 MB of Arrow data has gathered.
+
+    Returns the rows written. Memory stays at a row group or so, whatever the size.
+    """
     pending: list[pa.RecordBatch] = []
-    gathered = 0
-    with fs.open(path, "wb") as handle, pq.ParquetWriter(handle, schema) as writer:
+    gathered = rows = 0
+    with pq.ParquetWriter(sink, schema) as writer:
         for batch in batches:
             pending.append(batch)
             gathered += batch.nbytes
+            rows += batch.num_rows
             if gathered >= _ROW_GROUP_BYTES:
                 writer.write_table(pa.Table.from_batches(pending, schema), row_group_size=1 << 30)
                 pending, gathered = [], 0
                 release_arrow_memory()
         if pending:
             writer.write_table(pa.Table.from_batches(pending, schema), row_group_size=1 << 30)
+    return rows
 
 
 def _write_partitioned(
