@@ -92,6 +92,13 @@ def generate(workdir: Path, count: int) -> list[Path]:
     return files
 
 
+def _ensure(path: Path, seed: int) -> Path:
+    """A generated file; its records overlap the main set's (same ids, other rows)."""
+    if not path.exists():
+        write_large_csv(path, GENERATED_FILE_BYTES, seed=seed)
+    return path
+
+
 def size_gb(files: list[Path]) -> float:
     return sum(p.stat().st_size for p in files) / 1e9
 
@@ -152,6 +159,43 @@ def bench_cache(bench: Bench, files: list[Path], workdir: Path) -> dict[str, Any
     }
 
 
+def bench_delta(
+    bench: Bench, table_files: list[Path], update_files: list[Path], workdir: Path
+) -> dict[str, Any]:
+    """A Delta table of ~1 GB, then a ~250 MB download merged into it (a weekly update)."""
+    base = bench.sandbox.add_request(table_files)
+    update = bench.sandbox.add_request(update_files)
+    print(
+        f"to_delta: a {size_gb(table_files):.2f} GB table, then {size_gb(update_files):.2f} GB merged"
+    )
+    table = workdir / "delta" / "base"
+    shutil.rmtree(table.parent, ignore_errors=True)
+    table.parent.mkdir(parents=True)
+    bench.run("delta/create", "to_delta", {"request_id": base, "out": table})
+    for n in range(bench.rounds):
+        work = table.parent / f"round-{n}"
+        shutil.copytree(table, work)
+        bench.run("delta/merge", "to_delta", {"request_id": update, "out": work})
+        # The same download written as Parquet: what the merge costs beyond a conversion.
+        bench.run(
+            "delta/parquet", "to_parquet", {"request_id": update, "out": work.parent / f"pq-{n}"}
+        )
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(work.parent / f"pq-{n}", ignore_errors=True)
+    shutil.rmtree(table.parent, ignore_errors=True)
+    merge, parquet = bench.median("delta/merge"), bench.median("delta/parquet")
+    return {
+        "table_gb": size_gb(table_files),
+        "update_gb": size_gb(update_files),
+        "create_s": bench.median("delta/create"),
+        "create_mb": bench.median("delta/create", "peak_mb"),
+        "merge_s": merge,
+        "merge_mb": bench.median("delta/merge", "peak_mb"),
+        "parquet_s": parquet,
+        "ratio": merge / parquet,
+    }
+
+
 def bench_workers(bench: Bench, files: list[Path], throttle: float) -> dict[str, Any]:
     rid = bench.sandbox.add_request(files)
     print(
@@ -191,7 +235,7 @@ def main() -> int:
         "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "datafiniti-bench"
     )
     parser.add_argument("--sizes", default="0.25,0.5,1,2", help="to_parquet input sizes in GB")
-    parser.add_argument("--only", default="load,parquet,cache,workers")
+    parser.add_argument("--only", default="load,parquet,cache,workers,delta")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "latest.json")
     parser.add_argument(
         "--quick",
@@ -201,7 +245,11 @@ def main() -> int:
     )
     args = parser.parse_args()
     if args.quick:
-        args.rounds, args.sizes, args.only = 1, "0.25", "load,parquet,cache"
+        args.rounds, args.sizes, args.only = (
+            1,
+            "0.25",
+            "load,parquet,cache",
+        )  # no delta: ~1 min alone
         if args.out == HERE / "results" / "latest.json":
             args.out = HERE / "results" / "quick.json"
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -239,6 +287,12 @@ def main() -> int:
             report["parquet"] = rows
         if "workers" in only:
             report["workers"] = bench_workers(bench, small, throttle=20e6)
+        if "delta" in only:
+            updates = [
+                _ensure(args.workdir / "generated" / f"update_{n}.csv", seed=100 + n)
+                for n in range(2)
+            ]
+            report["delta"] = bench_delta(bench, generated[:8], updates, args.workdir)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))

@@ -69,3 +69,30 @@ def test_dedupe_parquet_memory_stays_bounded(
     # The three large files repeat the same record ids: every record is in three downloads.
     peak = peak_rss_mb(tmp_path / "merged", generated["large"], dedupe=True)
     assert peak < 300, f"peak {peak:.0f} MB merging three downloads"
+
+
+DELTA = r"""
+import sys
+from datafiniti_loader import to_delta
+from datafiniti_loader.sandbox import Sandbox
+with Sandbox() as sandbox:
+    base = sandbox.add_request(sys.argv[2:-1])
+    update = sandbox.add_request(sys.argv[-1:])
+    for rid in (base, update):
+        to_delta(rid, sys.argv[1], token=sandbox.token, api_url=sandbox.api_url,
+                 cache=False, progress=False)
+with open("/proc/self/status") as status:
+    print(next(line.split()[1] for line in status if line.startswith("VmHWM:")))
+"""
+
+
+def test_delta_merge_memory_stays_bounded(generated: dict[str, list[Path]], tmp_path: Path) -> None:
+    pytest.importorskip("deltalake")
+    files = [*generated["large"][:2], generated["large"][2]]  # a 200 MB table, 100 MB merged in
+    done = subprocess.run(
+        [sys.executable, "-c", DELTA, str(tmp_path / "table"), *map(str, files)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    peak = int(done.stdout.split()[-1]) / 1024
+    assert peak < 450, f"peak {peak:.0f} MB creating and merging into a Delta table"
