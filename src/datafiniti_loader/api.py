@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from .client import Client
@@ -38,6 +38,7 @@ def load_results(
     progress: bool | None = ...,
     retry: RetryPolicy | None = ...,
     dedupe: bool = ...,
+    dtype: Mapping[str, str] | None = ...,
 ) -> pd.DataFrame: ...
 @overload
 def load_results(
@@ -54,6 +55,7 @@ def load_results(
     progress: bool | None = ...,
     retry: RetryPolicy | None = ...,
     dedupe: bool = ...,
+    dtype: Mapping[str, str] | None = ...,
 ) -> pa.Table: ...
 @overload
 def load_results(
@@ -70,6 +72,7 @@ def load_results(
     progress: bool | None = ...,
     retry: RetryPolicy | None = ...,
     dedupe: bool = ...,
+    dtype: Mapping[str, str] | None = ...,
 ) -> Any: ...
 def load_results(
     request_id: Sources,
@@ -85,6 +88,7 @@ def load_results(
     progress: bool | None = None,
     retry: RetryPolicy | None = None,
     dedupe: bool = False,
+    dtype: Mapping[str, str] | None = None,
 ) -> Any:
     """Load every result file of a Datafiniti download request into one frame.
 
@@ -128,6 +132,13 @@ def load_results(
         list). A record's rows stay together: all rows of the winning copy,
         none of the others. Rows without an ``id`` stay. Needs the columns
         ``id`` and ``dateUpdated`` (else :class:`ColumnNotFound`).
+    dtype : dict, optional
+        Column types on request, as in ``pandas.read_csv``: ``{"prices.amountMax":
+        "float64", "reviews.rating": "Int64", "prices.isSale": "boolean",
+        "dateUpdated": "datetime64[ns, UTC]", "brand": "category", "upc":
+        "string"}``. Other columns keep the lossless rules. A value that
+        cannot be read as asked raises :class:`ParseError` naming the column,
+        file, row and value; a column no file has, :class:`ColumnNotFound`.
 
     Returns
     -------
@@ -151,7 +162,7 @@ def load_results(
         raise ConfigurationError(
             f"output must be one of {', '.join(map(repr, OUTPUTS))}; got {output!r}."
         )
-    options = LoadOptions(token, api_url, wait, cache, max_workers, progress, retry, dedupe)
+    options = LoadOptions(token, api_url, wait, cache, max_workers, progress, retry, dedupe, dtype)
     if output == "dask":
         from .dask import load_dask
 
@@ -186,6 +197,7 @@ def to_parquet(
     storage_options: dict[str, Any] | None = None,
     retry: RetryPolicy | None = None,
     dedupe: bool = False,
+    dtype: Mapping[str, str] | None = None,
 ) -> ParquetSummary:
     """Convert a download request's results to a Parquet dataset, in bounded memory.
 
@@ -193,6 +205,8 @@ def to_parquet(
     ----------
     request_id, token, api_url, columns, provenance, wait, cache, max_workers, progress, retry
         As for :func:`load_results`.
+    dtype : dict, optional
+        As for :func:`load_results`; the Parquet columns get those types.
     dedupe : bool
         As for :func:`load_results`; memory stays bounded (the decision is
         made from an index of record ids and dates, not from the rows).
@@ -217,7 +231,7 @@ def to_parquet(
     metadata (key ``datafiniti_loader``) records the request id, result ids,
     file names, row counts, library version and load time.
     """
-    options = LoadOptions(token, api_url, wait, cache, max_workers, progress, retry, dedupe)
+    options = LoadOptions(token, api_url, wait, cache, max_workers, progress, retry, dedupe, dtype)
     with open_load(request_id, options) as source:
         return write_parquet(
             source,
@@ -243,6 +257,7 @@ def to_delta(
     max_workers: int | None = None,
     progress: bool | None = None,
     retry: RetryPolicy | None = None,
+    dtype: Mapping[str, str] | None = None,
 ) -> DeltaSummary:
     """Merge downloads into a Delta Lake table that lives on across downloads.
 
@@ -262,7 +277,7 @@ def to_delta(
         ``"overwrite"`` write every row, as ``deltalake.write_deltalake``.
     storage_options : dict, optional
         Passed to deltalake for ``path`` (credentials of an object store).
-    token, api_url, wait, cache, max_workers, progress, retry
+    token, api_url, wait, cache, max_workers, progress, retry, dtype
         As for :func:`load_results`.
 
     Returns
@@ -292,7 +307,7 @@ def to_delta(
     # Ties go to the newer download: in request-id order, whatever order they were given.
     sources = sorted(wanted) if mode == "merge" else wanted
     options = LoadOptions(
-        token, api_url, wait, cache, max_workers, progress, retry, dedupe=mode == "merge"
+        token, api_url, wait, cache, max_workers, progress, retry, mode == "merge", dtype
     )
     with open_load(sources, options) as source:
         return write_delta(source, path, mode=mode, storage_options=storage_options)

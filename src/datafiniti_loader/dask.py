@@ -91,7 +91,7 @@ def load_dask(
         ) from None
     with open_load(request_id, options) as source:
         scan = source.scan(keep=False)
-        data = data_schema(scan.builder, columns, provenance)
+        data = data_schema(scan.builder, columns, provenance, source.dtypes)
         schema = with_provenance(data) if provenance else data
         client = source.client
         files = source.files

@@ -152,7 +152,7 @@ def write_delta(
         note = f"request(s) {', '.join(map(str, requests))} already merged"
         return DeltaSummary(shown, table.version(), False, mode, requests=requests, note=note)
     scan = source.scan(keep=False)
-    schema = _delta_types(with_provenance(data_schema(scan.builder, None)))
+    schema = _delta_types(with_provenance(data_schema(scan.builder, None, True, source.dtypes)))
     plan = _plan(source, table)
     if table is not None and mode == "merge" and not plan.any_rows(source, merged_before):
         return DeltaSummary(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +25,7 @@ from .client import Client, normalize_request_id
 from .config import CacheSetting, resolve_cache_dir
 from .dedupe import NewestCopies
 from .download import DEFAULT_MAX_WORKERS, Download
+from .dtypes import arrow_types, explain_failure
 from .errors import ColumnNotFound, ConfigurationError
 from .models import DownloadRequest, FileKey, ResultFile
 from .parsed import open_parsed, tee_parsed
@@ -87,6 +88,8 @@ class LoadSource:
     keep_parsed: bool = False
     #: Set for ``dedupe=True``: which download's copy of each record stays.
     newest: NewestCopies | None = None
+    #: The column types asked for with ``dtype=``.
+    dtypes: dict[str, pa.DataType] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -181,13 +184,28 @@ class Scan:
 
 
 def data_schema(
-    builder: SchemaBuilder, columns: Sequence[str] | None, provenance: bool = True
+    builder: SchemaBuilder,
+    columns: Sequence[str] | None,
+    provenance: bool = True,
+    dtypes: dict[str, pa.DataType] | None = None,
 ) -> pa.Schema:
     """The data columns to output: all, or ``columns`` in the order given.
 
     A name given twice counts once; provenance names are accepted (those
     columns come last anyway) unless ``provenance=False`` leaves them out.
+    ``dtypes`` (from ``dtype=``) set the type of the columns they name.
     """
+    if dtypes:
+        require_columns(list(dtypes), builder.column_names, "dtype= names column(s) no file has:")
+    schema = _data_columns(builder, columns, provenance)
+    if not dtypes:
+        return schema
+    return pa.schema([pa.field(f.name, dtypes.get(f.name, f.type)) for f in schema])
+
+
+def _data_columns(
+    builder: SchemaBuilder, columns: Sequence[str] | None, provenance: bool
+) -> pa.Schema:
     if columns is None:
         return builder.schema()
     if isinstance(columns, str):
@@ -246,7 +264,11 @@ def typed_batches(
     origin = Provenance(file.request_id, file.id, file.name, file.date_created)
     row = 0
     for batch in batches:
-        typed = conform(batch, schema)
+        try:
+            typed = conform(batch, schema)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            explain_failure(batch, schema, file, row)  # a value dtype= cannot read: says which
+            raise
         if provenance:
             typed = add_provenance(typed, origin, row, rows=batch.num_rows)
         if newest is not None:
@@ -258,7 +280,7 @@ def typed_batches(
 def read_table(source: LoadSource, columns: Sequence[str] | None, provenance: bool) -> pa.Table:
     """The whole download as one Arrow table."""
     scan = source.scan(keep=True)
-    schema = data_schema(scan.builder, columns, provenance)
+    schema = data_schema(scan.builder, columns, provenance, source.dtypes)
     out: list[pa.RecordBatch] = []
     for file, batches in scan.files:
         out.extend(typed_batches(file, batches, schema, provenance, source.newest))
@@ -317,6 +339,7 @@ class LoadOptions:
     progress: bool | None = None
     retry: RetryPolicy | None = None
     dedupe: bool = False
+    dtype: Mapping[str, str] | None = None
 
 
 @contextmanager
@@ -326,6 +349,7 @@ def open_load(
     """Resolve the requests to their files and set up their download; clean up after."""
     started = time.perf_counter()
     rids = request_ids(sources)
+    dtypes = arrow_types(options.dtype)  # a type not understood fails before any request
     own_client = client is None
     api = client or Client(token=options.token, api_url=options.api_url, retry=options.retry)
     store: FileStore | None = None
@@ -353,6 +377,7 @@ def open_load(
             started,
             keep_parsed=isinstance(store, FileCache),
             newest=NewestCopies(rids) if options.dedupe else None,
+            dtypes=dtypes,
         )
     finally:
         if download is not None:

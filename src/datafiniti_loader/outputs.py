@@ -19,7 +19,8 @@ def to_pandas(table: pa.Table) -> pd.DataFrame:
 
     Integer data columns become pandas' nullable ``Int64`` whether or not
     this load has gaps (numpy's int64 would turn a gap into floats, ``2134``
-    into ``2134.0``, and dtypes would change with the data);
+    into ``2134.0``, and dtypes would change with the data); booleans become
+    pandas' nullable ``boolean`` for the same reason;
     nested values (structs, lists) arrive as plain dicts and lists, exactly as
     in the file; the repeated ``_source_file`` arrives as a categorical.
     """
@@ -31,6 +32,8 @@ def to_pandas(table: pa.Table) -> pd.DataFrame:
             special[field.name] = pd.array(column.to_pylist(), dtype=object)
         elif pa.types.is_integer(field.type) and field.name not in PROVENANCE_SCHEMA.names:
             special[field.name] = column.to_pandas(types_mapper={field.type: pd.Int64Dtype()}.get)
+        elif pa.types.is_boolean(field.type):  # numpy's bool has no gaps: object otherwise
+            special[field.name] = column.to_pandas(types_mapper={field.type: pd.BooleanDtype()}.get)
     order = table.column_names
     rest = table.select([i for i, name in enumerate(order) if name not in special])
     del table  # let self_destruct free each Arrow column as pandas takes it over

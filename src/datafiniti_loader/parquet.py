@@ -131,7 +131,7 @@ def write_parquet(
     _storage(path, lambda: check_target(fs, target, str(path), overwrite))  # fail before work
     source.keep_parsed = True  # the second pass reads parsed copies instead of parsing again
     scan = source.scan(keep=False)
-    schema = data_schema(scan.builder, columns, provenance)
+    schema = data_schema(scan.builder, columns, provenance, source.dtypes)
     if provenance:
         schema = with_provenance(schema)
     by = [partition_by] if isinstance(partition_by, str) else list(partition_by or [])

@@ -273,6 +273,10 @@ def _cast(values: pa.Array, target: pa.DataType) -> pa.Array:
         return values
     if pa.types.is_string(target) and not pa.types.is_string(values.type):
         return to_text(values)
+    if pa.types.is_timestamp(target) and target.tz and pa.types.is_string(values.type):
+        from .dtypes import timestamp_from_text
+
+        return timestamp_from_text(values, target)
     try:
         return values.cast(target)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
