@@ -25,7 +25,6 @@ in the environment before starting Jupyter.""",
 import tempfile
 
 import matplotlib.pyplot as plt
-import pandas as pd
 
 from datafiniti_loader import Client, load_results, to_parquet
 from datafiniti_loader.sandbox import Sandbox
@@ -91,9 +90,25 @@ df.groupby("_source_file", observed=True).size().rename("rows").to_frame()""",
         "md",
         """## A first look
 
-Ratings come typed (every value was a whole number). Prices are kept as text,
-because values such as `123.10` would not read back as written once turned
-into floats; converting them for a plot is the analyst's call.""",
+Ratings come typed (every value was a whole number). Prices stay text by
+default, because values such as `123.10` would not read back as written once
+turned into floats; the `dtype=` load above made them floats for the plot.""",
+    ),
+    (
+        "md",
+        """When you know what a column holds, say so with `dtype=` (as in
+`pandas.read_csv`): prices as floats, `TRUE`/`FALSE` as booleans. A value
+that cannot be read as asked is an error naming the column, file, row and
+value, never a silent gap.""",
+    ),
+    (
+        "code",
+        """typed = load_results(
+    REQUEST_ID,
+    dtype={"prices.amountMax": "float64", "prices.isSale": "boolean", "brand": "category"},
+    **connection,
+)
+typed[["prices.amountMax", "prices.isSale", "brand"]].dtypes""",
     ),
     (
         "code",
@@ -101,8 +116,7 @@ into floats; converting them for a plot is the analyst's call.""",
 
 df["reviews.rating"].value_counts().sort_index().plot.bar(ax=axes[0], title="Review ratings")
 
-prices = df.assign(price=pd.to_numeric(df["prices.amountMax"], errors="coerce"))
-prices.boxplot(column="price", by="brand", ax=axes[1], rot=45)
+typed.boxplot(column="prices.amountMax", by="brand", ax=axes[1], rot=45)
 axes[1].set_title("Max price by brand")
 fig.suptitle("")
 
