@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CORE := $(VENV)/.core-installed
 DEV := $(VENV)/.dev-installed
 
-.PHONY: demo test check lint format bench fixtures clean
+.PHONY: demo test check docs lint format bench fixtures clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,14 @@ $(DEV): pyproject.toml | $(BIN)/python
 demo: $(CORE)
 	$(BIN)/datafiniti-loader demo --output demo-output
 
-test: check
+test: check docs
 	$(BIN)/python -m pytest
+
+# The API reference from the docstrings, with the README as its front page (site/).
+# Strict: a broken link or a docstring mkdocstrings cannot read fails the build.
+docs: $(DEV)
+	@$(BIN)/mkdocs build --strict > $(VENV)/mkdocs.log 2>&1 || (cat $(VENV)/mkdocs.log; exit 1)
+	@echo "docs: site/index.html (built with no warning)"
 
 check: $(DEV)
 	$(BIN)/ruff check src tests benchmarks notebooks
@@ -49,4 +55,4 @@ fixtures: $(CORE)
 	$(BIN)/python -m datafiniti_loader.sandbox.fixtures data/fixtures
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) demo-output site .pytest_cache .mypy_cache .ruff_cache
