@@ -55,7 +55,7 @@ def resolve_api_url(api_url: str | None = None) -> str:
     if parts.query or parts.fragment or parts.username or parts.password:
         raise ConfigurationError(
             f"{where} must be a plain base URL such as {DEFAULT_API_URL!r}: no query, "
-            "fragment or credentials (pass the token as token= or DATAFINITI_API_TOKEN)."
+            "fragment or credentials (pass the token as token=, --token or DATAFINITI_API_TOKEN)."
         )
     if not parts.path.endswith(("/v3", "/v4")):
         raise ConfigurationError(

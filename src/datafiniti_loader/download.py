@@ -142,8 +142,8 @@ class Download:
             failure = exc
         raise StorageError(  # outside the except block: the OSError need not ride along
             f"Could not use {self.store.root} for {file.name}: {failure.strerror or failure}. "
-            "Free disk space, or point DATAFINITI_CACHE_DIR (or cache=) at a writable "
-            "directory, or pass cache=False."
+            "Free disk space, or point DATAFINITI_CACHE_DIR (cache=, --cache-dir) at a writable "
+            "directory, or pass cache=False (--no-cache)."
         )
 
     def _from_store_or_bucket(self, file: ResultFile) -> Path:

@@ -104,8 +104,9 @@ class ApiResponse:
         return ApiError(
             f"The API's answer to /{path} is not what Datafiniti sends ({what} expected; got "
             f"HTTP {self.status}, {kind}, starting {shown!r}). Check the API URL "
-            "(DATAFINITI_API_URL or api_url=) and any proxy between you and Datafiniti; if "
-            "they are right, Datafiniti's API may be having trouble: try again later.",
+            "(DATAFINITI_API_URL, api_url= or --api-url) and any proxy between you and "
+            "Datafiniti; if they are right, Datafiniti's API may be having trouble: try again "
+            "later.",
             status=self.status,
         )
 
@@ -248,14 +249,14 @@ class ApiSession:
         except requests.TooManyRedirects:
             failure = ApiError(
                 f"The API at {self._host} kept redirecting (more than 30 times). Check the "
-                "API URL (DATAFINITI_API_URL or api_url=) and any proxy in between."
+                "API URL (DATAFINITI_API_URL, api_url= or --api-url) and any proxy in between."
             )
         except (requests.ConnectionError, requests.Timeout) as exc:
             failure = (type(exc).__name__, not _never_connected(exc))
         except requests.RequestException as exc:
             failure = ApiError(
                 f"Could not ask the API at {self._host} ({type(exc).__name__}). Check the "
-                "API URL (DATAFINITI_API_URL or api_url=) and proxy settings."
+                "API URL (DATAFINITI_API_URL, api_url= or --api-url) and proxy settings."
             )
         return None, failure
 
@@ -281,7 +282,7 @@ class ApiSession:
             raise AuthenticationError(
                 f"The Datafiniti API refused the token (HTTP {response.status_code}"
                 f"{': ' + detail if detail else ''}). Check DATAFINITI_API_TOKEN or the "
-                "token= argument; tokens are listed in Datafiniti's web portal.",
+                "token= argument (--token); tokens are listed in Datafiniti's web portal.",
                 status=response.status_code,
             )
         if response.status_code in RETRYABLE_STATUSES:

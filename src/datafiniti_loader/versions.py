@@ -315,5 +315,6 @@ def _parsed(response: ApiResponse | None, path: str, build: Callable[[], _T]) ->
     status = f" (HTTP {response.status})" if response is not None else ""
     raise ApiError(
         f"The API's answer to /{path}{status} is not what Datafiniti sends: {problem}. "
-        "Check the API URL (DATAFINITI_API_URL or api_url=); if it is right, try again later."
+        "Check the API URL (DATAFINITI_API_URL, api_url= or --api-url); if it is right, "
+        "try again later."
     )
