@@ -241,3 +241,26 @@ def test_the_table_reads_back_with_pandas_polars_dask_and_time_travel(
     assert polars.read_delta(str(table)).height == len(EXPECTED)
     assert len(dd.read_parquet(current.file_uris()).compute()) == len(EXPECTED)
     assert len(deltalake.DeltaTable(str(table), version=0).to_pandas()) == 9
+
+
+def test_a_merge_rewrites_only_the_files_holding_a_replaced_record(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from datafiniti_loader import delta
+
+    monkeypatch.setattr(delta, "_FILE_BYTES", 1)  # a data file per batch: one per result file
+    parts = [
+        "".join(f"R{n},2026-11-01T00:00:00Z,r{n},{n}\n" for n in range(first, first + 8))
+        for first in range(0, 40, 8)
+    ]
+    table = tmp_path / "table"
+    merge(sandbox, serve(sandbox, tmp_path, parts), table)
+    assert len(deltalake.DeltaTable(str(table)).file_uris()) == 5
+    merge(sandbox, serve(sandbox, tmp_path, ["R7,2026-11-09T00:00:00Z,r7-new,7\n"]), table)
+    log = (table / "_delta_log" / "00000000000000000001.json").read_text().splitlines()
+    actions = [next(iter(json.loads(line))) for line in log]
+    assert actions.count("remove") == 1 and actions.count("add") == 2  # the file of R7, rewritten
+    frame = deltalake.DeltaTable(str(table)).to_pandas()
+    assert len(frame) == 40 and frame.loc[frame["id"] == "R7", "name"].tolist() == ["r7-new"]

@@ -20,7 +20,6 @@ came from. The decision needs only ``(id, dateUpdated, request)`` per record
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import logging
 import os
@@ -211,6 +210,30 @@ def _rewritten(
     return actions
 
 
+#: Arrow bytes per data file (Parquet compresses them several times).
+_FILE_BYTES = 256 * 1024 * 1024
+
+
+class _Batches:
+    """Batches handed out file by file: up to a number of bytes each time."""
+
+    def __init__(self, batches: Iterator[pa.RecordBatch]) -> None:
+        self._batches = batches
+        self._next: pa.RecordBatch | None = next(batches, None)
+
+    def has_more(self) -> bool:
+        return self._next is not None
+
+    def up_to(self, limit: int) -> Iterator[pa.RecordBatch]:
+        """The next batches, stopping once ``limit`` bytes have gone (at least one batch)."""
+        sent = 0
+        while self._next is not None and (sent == 0 or sent < limit):
+            batch, self._next = self._next, None
+            sent += batch.nbytes
+            yield batch
+            self._next = next(self._batches, None)
+
+
 class _DataFiles:
     """Parquet data files written into the table's directory, for one transaction to add.
 
@@ -241,20 +264,24 @@ class _DataFiles:
         return self._handler
 
     def write(self, batches: Iterator[pa.RecordBatch], schema: pa.Schema) -> list[Any]:
-        """One new data file of ``batches`` (none when they are empty); its add action."""
+        """New data files of ``batches``, a new one every ~256 MB of Arrow data; their actions.
+
+        Several files of bounded size let a later merge rewrite only the
+        files that hold a replaced record, not the whole table.
+        """
         from deltalake.transaction import AddAction
 
-        name = f"part-{uuid.uuid4()}.parquet"
-        first = next(batches, None)
-        if first is None:
-            return []
-        self.written.append(name)
-        with self._fs.open_output_stream(name) as sink:
-            rows = write_row_groups(itertools.chain([first], batches), sink, schema)
-        size = self._fs.get_file_info(name).size or 0
-        stats = json.dumps({"numRecords": rows})
-        now = int(time.time() * 1000)
-        return [AddAction(name, size, {}, now, True, stats)]
+        actions = []
+        pending = _Batches(batches)
+        while pending.has_more():
+            name = f"part-{uuid.uuid4()}.parquet"
+            self.written.append(name)
+            with self._fs.open_output_stream(name) as sink:
+                rows = write_row_groups(pending.up_to(_FILE_BYTES), sink, schema)
+            size = self._fs.get_file_info(name).size or 0
+            stats = json.dumps({"numRecords": rows})
+            actions.append(AddAction(name, size, {}, int(time.time() * 1000), True, stats))
+        return actions
 
     def read(self, name: str) -> Iterator[pa.RecordBatch]:
         """A data file of the table, a batch at a time."""
