@@ -264,3 +264,25 @@ def test_a_merge_rewrites_only_the_files_holding_a_replaced_record(
     assert actions.count("remove") == 1 and actions.count("add") == 2  # the file of R7, rewritten
     frame = deltalake.DeltaTable(str(table)).to_pandas()
     assert len(frame) == 40 and frame.loc[frame["id"] == "R7", "name"].tolist() == ["r7-new"]
+
+
+def test_a_failed_write_leaves_none_of_its_files(
+    sandbox: Sandbox, two: tuple[int, int], tmp_path: Path
+) -> None:
+    from datafiniti_loader import ParseError
+
+    fresh = tmp_path / "fresh"
+    with pytest.raises(ParseError, match="'name'"):
+        merge(sandbox, two[0], fresh, dtype={"name": "float64"})
+    assert not fresh.exists()  # the directory it made, gone with its files
+    table = tmp_path / "table"
+    merge(sandbox, two[0], table)
+    before = sorted(p.name for p in table.rglob("*"))
+    # A newer copy of A (its table file is rewritten first), then a value dtype= cannot read.
+    bad = serve(
+        sandbox, tmp_path, ["A,2026-12-01T00:00:00Z,a,1,7\nZ,2026-12-01T00:00:00Z,z,2,x\n"],
+        header="id,dateUpdated,name,prices.amountMax,rank\n",
+    )  # fmt: skip
+    with pytest.raises(ParseError, match="'rank'"):
+        merge(sandbox, bad, table, dtype={"rank": "Int64"})
+    assert sorted(p.name for p in table.rglob("*")) == before

@@ -296,8 +296,10 @@ def to_delta(
     Each commit records the request ids it wrote and the library version
     (commit metadata ``datafiniti_loader``): :func:`delta_history` lists them.
     A column new in a download is added; a column whose values in a download
-    are of another type than the table's becomes text (nothing is lost). Needs
-    the ``[delta]`` extra.
+    are of another type than the table's becomes text (nothing is lost). In
+    an existing table a column keeps the table's type: ``dtype=`` decides the
+    columns the table does not have yet (and every column of a new table).
+    Needs the ``[delta]`` extra.
     """
     from .delta import DELTA_MODES, write_delta
 

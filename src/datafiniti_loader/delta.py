@@ -166,26 +166,32 @@ def write_delta(
         mode, shown, plan.added, plan.replaced, plan.unchanged,
     )  # fmt: skip
     files = _DataFiles(path, storage_options)
-    actions: list[Any] = []
-    if table is not None and mode != "overwrite":
-        if changed:  # Delta takes a new schema only with a rewrite: every file, one commit
-            logger.info(
-                "the table's schema changes (%s): every data file is written again", changed
-            )
-        actions += _rewritten(table, files, plan.existing_ids, schema, every=bool(changed))
-    keep = plan.replace_ids if mode == "merge" else None
-    counter = RowCounter(_rows(source, schema, keep=keep, merged_before=merged_before))
-    actions += files.write(iter(counter), schema)
-    about = {"request_ids": list(requests), "library": __version__, "mode": mode,
-             "rows_inserted": counter.rows, "records_added": plan.added,
-             "records_replaced": plan.replaced, "schema_changed": changed}  # fmt: skip
-    if table is None:
-        _commit(files, about, shown,
-                lambda props: _create(path, schema, actions, storage_options, props))  # fmt: skip
-    else:
+    try:  # a failure anywhere (a bad value, Ctrl-C, a lost race) leaves none of our files
+        actions: list[Any] = []
+        if table is not None and mode != "overwrite":
+            if changed:  # Delta takes a new schema only with a rewrite: every file, one commit
+                logger.info(
+                    "the table's schema changes (%s): every data file is written again", changed
+                )
+            actions += _rewritten(table, files, plan.existing_ids, schema, every=bool(changed))
+        keep = plan.replace_ids if mode == "merge" else None
+        counter = RowCounter(_rows(source, schema, keep=keep, merged_before=merged_before))
+        actions += files.write(iter(counter), schema)
+        about = {"request_ids": list(requests), "library": __version__, "mode": mode,
+                 "rows_inserted": counter.rows, "records_added": plan.added,
+                 "records_replaced": plan.replaced, "schema_changed": changed}  # fmt: skip
         how = "overwrite" if mode == "overwrite" or changed else "append"
-        _commit(files, about, shown, lambda props: table.create_write_transaction(
-            actions, how, schema, commit_properties=props))  # fmt: skip
+
+        def commit(props: Any) -> None:
+            if table is None:
+                _create(path, schema, actions, storage_options, props)
+            else:
+                table.create_write_transaction(actions, how, schema, commit_properties=props)
+
+        _commit(files, about, shown, commit)
+    except BaseException:
+        files.discard()
+        raise
     log_summary(source, counter.rows, len(schema), target=shown)
     version = 0 if table is None else table.version() + 1
     return DeltaSummary(
