@@ -116,8 +116,8 @@ def _identity(
     missing = [c for c in (ID_COLUMN, UPDATED_COLUMN) if c not in names]
     if missing:
         raise ColumnNotFound(
-            f"dedupe=True needs the columns {ID_COLUMN!r} and {UPDATED_COLUMN!r} in every "
-            f"file, and {file.name} (request {file.request_id}) has no {missing[0]!r}. "
+            f"dedupe=True (--dedupe) needs the columns {ID_COLUMN!r} and {UPDATED_COLUMN!r} "
+            f"in every file, and {file.name} (request {file.request_id}) has no {missing[0]!r}. "
             "Download with a view that includes them, or load without dedupe."
         )
     ids = record_ids(batch.column(ID_COLUMN))

@@ -220,8 +220,9 @@ def _data_columns(
     data = [c for c in wanted if c not in PROVENANCE_SCHEMA.names]
     if not data and not provenance:
         raise ConfigurationError(
-            "columns= selects no data column and provenance=False leaves out the provenance "
-            "columns: nothing would be loaded. Name at least one column."
+            "columns= (--columns) selects no data column and provenance=False "
+            "(--no-provenance) leaves out the provenance columns: nothing would be loaded. "
+            "Name at least one column."
         )
     require_columns(data, builder.column_names, "No result file has the column(s)")
     return builder.schema(data)

@@ -447,7 +447,7 @@ def _resume_hint(partial: Partial, attempt: _Attempt) -> str:
 def _unwritable(path: Path, exc: OSError) -> StorageError:
     return StorageError(
         f"Could not write a download to {path.parent}: {exc.strerror or exc}. Free disk "
-        "space, or point DATAFINITI_CACHE_DIR (or cache=) at another directory."
+        "space, or point DATAFINITI_CACHE_DIR (cache=, --cache-dir) at another directory."
     )
 
 
