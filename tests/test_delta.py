@@ -188,7 +188,7 @@ def test_a_merge_killed_midway_leaves_the_previous_version(
         "import logging\nfrom datafiniti_loader import to_delta\n"
         "logging.basicConfig(level=logging.INFO)\n"
         f"to_delta({big}, {str(table)!r}, token={sandbox.token!r}, api_url={sandbox.api_url!r},"
-        " cache=False, progress=False)\n"
+        f" cache={str(tmp_path / 'cache')!r}, progress=False)\n"  # no scratch dir left in /tmp
     )
     worker = subprocess.Popen(
         [sys.executable, "-c", code], stderr=subprocess.PIPE, text=True, bufsize=1
