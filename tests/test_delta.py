@@ -248,9 +248,9 @@ def test_a_merge_rewrites_only_the_files_holding_a_replaced_record(
 ) -> None:
     import json
 
-    from datafiniti_loader import delta
+    from datafiniti_loader import deltafiles
 
-    monkeypatch.setattr(delta, "_FILE_BYTES", 1)  # a data file per batch: one per result file
+    monkeypatch.setattr(deltafiles, "_FILE_BYTES", 1)  # a data file per batch: one per result file
     parts = [
         "".join(f"R{n},2026-11-01T00:00:00Z,r{n},{n}\n" for n in range(first, first + 8))
         for first in range(0, 40, 8)

@@ -1,0 +1,199 @@
+"""The Delta table's data files as this library writes them: streamed, then committed.
+
+delta-rs's own writers hold a whole file (``write_deltalake``) or the table
+side of a join (``MERGE``) in memory. Instead, data files are written here a
+row group at a time (the writer of ``to_parquet``), through delta-rs's storage
+handler so that object stores take the same ``storage_options``, and handed to
+one transaction as add and remove actions. Until that commit they are
+invisible to readers; a failed write deletes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .dedupe import ID_COLUMN, record_ids
+from .parquet import write_row_groups
+from .schema import conform
+
+if TYPE_CHECKING:
+    from deltalake import DeltaTable
+
+__all__ = ["DataFiles", "create_table", "rewritten"]
+
+
+def rewritten(
+    table: DeltaTable, files: DataFiles, drop: pa.Array, schema: pa.Schema, *, every: bool
+) -> list[Any]:
+    """The table's files holding a record in ``drop`` (all when ``every``), written again.
+
+    Returns the actions: the new files, and the removal of the old ones
+    (unless ``every``: the overwrite that commits them removes every old file).
+    """
+    actions: list[Any] = []
+    for old in _files_holding(table, files, drop, every=every):
+        actions += files.write(_without(files.read(old.path), drop, schema), schema)
+        if not every:
+            actions.append(_removal(old))
+    return actions
+
+
+#: Arrow bytes per data file (Parquet compresses them several times).
+_FILE_BYTES = 256 * 1024 * 1024
+
+
+#: Arrow bytes per data file (Parquet compresses them several times).
+_FILE_BYTES = 256 * 1024 * 1024
+
+
+class _Batches:
+    """Batches handed out file by file: up to a number of bytes each time."""
+
+    def __init__(self, batches: Iterator[pa.RecordBatch]) -> None:
+        self._batches = batches
+        self._next: pa.RecordBatch | None = next(batches, None)
+
+    def has_more(self) -> bool:
+        return self._next is not None
+
+    def up_to(self, limit: int) -> Iterator[pa.RecordBatch]:
+        """The next batches, stopping once ``limit`` bytes have gone (at least one batch)."""
+        sent = 0
+        while self._next is not None and (sent == 0 or sent < limit):
+            batch, self._next = self._next, None
+            sent += batch.nbytes
+            yield batch
+            self._next = next(self._batches, None)
+
+
+class DataFiles:
+    """Parquet data files written into the table's directory, for one transaction to add.
+
+    Files are written through delta-rs's own storage handler, so a table on
+    an object store takes the same ``storage_options``. Until the commit they
+    are invisible to readers; if the commit fails they are deleted (they are
+    this write's own).
+    """
+
+    def __init__(self, path: str, storage_options: dict[str, str] | None) -> None:
+        self._path = str(path)
+        self._options = storage_options
+        self._made_dir = False
+        self._handler: Any = None
+        self.written: list[str] = []
+
+    @property
+    def _fs(self) -> Any:
+        """The table's storage (a new local table's directory is made on first use)."""
+        if self._handler is None:
+            import pyarrow.fs as pafs
+            from deltalake.fs import DeltaStorageHandler
+
+            if "://" not in self._path and not os.path.isdir(self._path):
+                os.makedirs(self._path)
+                self._made_dir = True
+            self._handler = pafs.PyFileSystem(DeltaStorageHandler(self._path, self._options))
+        return self._handler
+
+    def write(self, batches: Iterator[pa.RecordBatch], schema: pa.Schema) -> list[Any]:
+        """New data files of ``batches``, a new one every ~256 MB of Arrow data; their actions.
+
+        Several files of bounded size let a later merge rewrite only the
+        files that hold a replaced record, not the whole table.
+        """
+        from deltalake.transaction import AddAction
+
+        actions = []
+        pending = _Batches(batches)
+        while pending.has_more():
+            name = f"part-{uuid.uuid4()}.parquet"
+            self.written.append(name)
+            with self._fs.open_output_stream(name) as sink:
+                rows = write_row_groups(pending.up_to(_FILE_BYTES), sink, schema)
+            size = self._fs.get_file_info(name).size or 0
+            stats = json.dumps({"numRecords": rows})
+            actions.append(AddAction(name, size, {}, int(time.time() * 1000), True, stats))
+        return actions
+
+    def read(self, name: str) -> Iterator[pa.RecordBatch]:
+        """A data file of the table, a batch at a time."""
+        import pyarrow.parquet as pq
+
+        with self._fs.open_input_file(name) as handle:
+            yield from pq.ParquetFile(handle).iter_batches(batch_size=2048, use_threads=False)
+
+    def ids_in(self, name: str) -> pa.Array:
+        """The record ids of a data file (one column: small)."""
+        import pyarrow.parquet as pq
+
+        with self._fs.open_input_file(name) as handle:
+            column = pq.read_table(handle, columns=[ID_COLUMN]).column(0)
+        return record_ids(column.combine_chunks())
+
+    def discard(self) -> None:
+        """Delete the files this write made (it failed before or at its commit)."""
+        for name in self.written:
+            with contextlib.suppress(OSError):
+                self._fs.delete_file(name)
+        if self._made_dir:  # the directory this write made, if nothing else is in it
+            with contextlib.suppress(OSError):
+                os.rmdir(self._path)
+
+
+def _files_holding(
+    table: DeltaTable, files: DataFiles, ids: pa.Array, *, every: bool
+) -> Iterator[Any]:
+    """The table's active files that hold any of ``ids`` (all of them when ``every``)."""
+    actions = pa.table(table.get_add_actions(flatten=True))
+    for name, size in zip(
+        actions["path"].to_pylist(), actions["size_bytes"].to_pylist(), strict=True
+    ):
+        if every or (len(ids) and pc.any(pc.is_in(files.ids_in(name), value_set=ids)).as_py()):
+            yield _FileRef(name, int(size))
+
+
+@dataclass(frozen=True)
+class _FileRef:
+    path: str
+    size: int
+
+
+def _removal(old: _FileRef) -> Any:
+    from deltalake.transaction import RemoveAction
+
+    return RemoveAction(old.path, True, int(time.time() * 1000), old.size, {})
+
+
+def _without(
+    batches: Iterator[pa.RecordBatch], drop: pa.Array, schema: pa.Schema
+) -> Iterator[pa.RecordBatch]:
+    """``batches`` without the rows of records in ``drop``, in ``schema``."""
+    for batch in batches:
+        ids = record_ids(batch.column(ID_COLUMN))
+        kept = batch.filter(pc.invert(pc.fill_null(pc.is_in(ids, value_set=drop), False)))
+        if kept.num_rows:
+            yield conform(kept, schema)
+
+
+def create_table(
+    path: str, schema: pa.Schema, added: list[Any], storage_options: dict[str, str] | None,
+    props: Any,
+) -> None:  # fmt: skip
+    """A new table at ``path`` whose first version is the files ``added``."""
+    from deltalake import Schema
+    from deltalake.transaction import create_table_with_add_actions
+
+    create_table_with_add_actions(
+        str(path), Schema.from_arrow(schema), added, mode="error",
+        storage_options=storage_options, commit_properties=props,
+    )  # fmt: skip

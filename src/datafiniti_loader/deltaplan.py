@@ -1,0 +1,207 @@
+"""What a Delta write takes: which records win, which rows go, in which schema.
+
+The newest-copy rule of ``dedupe``, across the table and the downloads: a
+record's copy wins on its newest ``dateUpdated``, ties going to the higher
+request id, decided from ``(id, dateUpdated, request)`` per record, never
+from the rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .dedupe import ID_COLUMN, UPDATED_COLUMN, record_dates, record_ids, starts_of_runs
+from .errors import ColumnNotFound
+from .loader import LoadSource, typed_batches
+from .schema import PROVENANCE_SCHEMA, conform, release_arrow_memory
+
+if TYPE_CHECKING:
+    from deltalake import DeltaTable
+
+__all__ = ["Plan", "against_table", "delta_types", "plan_write", "rows_to_write"]
+
+
+def delta_types(schema: pa.Schema) -> pa.Schema:
+    """Types as Delta stores them: timestamps in microseconds (their values unchanged)."""
+    fields = []
+    for f in schema:
+        if pa.types.is_timestamp(f.type):
+            f = pa.field(f.name, pa.timestamp("us", f.type.tz))
+        fields.append(f)
+    return pa.schema(fields, metadata=schema.metadata)
+
+
+_NO_KEYS = pa.table(
+    {
+        "id": pa.array([], pa.string()),
+        "when_t": pa.array([], pa.timestamp("us", "UTC")),
+        "request_t": pa.array([], pa.int64()),
+    }
+)
+
+
+@dataclass
+class Plan:
+    """Which records the downloads bring a newer copy of."""
+
+    replace_ids: pa.Array  # every record whose copy wins: its rows are inserted
+    existing_ids: pa.Array  # of those, the ones the table has: their rows are deleted
+    added: int
+    replaced: int
+    unchanged: int
+
+    def any_rows(self, source: LoadSource, merged_before: set[int]) -> bool:
+        """Whether anything is to be written: a newer copy, or rows without an id."""
+        return self.added + self.replaced > 0 or _has_idless_rows(source, merged_before)
+
+
+def plan_write(source: LoadSource, table: DeltaTable | None) -> Plan:
+    """Which records to write: all of them into no table, the newer copies into a table.
+
+    Without ``dedupe`` (append, overwrite) every row is written: nothing is planned.
+    """
+    if source.newest is None:
+        return Plan(pa.array([], pa.string()), pa.array([], pa.string()), 0, 0, 0)
+    winners = source.newest.winners
+    requests = pa.array(source.request_ids, pa.int64())
+    mine = pa.table(
+        {
+            "id": winners["id"],
+            "when": winners["when"],
+            "request": pc.take(requests, winners["download"]),
+        }
+    )
+    theirs = _table_keys(table) if table is not None else _NO_KEYS
+    joined = mine.join(theirs, "id", join_type="left outer", right_suffix="_t")
+    known = pc.is_valid(joined["when_t"])
+    newer = pc.or_(
+        pc.greater(joined["when"], joined["when_t"]),
+        pc.and_(
+            pc.equal(joined["when"], joined["when_t"]),
+            pc.greater(joined["request"], joined["request_t"]),
+        ),
+    )
+    wins = pc.or_(pc.invert(known), pc.fill_null(newer, False))
+    replace = joined.filter(wins)
+    existing = replace.filter(pc.is_valid(replace["when_t"]))
+    return Plan(
+        replace["id"].combine_chunks(),
+        existing["id"].combine_chunks(),
+        added=replace.num_rows - existing.num_rows,
+        replaced=existing.num_rows,
+        unchanged=joined.num_rows - replace.num_rows,
+    )
+
+
+def _table_keys(table: DeltaTable) -> pa.Table:
+    """Per record of the table: its newest ``dateUpdated`` and the request that brought it."""
+    names = table.schema().to_arrow()
+    present = set(pa.schema(names).names)
+    missing = [c for c in (ID_COLUMN, UPDATED_COLUMN) if c not in present]
+    if missing:
+        raise ColumnNotFound(
+            f"The Delta table has no {missing[0]!r} column, which merging needs to tell "
+            "records apart and order their copies. Merge into a table written by to_delta, "
+            "or use mode='append'."
+        )
+    columns = [ID_COLUMN, UPDATED_COLUMN] + (["_request_id"] if "_request_id" in present else [])
+    parts = []
+    for batch in table.to_pyarrow_dataset().to_batches(columns=columns):
+        ids = record_ids(batch.column(ID_COLUMN))
+        requests = (
+            batch.column("_request_id")
+            if "_request_id" in columns
+            else pa.array([0] * batch.num_rows, pa.int64())
+        )
+        part = pa.table(
+            {"id": ids, "when": record_dates(batch.column(UPDATED_COLUMN), "the Delta table"),
+             "request": requests}
+        ).filter(pc.is_valid(ids))  # fmt: skip
+        parts.append(part.group_by(["id", "when"]).aggregate([("request", "max")]))
+    every = (
+        pa.concat_tables(parts).select(["id", "when", "request_max"])
+        if parts
+        else pa.table({"id": pa.array([], pa.string()),
+                       "when": record_dates(pa.array([], pa.string()), "the Delta table"),
+                       "request_max": pa.array([], pa.int64())})
+    )  # fmt: skip
+    every = every.rename_columns(["id", "when", "request"])
+    ranked = every.sort_by([("id", "ascending"), ("when", "descending"), ("request", "descending")])
+    top = ranked.filter(starts_of_runs(ranked["id"].combine_chunks()))
+    return top.rename_columns(["id", "when_t", "request_t"])
+
+
+def rows_to_write(
+    source: LoadSource, schema: pa.Schema, *, keep: pa.Array | None, merged_before: set[int]
+) -> Iterator[pa.RecordBatch]:
+    """The downloads' rows for the table: winning copies, and only records in ``keep``.
+
+    Rows without an ``id`` cannot be matched later; they are written once, from
+    requests the table has not merged before.
+    """
+    data = pa.schema([f for f in schema if f.name not in PROVENANCE_SCHEMA.names])
+    for file, path in source.download.local_files():
+        read = source.batches_of(file, path)
+        for batch in typed_batches(file, read.batches, data, True, source.newest):
+            batch = conform(batch, schema)
+            if keep is not None:
+                ids = record_ids(batch.column(ID_COLUMN))
+                chosen = pc.is_in(ids, value_set=keep)
+                if file.request_id not in merged_before:
+                    chosen = pc.or_(chosen, pc.is_null(ids))
+                batch = batch.filter(chosen)
+            if batch.num_rows:
+                yield batch
+            release_arrow_memory()
+
+
+def _has_idless_rows(source: LoadSource, merged_before: set[int]) -> bool:
+    """Whether a request not merged before holds rows without an id (they are inserted)."""
+    assert source.newest is not None
+    counts = source.newest.idless_rows
+    return any(counts.get(rid, 0) for rid in source.request_ids if rid not in merged_before)
+
+
+def against_table(schema: pa.Schema, table: DeltaTable) -> tuple[pa.Schema, list[str]]:
+    """The table's schema grown to hold the rows: its types where they agree, text where not.
+
+    Returns the schema to write (the table's columns in their order, then new
+    ones) and the columns that change it: new ones, and the table's columns
+    that must become text (a download has values of another type there).
+    """
+    theirs = pa.schema(table.schema().to_arrow())
+    mine = {f.name: f for f in schema}
+    fields, changed = [], []
+    for field in theirs:
+        ours = mine.get(field.name)
+        if ours is None or _same(ours.type, field.type) or _is_text(field.type):
+            fields.append(field)  # ours cast to theirs (text keeps ours as written)
+        else:
+            fields.append(pa.field(field.name, pa.string()))
+            changed.append(field.name)
+    for field in schema:
+        if theirs.get_field_index(field.name) < 0:
+            fields.append(field)
+            changed.append(field.name)
+    return pa.schema(fields), changed
+
+
+def _is_text(type_: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_string(type_) or pa.types.is_large_string(type_)
+        or pa.types.is_string_view(type_)
+    )  # fmt: skip
+
+
+def _same(a: pa.DataType, b: pa.DataType) -> bool:
+    """Types Delta stores alike (timestamps of any unit are microseconds there)."""
+    if a.equals(b):
+        return True
+    if pa.types.is_timestamp(a) and pa.types.is_timestamp(b):
+        return bool(a.tz) == bool(b.tz)
+    return _is_text(a) and _is_text(b)
