@@ -331,3 +331,27 @@ def test_merge_and_history_against_the_sandbox(served: dict[str, str], tmp_path:
     assert rows[2].split()[0] == "0" and rows[2].split()[-1] == first
     missing = run_in(served, "history", str(tmp_path / "nowhere"))
     assert missing.returncode == 1 and "no Delta table" in missing.stderr
+
+
+def test_load_with_types_on_request(
+    sandbox: Sandbox, env: dict[str, str], fixture_files, tmp_path: Path
+) -> None:
+    import pyarrow.parquet as pq
+
+    rid = str(sandbox.add_request(fixture_files["products"]))
+    out = tmp_path / "typed"
+    done = run(
+        "load", rid, "-o", str(out), "-q",
+        "--dtype", "prices.amountMax=float64,prices.isSale=boolean,reviews.date=datetime64[ns, UTC]",
+        env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    schema = pq.read_schema(next(out.glob("*.parquet")))
+    assert str(schema.field("prices.amountMax").type) == "double"
+    assert str(schema.field("prices.isSale").type) == "bool"
+    assert str(schema.field("reviews.date").type) == "timestamp[ns, tz=UTC]"
+    bad = run("load", rid, "-o", str(tmp_path / "bad"), "-q", "--dtype", "upc=float64", env=env)
+    assert bad.returncode == 1 and "'upc'" in bad.stderr and "Traceback" not in bad.stderr
+    assert (
+        run("load", rid, "-o", str(tmp_path / "x"), "--dtype", "nonsense", env=env).returncode == 2
+    )

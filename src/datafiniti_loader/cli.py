@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Sequence, Set
 from datetime import timedelta
@@ -188,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--into", required=True, metavar="PATH", help="the Delta table (path or object-store URI)"
     )
     _add_wait_option(merge)
+    _add_dtype_option(merge)
 
     history = verbs.add_parser(
         "history",
@@ -268,6 +270,28 @@ def _add_wait_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_dtype_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dtype",
+        type=_dtypes,
+        metavar="COL=TYPE[,COL=TYPE...]",
+        help="column types on request, as in pandas: e.g. prices.amountMax=float64,"
+        "prices.isSale=boolean (float64, Int64, boolean, string, category, "
+        "'datetime64[ns, UTC]')",
+    )
+
+
+def _dtypes(text: str) -> dict[str, str]:
+    """``a=float64,b=boolean`` as a mapping (argparse type); a datetime type may hold a comma."""
+    mapping: dict[str, str] = {}
+    for part in re.split(r",(?![^\[]*\])", text):
+        column, sep, kind = part.strip().rpartition("=")
+        if not sep or not column or not kind:
+            raise argparse.ArgumentTypeError(f"{part!r} is not COLUMN=TYPE, e.g. price=float64")
+        mapping[column] = kind.strip()
+    return mapping
+
+
 def _add_parquet_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
     """``--output`` and what shapes the Parquet dataset, for ``load`` and ``download``."""
     parser.add_argument(
@@ -278,6 +302,7 @@ def _add_parquet_options(parser: argparse.ArgumentParser, *, required: bool) -> 
         + ("" if required else "; waits for the download to complete"),
     )
     parser.add_argument("--columns", help="comma-separated data columns to keep")
+    _add_dtype_option(parser)
     parser.add_argument("--partition-by", help="comma-separated columns to partition by")
     parser.add_argument(
         "--no-provenance", action="store_true", help="leave out the _request_id ... columns"
@@ -340,6 +365,7 @@ def _run(args: argparse.Namespace) -> int:
             wait=args.wait,
             cache=_cache_setting(args),
             progress=False if args.quiet else None,
+            dtype=args.dtype,
         )
         print(summary.describe())
         return 0
@@ -451,6 +477,7 @@ def _write_parquet(args: argparse.Namespace, sources: Sources, *, dedupe: bool =
         partition_by=_split(args.partition_by),
         overwrite=args.overwrite,
         dedupe=dedupe,
+        dtype=args.dtype,
     )
     print(
         f"wrote {summary.rows:,} rows x {summary.columns} columns from "
