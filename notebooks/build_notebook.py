@@ -199,6 +199,34 @@ record `id`, only the rows of the copy with the newest `dateUpdated` stay
     print("rows per request:", merged.groupby("_request_id").size().to_dict())""",
     ),
     (
+        "md",
+        """## Keeping a dataset current
+
+Result files expire after seven days; a table that absorbs each download
+lives on. `to_delta` merges downloads into a Delta Lake table (the `[delta]`
+extra): for every record, the copy with the newest `dateUpdated` replaces all
+its rows, in one commit; merging a request again changes nothing.""",
+    ),
+    (
+        "code",
+        """import importlib.util
+
+import pandas as pd
+
+if importlib.util.find_spec("deltalake") is None:
+    print("pip install 'datafiniti-loader[delta]' to run this section")
+else:
+    from datafiniti_loader import delta_history, to_delta
+
+    lake = f"{scratch.name}/lake"
+    print(to_delta(REQUEST_ID, lake, **connection).describe())
+    if CREATE:  # the download created above: the newer copy of every record
+        print(to_delta(request.id, lake, **connection).describe())
+    print(to_delta(REQUEST_ID, lake, **connection).describe())  # again: nothing changes
+    versions = pd.DataFrame(delta_history(lake))
+    display(versions[["version", "operation", "request_ids", "rows_inserted"]])""",
+    ),
+    (
         "code",
         """client.close()
 scratch.cleanup()
