@@ -40,7 +40,7 @@ format: $(DEV)
 	$(BIN)/ruff format src tests benchmarks notebooks
 	$(BIN)/ruff check --fix src tests benchmarks notebooks
 
-# `make bench` records every figure in BENCHMARKS.md (about 25 minutes);
+# `make bench` records every figure in BENCHMARKS.md (about 10 minutes here);
 # `make bench QUICK=1` prints a one-round look in under two minutes.
 bench: $(DEV)
 ifdef QUICK

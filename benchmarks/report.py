@@ -108,7 +108,7 @@ def render(report: dict[str, Any]) -> str:
         lines += [
             f"### `to_delta`: a {d['table_gb']:.2f} GB table, then a {d['update_gb']:.2f} GB download merged in",
             "",
-            "| create s | create peak MB | merge s | merge peak MB (target <= 450) | same download to Parquet s | merge / Parquet |",
+            "| create s (one run) | create peak MB | merge s | merge peak MB (target <= 450) | same download to Parquet s | merge / Parquet |",
             "|---|---|---|---|---|---|",
             f"| {d['create_s']:.2f} | {d['create_mb']:.0f} | {d['merge_s']:.2f} "
             f"| {d['merge_mb']:.0f} ({verdict(d['merge_mb'] <= 450)}) | {d['parquet_s']:.2f} | {d['ratio']:.2f} |",

@@ -13,12 +13,17 @@ distributed = pytest.importorskip("distributed")
 
 
 @pytest.fixture(scope="module")
-def cluster_client():
-    cluster = distributed.LocalCluster(
-        n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None
-    )
-    with cluster, distributed.Client(cluster) as client:
-        yield client
+def cluster_client(tmp_path_factory: pytest.TempPathFactory):
+    import dask
+
+    # dask keeps its lock files in a scratch space that outlives the run unless told where.
+    scratch = str(tmp_path_factory.mktemp("dask-scratch"))
+    with dask.config.set({"temporary-directory": scratch}):
+        cluster = distributed.LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None
+        )
+        with cluster, distributed.Client(cluster) as client:
+            yield client
 
 
 def test_partitions_meta_and_values_on_a_cluster(

@@ -7,6 +7,7 @@ Exit status: 0 on success; 1 with a one-line reason on stderr for a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import re
 import sys
@@ -402,7 +403,7 @@ def _run(args: argparse.Namespace) -> int:
 def _download(args: argparse.Namespace) -> int:
     """Count (v4), ask, create, and with ``--wait`` or ``--output`` wait and write Parquet."""
     from .client import Client
-    from .progress import WaitProgress, want_progress
+    from .loader import wait_for
     from .versions import Query
 
     wanted = Query.checked(args.query, args.data_type, args.records, args.format, args.view)
@@ -417,6 +418,7 @@ def _download(args: argparse.Namespace) -> int:
             if found == 0:
                 print("nothing to download")
                 return 1
+            wanted = dataclasses.replace(wanted, num_records=asked)  # what the user is asked
         else:
             print(
                 "API v3 cannot count for free; the download would hold up to "
@@ -439,17 +441,13 @@ def _download(args: argparse.Namespace) -> int:
         if args.output is None and args.wait is False:
             print(f"next: datafiniti-loader load {created.id} --wait --output DIR")
             return 0
-        timeout = None if args.wait in (True, False) else float(args.wait)
-        status = WaitProgress(want_progress(False if args.quiet else None), created.id)
-        try:
-            done = client.wait(created, timeout=timeout, on_poll=status.poll)
-        finally:
-            status.close()
+        # --output alone waits too: the Parquet needs the finished download.
+        wait = True if args.wait is False else args.wait
+        done = wait_for(client, created.id, wait, False if args.quiet else None)
         print(done.describe())
     if args.output is None:
         return 0
-    args.wait = False  # waited above
-    return _write_parquet(args, created)
+    return _write_parquet(args, created, wait=False)  # waited above
 
 
 def _confirmed(question: str) -> bool:
@@ -459,7 +457,13 @@ def _confirmed(question: str) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
-def _write_parquet(args: argparse.Namespace, sources: Sources, *, dedupe: bool = False) -> int:
+def _write_parquet(
+    args: argparse.Namespace,
+    sources: Sources,
+    *,
+    dedupe: bool = False,
+    wait: bool | float | None = None,
+) -> int:
     """``--output`` and its options applied to ``sources``; print what was written."""
     from .api import to_parquet
 
@@ -470,7 +474,7 @@ def _write_parquet(args: argparse.Namespace, sources: Sources, *, dedupe: bool =
         api_url=args.api_url,
         columns=_split(args.columns),
         provenance=not args.no_provenance,
-        wait=args.wait,
+        wait=args.wait if wait is None else wait,
         cache=_cache_setting(args),
         max_workers=args.max_workers,
         progress=False if args.quiet else None,

@@ -20,14 +20,15 @@ import pyarrow.compute as pc
 
 from .errors import ColumnNotFound, ParseError
 from .models import ResultFile
+from .schema import timestamp_from_text
 
 __all__ = [
     "ID_COLUMN",
     "UPDATED_COLUMN",
     "NewestCopies",
+    "newest_per_id",
     "record_dates",
     "record_ids",
-    "starts_of_runs",
 ]
 
 #: The record identity and the date that orders copies of it.
@@ -83,16 +84,8 @@ class NewestCopies:
         copies = seen.group_by(["id", "download"]).aggregate([("when_max", "max")])
         copies = copies.select(["id", "download", "when_max_max"])
         copies = copies.rename_columns(["id", "download", "when"])
-        # A copy without a date is older than any dated one.
-        undated = pa.scalar(_OLDEST, _WHEN)
-        copies = copies.set_column(2, "when", pc.fill_null(copies["when"], undated))
-        ranked = copies.sort_by(
-            [("id", "ascending"), ("when", "descending"), ("download", "descending")]
-        )
-        ids = ranked["id"].combine_chunks()
-        first = starts_of_runs(ids)
-        winners = ranked.filter(first)
-        self.repeated_records = ranked.num_rows - winners.num_rows
+        winners = newest_per_id(copies, tiebreak="download")
+        self.repeated_records = copies.num_rows - winners.num_rows
         self.winners = winners
         self._winners = {}
         for download in set(self._order.values()):
@@ -123,7 +116,7 @@ def _identity(
     ids = record_ids(batch.column(ID_COLUMN))
     if not dates:
         return ids, ids
-    return ids, _timestamps(
+    return ids, record_dates(
         batch.column(UPDATED_COLUMN), f"{file.name} (request {file.request_id})"
     )
 
@@ -151,12 +144,8 @@ def _timestamps(values: pa.Array, what: str) -> pa.Array:
         return pa.nulls(len(values), _WHEN)
     text = pc.cast(values, pa.string())
     text = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
-    try:
-        return pc.cast(text, _WHEN)  # ISO 8601 with Z, as Datafiniti writes them
-    except pa.ArrowInvalid:
-        pass
-    try:  # without a zone: UTC, as every Datafiniti date is
-        return pc.assume_timezone(pc.cast(text, pa.timestamp("ms")), "UTC")
+    try:  # ISO 8601, as Datafiniti writes them; without a zone, UTC
+        return timestamp_from_text(text, _WHEN)
     except pa.ArrowInvalid:
         pass
     bad = _first_unparsed(text)
@@ -171,24 +160,24 @@ def _first_unparsed(text: pa.Array) -> str:
     for value in text.to_pylist():
         if value is None:
             continue
-        for target in (_WHEN, pa.timestamp("ms")):
-            try:
-                pc.cast(pa.array([value]), target)
-                break
-            except pa.ArrowInvalid:
-                continue
-        else:
+        try:
+            timestamp_from_text(pa.array([value]), _WHEN)
+        except pa.ArrowInvalid:
             return str(value)[:60]
     return "?"
 
 
-def starts_of_runs(sorted_ids: pa.Array) -> pa.Array:
-    """True where a value differs from the one before it (the first row of each id)."""
-    n = len(sorted_ids)
-    if n == 0:
-        return pa.array([], pa.bool_())
-    differs = pc.not_equal(sorted_ids.slice(1), sorted_ids.slice(0, n - 1))
-    return pa.concat_arrays([pa.array([True]), differs])
+def newest_per_id(copies: pa.Table, *, tiebreak: str) -> pa.Table:
+    """One row of ``copies`` per ``id``: the newest ``when``, ties to the highest ``tiebreak``."""
+    ranked = copies.sort_by([("id", "ascending"), ("when", "descending"), (tiebreak, "descending")])
+    ids = ranked["id"].combine_chunks()
+    if len(ids) == 0:
+        return ranked
+    # The first row of each run of equal ids: where an id differs from the one before.
+    first = pa.concat_arrays(
+        [pa.array([True]), pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1))]
+    )
+    return ranked.filter(first)
 
 
 def _empty() -> pa.Table:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .dedupe import ID_COLUMN, UPDATED_COLUMN, record_dates, record_ids, starts_of_runs
+from .dedupe import ID_COLUMN, UPDATED_COLUMN, newest_per_id, record_dates, record_ids
 from .errors import ColumnNotFound
 from .loader import LoadSource, typed_batches
 from .schema import PROVENANCE_SCHEMA, conform, release_arrow_memory
@@ -36,7 +36,7 @@ def delta_types(schema: pa.Schema) -> pa.Schema:
     return pa.schema(fields, metadata=schema.metadata)
 
 
-_NO_KEYS = pa.table(
+_EMPTY_KEYS = pa.table(
     {
         "id": pa.array([], pa.string()),
         "when_t": pa.array([], pa.timestamp("us", "UTC")),
@@ -76,7 +76,7 @@ def plan_write(source: LoadSource, table: DeltaTable | None) -> Plan:
             "request": pc.take(requests, winners["download"]),
         }
     )
-    theirs = _table_keys(table) if table is not None else _NO_KEYS
+    theirs = _table_keys(table) if table is not None else _EMPTY_KEYS
     joined = mine.join(theirs, "id", join_type="left outer", right_suffix="_t")
     known = pc.is_valid(joined["when_t"])
     newer = pc.or_(
@@ -110,7 +110,7 @@ def _table_keys(table: DeltaTable) -> pa.Table:
             "or use mode='append'."
         )
     columns = [ID_COLUMN, UPDATED_COLUMN] + (["_request_id"] if "_request_id" in present else [])
-    parts = []
+    parts = [_EMPTY_KEYS.rename_columns(["id", "when", "request"])]
     for batch in table.to_pyarrow_dataset().to_batches(columns=columns):
         ids = record_ids(batch.column(ID_COLUMN))
         requests = (
@@ -118,21 +118,14 @@ def _table_keys(table: DeltaTable) -> pa.Table:
             if "_request_id" in columns
             else pa.array([0] * batch.num_rows, pa.int64())
         )
-        part = pa.table(
-            {"id": ids, "when": record_dates(batch.column(UPDATED_COLUMN), "the Delta table"),
-             "request": requests}
-        ).filter(pc.is_valid(ids))  # fmt: skip
-        parts.append(part.group_by(["id", "when"]).aggregate([("request", "max")]))
-    every = (
-        pa.concat_tables(parts).select(["id", "when", "request_max"])
-        if parts
-        else pa.table({"id": pa.array([], pa.string()),
-                       "when": record_dates(pa.array([], pa.string()), "the Delta table"),
-                       "request_max": pa.array([], pa.int64())})
-    )  # fmt: skip
-    every = every.rename_columns(["id", "when", "request"])
-    ranked = every.sort_by([("id", "ascending"), ("when", "descending"), ("request", "descending")])
-    top = ranked.filter(starts_of_runs(ranked["id"].combine_chunks()))
+        when = record_dates(batch.column(UPDATED_COLUMN), "the Delta table")
+        part = pa.table({"id": ids, "when": when, "request": requests}).filter(pc.is_valid(ids))
+        # A flat view repeats a record on many rows: one line per id and date early.
+        part = part.group_by(["id", "when"]).aggregate([("request", "max")])
+        parts.append(
+            part.select(["id", "when", "request_max"]).rename_columns(["id", "when", "request"])
+        )
+    top = newest_per_id(pa.concat_tables(parts), tiebreak="request")
     return top.rename_columns(["id", "when_t", "request_t"])
 
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from .errors import ConfigurationError, ParseError
 from .models import ResultFile
+from .schema import cast_column
 
 __all__ = ["DTYPES", "arrow_types", "explain_failure"]
 
@@ -75,22 +75,20 @@ def explain_failure(batch: pa.RecordBatch, schema: pa.Schema, file: ResultFile, 
     Called only after a conversion failed, so it may take its time: it finds
     the column, then the value. ``row`` is the file row the batch starts at.
     """
-    from .schema import _cast
-
     for target in schema:
         index = batch.schema.get_field_index(target.name)
         if index < 0:
             continue
         values = batch.column(index)
         try:
-            _cast(values, target.type)
+            cast_column(values, target.type)
             continue
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
             pass
         for n in range(len(values)):
             one = values.slice(n, 1)
             try:
-                _cast(one, target.type)
+                cast_column(one, target.type)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
                 shown = one.to_pylist()[0]
                 raise ParseError(
@@ -104,12 +102,3 @@ def explain_failure(batch: pa.RecordBatch, schema: pa.Schema, file: ResultFile, 
     raise ParseError(
         f"{file.name}: a value could not be converted as dtype= asked.", file=file.name
     )
-
-
-def timestamp_from_text(values: pa.Array, target: pa.DataType) -> pa.Array:
-    """ISO 8601 text as ``target`` timestamps; text without a zone is taken as UTC."""
-    try:
-        return pc.cast(values, target)
-    except pa.ArrowInvalid:
-        naive = pc.cast(values, pa.timestamp(target.unit))
-        return pc.assume_timezone(naive, target.tz)

@@ -305,17 +305,16 @@ def _maybe_created(what: str, status: int | None = None) -> DatafinitiError:
 
 
 def _never_connected(exc: BaseException) -> bool:
-    """True when ``exc`` happened before any byte of the call left (safe to send again)."""
-    if isinstance(exc, requests.ConnectTimeout):
-        return True
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, urllib3.exceptions.NewConnectionError):
+    """True when ``exc`` happened before any byte of the call left (safe to send again).
+
+    requests wraps urllib3's ``NewConnectionError`` in a ``MaxRetryError``
+    (its ``reason``) inside its own ``ConnectionError`` (its first argument).
+    """
+    seen: object = exc
+    for _ in range(4):  # that deep at most
+        if isinstance(seen, requests.ConnectTimeout | urllib3.exceptions.NewConnectionError):
             return True
-        reason = getattr(seen, "reason", None)
-        if isinstance(reason, BaseException) and reason is not seen:
-            seen = reason
-            continue
-        nested = seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None
-        seen = nested if nested is not seen else None
+        if not isinstance(seen, BaseException):
+            return False
+        seen = getattr(seen, "reason", None) or (seen.args[0] if seen.args else None)
     return False

@@ -53,6 +53,7 @@ __all__ = [
     "read_table",
     "request_ids",
     "require_columns",
+    "wait_for",
 ]
 
 logger = logging.getLogger(__name__)
@@ -393,11 +394,18 @@ def open_load(
 
 def _results(api: Client, rid: int, options: LoadOptions) -> list[ResultFile]:
     """A request's files, after waiting for it if ``options.wait`` says so."""
-    wait = options.wait
-    if wait is not False:
-        status = WaitProgress(want_progress(options.progress), rid)
-        try:
-            api.wait(rid, timeout=None if wait is True else float(wait), on_poll=status.poll)
-        finally:
-            status.close()
+    if options.wait is not False:
+        wait_for(api, rid, options.wait, options.progress)
     return api.results(rid)
+
+
+def wait_for(api: Client, rid: int, wait: bool | float, progress: bool | None) -> DownloadRequest:
+    """Poll until request ``rid`` is done (``wait``: ``True``, or at most that many seconds).
+
+    A status bar shows records and status meanwhile, where progress bars are wanted.
+    """
+    status = WaitProgress(want_progress(progress), rid)
+    try:
+        return api.wait(rid, timeout=None if wait is True else float(wait), on_poll=status.poll)
+    finally:
+        status.close()

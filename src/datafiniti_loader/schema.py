@@ -28,6 +28,7 @@ __all__ = [
     "PROVENANCE_COLUMNS",
     "SchemaBuilder",
     "add_provenance",
+    "cast_column",
     "conform",
     "release_arrow_memory",
     "to_text",
@@ -264,18 +265,17 @@ def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
         if index < 0:
             arrays.append(pa.nulls(batch.num_rows, target.type))
             continue
-        arrays.append(_cast(batch.column(index), target.type))
+        arrays.append(cast_column(batch.column(index), target.type))
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-def _cast(values: pa.Array, target: pa.DataType) -> pa.Array:
+def cast_column(values: pa.Array, target: pa.DataType) -> pa.Array:
+    """``values`` as ``target``: text as JSON where needed, zone-less timestamps as UTC."""
     if values.type.equals(target):
         return values
     if pa.types.is_string(target) and not pa.types.is_string(values.type):
         return to_text(values)
     if pa.types.is_timestamp(target) and target.tz and pa.types.is_string(values.type):
-        from .dtypes import timestamp_from_text
-
         return timestamp_from_text(values, target)
     try:
         return values.cast(target)
@@ -283,6 +283,15 @@ def _cast(values: pa.Array, target: pa.DataType) -> pa.Array:
         if pa.types.is_string(target):
             return to_text(values)
         raise
+
+
+def timestamp_from_text(values: pa.Array, target: pa.DataType) -> pa.Array:
+    """ISO 8601 text as ``target`` timestamps; text without a zone is taken as UTC."""
+    try:
+        return pc.cast(values, target)
+    except pa.ArrowInvalid:
+        naive = pc.cast(values, pa.timestamp(target.unit))
+        return pc.assume_timezone(naive, target.tz)
 
 
 @dataclass(frozen=True)
