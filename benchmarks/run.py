@@ -17,7 +17,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -232,7 +231,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
-        "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "datafiniti-bench"
+        "--workdir",
+        type=Path,
+        default=HERE / ".work",
+        help="generated inputs, kept for the next run (about 2.6 GB; gitignored), and each "
+        "run's outputs, removed after it",
     )
     parser.add_argument("--sizes", default="0.25,0.5,1,2", help="to_parquet input sizes in GB")
     parser.add_argument("--only", default="load,parquet,cache,workers,delta")
