@@ -234,7 +234,7 @@ def main() -> int:
         "--workdir",
         type=Path,
         default=HERE / ".work",
-        help="generated inputs, kept for the next run (about 2.6 GB; gitignored), and each "
+        help="generated inputs, kept for the next run (about 3 GB; gitignored), and each "
         "run's outputs, removed after it",
     )
     parser.add_argument("--sizes", default="0.25,0.5,1,2", help="to_parquet input sizes in GB")
