@@ -156,7 +156,8 @@ class LoadSource:
                 rows += batch.num_rows
                 if keep:
                     held.append(batch)
-                release_arrow_memory()
+                else:  # streaming: hand back what this batch freed (kept ones hold theirs)
+                    release_arrow_memory()
             scan.builder.merge(read.verdicts or seen)
             scan.files.append((file, held))
             scan.rows[file.key] = rows
