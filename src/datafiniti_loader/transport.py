@@ -17,6 +17,7 @@ by ``If-Range``, so a changed object is fetched whole rather than spliced.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -79,8 +80,8 @@ class BucketFileSystem(HTTPFileSystem):  # type: ignore[misc]
     """
 
     # One instance per load: fsspec's instance cache keys on the call's
-    # arguments, so it would hand back a file system whose TLS settings were
-    # resolved from an older environment.
+    # arguments, so it would hand back a file system (and an event-loop
+    # session) made for another load's retry policy and options.
     cachable = False
 
     def __init__(self, policy: RetryPolicy, **storage_options: Any) -> None:
@@ -89,9 +90,6 @@ class BucketFileSystem(HTTPFileSystem):  # type: ignore[misc]
         )
         client_kwargs = {"timeout": timeout, "trust_env": True, "auto_decompress": False}
         client_kwargs.update(storage_options.pop("client_kwargs", {}))
-        cafile = ca_bundle()
-        if cafile and "ssl" not in storage_options:
-            storage_options["ssl"] = ssl.create_default_context(cafile=cafile)
         super().__init__(
             encoded=True,
             client_kwargs=client_kwargs,
@@ -105,11 +103,24 @@ class BucketFileSystem(HTTPFileSystem):  # type: ignore[misc]
             kwargs.pop(unused, None)
         session = sync(self.loop, self.set_session)
         options = {**self.kwargs, **kwargs, "asynchronous": self.asynchronous}
+        cafile = ca_bundle()
+        if cafile and "ssl" not in options and path.startswith("https://"):
+            options["ssl"] = _tls_context(cafile)
         return HTTPStreamFile(self, path, mode=mode, loop=self.loop, session=session, **options)
 
     def _raise_not_found_for_status(self, response: aiohttp.ClientResponse, url: str) -> None:
         if response.status >= 400:
             raise _BucketStatus(response)
+
+
+@functools.lru_cache(maxsize=4)
+def _tls_context(cafile: str) -> ssl.SSLContext:
+    """A TLS context trusting ``cafile``, built once per process and file.
+
+    Loading a CA bundle takes ~50 ms, which every cold load paid before its
+    first download began, whether or not the bucket spoke TLS.
+    """
+    return ssl.create_default_context(cafile=cafile)
 
 
 @dataclass(frozen=True)
