@@ -16,16 +16,19 @@ END = "<!-- figures:end -->"
 #: (from the profiles recorded under "Where the time goes" in BENCHMARKS.md).
 TARGETS = {"vs_naive": 0.5, "vs_floor": 1.3, "parquet": 2.0, "peak_mb": 300, "warm": 10.0}
 REASONS = {
-    "vs_naive": "CPU-bound: a cold load spends 2.0-2.2 CPU-seconds on 2 cores (cutting, "
-    "parsing, type checks, writing and reading the scratch copy); the naive loop skips "
-    "the checks that keep values lossless",
-    "vs_floor": "the floor reads local files; a load also downloads them (0.5 s of the "
-    "real set over loopback) and the first file must be whole before it is parsed",
+    "vs_naive": "CPU-bound: a cold load spends about 2 CPU-seconds on 2 cores; in a perf "
+    "profile of one, 27 % of the samples are the kernel zeroing fresh memory (slow on this "
+    "virtual machine), 22 % pyarrow's CSV parse, 6 % copying bytes to and from the kernel, "
+    "6 % the record cutter and 3 % the interpreter (see below)",
+    "vs_floor": "the floor reads local files; a load also downloads them (0.45-0.5 s of the "
+    "real set over loopback, writing them to disk included) and the first file must be "
+    "whole before it is parsed",
     "parquet": "two passes (types from all the data, then the write) against pyarrow's "
-    "one pass with every column as text",
-    "warm": "a warm reload decompresses the LZ4 parsed copies into fresh memory "
-    "(0.13-0.27 s of its 0.2-0.4 s for 0.27 GB, the spread being page faults); "
-    "uncompressed copies would be mapped without a copy but double the cache's size on disk",
+    "one pass with every column as text, and the downloads pyarrow's local conversion does not make",
+    "warm": "a warm reload decompresses the LZ4 parsed copies into fresh memory: 68 % of "
+    "its perf samples are the kernel zeroing those pages, 11 % the decompression; "
+    "memory-mapped uncompressed copies were measured no faster in this run's setting "
+    "(hashing 270 MB replaces the decompression) and double the cache on disk",
 }
 
 
