@@ -104,7 +104,7 @@ class BucketFileSystem(HTTPFileSystem):  # type: ignore[misc]
         session = sync(self.loop, self.set_session)
         options = {**self.kwargs, **kwargs, "asynchronous": self.asynchronous}
         cafile = ca_bundle()
-        if cafile and "ssl" not in options and path.startswith("https://"):
+        if cafile and "ssl" not in options and urlsplit(path).scheme == "https":
             options["ssl"] = _tls_context(cafile)
         return HTTPStreamFile(self, path, mode=mode, loop=self.loop, session=session, **options)
 
