@@ -33,6 +33,7 @@ from .deltafiles import DataFiles, create_table, rewritten
 from .deltaplan import against_table, delta_types, plan_write, rows_to_write
 from .errors import DatafinitiError, StorageError, TableConflict
 from .loader import LoadSource, RowCounter, data_schema, log_summary, with_provenance
+from .prefetch import prefetched
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
@@ -161,7 +162,8 @@ def write_delta(
                 )
             actions += rewritten(table, files, plan.existing_ids, schema, every=bool(changed))
         keep = plan.replace_ids if mode == "merge" else None
-        counter = RowCounter(rows_to_write(source, schema, keep=keep, merged_before=merged_before))
+        rows = rows_to_write(source, schema, keep=keep, merged_before=merged_before)
+        counter = RowCounter(prefetched(rows))  # made while the writer encodes
         actions += files.write(iter(counter), schema)
         about = {"request_ids": list(requests), "library": __version__, "mode": mode,
                  "rows_inserted": counter.rows, "records_added": plan.added,

@@ -37,6 +37,7 @@ from .loader import (
     with_provenance,
 )
 from .models import FileKey
+from .prefetch import prefetched
 from .publish import (
     METADATA_KEY,
     check_target,
@@ -138,7 +139,8 @@ def write_parquet(
     require_columns(by, schema.names, "Cannot partition by a column this load lacks:")
     about = _metadata(source, scan.rows)
     schema = schema.with_metadata({METADATA_KEY: json.dumps(about)})
-    batches = RowCounter(_all_batches(source, schema, provenance))
+    # Batches are read and conformed on a thread of their own while the writer encodes.
+    batches = RowCounter(prefetched(_all_batches(source, schema, provenance)))
 
     staging = staging_path(target)
     try:
