@@ -1,18 +1,23 @@
 """to_parquet: same data as load_results, metadata, atomic, partitioning, fsspec targets."""
 
+import errno
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 import pytest
+from fsspec.implementations.local import LocalFileOpener, LocalFileSystem
 
 from conftest import Loader
-from datafiniti_loader import ParseError, TargetExists
+from datafiniti_loader import ParseError, StorageError, TargetExists
 from datafiniti_loader.sandbox import Sandbox
+from datafiniti_loader.sandbox.fixtures import write_large_csv
 
 
 def read_back(path: Path) -> pd.DataFrame:
@@ -86,6 +91,38 @@ def test_failure_leaves_nothing_at_the_target(
     with pytest.raises(ParseError, match="line 3"):
         loader.parquet(rid, tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.csv", "cache", "home"]
+
+
+class _FillingOpener(LocalFileOpener):
+    """A file on a disk that fills up after its first 10 kB."""
+
+    def write(self, data: bytes) -> int:
+        if self.tell() + len(data) > 10_000:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return int(super().write(data))
+
+
+class _FillingFileSystem(LocalFileSystem):
+    protocol = "fillingfile"
+
+    def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
+        if "w" in mode:
+            self.makedirs(self._parent(path), exist_ok=True)
+            return _FillingOpener(path, mode, fs=self, **kwargs)
+        return super()._open(path, mode, **kwargs)
+
+
+def test_a_failed_write_stops_the_reading_thread_and_leaves_nothing(
+    loader: Loader, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The second pass reads ahead on a thread of its own: a write failing midway stops it."""
+    rid = sandbox.add_request([write_large_csv(tmp_path / "big.csv", 60_000_000)])
+    fsspec.register_implementation("fillingfile", _FillingFileSystem, clobber=True)
+    with pytest.raises(StorageError, match="No space left") as failed:
+        loader.parquet(rid, f"fillingfile://{tmp_path / 'out'}")
+    assert failed.traceback  # the failed call's frames are still alive here...
+    assert not [t for t in threading.enumerate() if t.name == "dfl-prefetch"]  # ...its thread not
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith("out")]
 
 
 def test_partition_by(loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path) -> None:

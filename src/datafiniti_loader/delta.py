@@ -22,6 +22,7 @@ holds the table side of its join in memory: 1.3 GB for a 1 GB table.)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -163,8 +164,9 @@ def write_delta(
             actions += rewritten(table, files, plan.existing_ids, schema, every=bool(changed))
         keep = plan.replace_ids if mode == "merge" else None
         rows = rows_to_write(source, schema, keep=keep, merged_before=merged_before)
-        counter = RowCounter(prefetched(rows))  # made while the writer encodes
-        actions += files.write(iter(counter), schema)
+        with contextlib.closing(prefetched(rows)) as made:  # made while the writer encodes
+            counter = RowCounter(made)
+            actions += files.write(iter(counter), schema)
         about = {"request_ids": list(requests), "library": __version__, "mode": mode,
                  "rows_inserted": counter.rows, "records_added": plan.added,
                  "records_replaced": plan.replaced, "schema_changed": changed}  # fmt: skip

@@ -10,6 +10,7 @@ failure leaves nothing at ``path``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -139,16 +140,17 @@ def write_parquet(
     require_columns(by, schema.names, "Cannot partition by a column this load lacks:")
     about = _metadata(source, scan.rows)
     schema = schema.with_metadata({METADATA_KEY: json.dumps(about)})
-    # Batches are read and conformed on a thread of their own while the writer encodes.
-    batches = RowCounter(prefetched(_all_batches(source, schema, provenance)))
-
     staging = staging_path(target)
     try:
         fs.makedirs(staging, exist_ok=True)
-        if by:
-            _write_partitioned(batches, fs, staging, schema, by)
-        else:
-            _write_single(batches, fs, f"{staging}/part-0.parquet", schema)
+        # Batches are read and conformed on a thread of their own while the writer
+        # encodes; a failed write stops that thread before the staging goes.
+        with contextlib.closing(prefetched(_all_batches(source, schema, provenance))) as made:
+            batches = RowCounter(made)
+            if by:
+                _write_partitioned(batches, fs, staging, schema, by)
+            else:
+                _write_single(batches, fs, f"{staging}/part-0.parquet", schema)
         written = sorted(p for p in fs.find(staging) if p.endswith(".parquet"))
         relative = tuple(p[len(staging) :].lstrip("/") for p in written)
         sizes = sum(fs.size(p) for p in written)

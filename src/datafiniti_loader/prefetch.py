@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import TypeVar, cast
 
 __all__ = ["prefetched"]
@@ -21,7 +21,7 @@ _END = object()  # the producer is done (or failed: see ``failed``)
 _POLL = 0.1  # seconds a blocked producer waits before looking whether the consumer left
 
 
-def prefetched(items: Iterator[T], ahead: int = 2) -> Iterator[T]:
+def prefetched(items: Iterator[T], ahead: int = 2) -> Generator[T, None, None]:
     """Yield ``items``, produced on a thread of their own up to ``ahead`` in advance.
 
     An exception in the producer is raised here, in the consumer, after the
