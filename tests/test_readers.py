@@ -13,12 +13,15 @@ import pytest
 
 from datafiniti_loader import ParseError
 from datafiniti_loader.readers import read_file
-from datafiniti_loader.readers.csvfile import iter_csv_batches, record_chunks
+from datafiniti_loader.readers.csvfile import iter_csv_batches
+from datafiniti_loader.readers.csvrecords import record_chunks
 from datafiniti_loader.readers.jsonfile import read_json_table
 
 
 def csv_rows(path: Path, chunk_bytes: int = 1 << 20) -> list[list[str | None]]:
-    table = pa.Table.from_batches(list(iter_csv_batches(path, path.name, chunk_bytes=chunk_bytes)))
+    """Rows as read with both readers' read sizes set to ``chunk_bytes``."""
+    batches = iter_csv_batches(path, path.name, block_bytes=chunk_bytes, chunk_bytes=chunk_bytes)
+    table = pa.Table.from_batches(list(batches))
     return [list(row.values()) for row in table.to_pylist()]
 
 
@@ -259,3 +262,113 @@ def test_a_record_longer_than_many_chunks_is_read_whole(tmp_path: Path) -> None:
     table = pa.Table.from_batches(list(iter_csv_batches(path, "long.csv", chunk_bytes=4096)))
     assert table.column("text").to_pylist() == [body, 'sh"ort', "x"]
     assert table.column("id").to_pylist() == ["1", "2", "3"]
+
+
+# The streaming reader and its guards (readers/csvfile.py)
+
+FALLBACK = "read again record by record"
+
+
+def crlf_at_read_end(block: int, reads_before: int) -> bytes:
+    """A CSV whose body puts a quoted CRLF's ``\\r`` last in read ``reads_before`` + 1."""
+    filler = b"".join(b"%d,plain,x\r\n" % i for i in range(reads_before * block // 12))
+    prefix = filler + b'999,"'
+    target = (reads_before + 1) * block - 1  # where the \r must fall within the body
+    pad = target - len(prefix) - 1
+    assert pad > 0
+    return b"id,text,more\r\n" + prefix + b"z" * pad + b'A\r\nB",x\r\n1000,last,y\r\n'
+
+
+@pytest.mark.parametrize("reads_before", [0, 3])
+def test_a_quoted_crlf_split_between_two_reads_keeps_its_newline(
+    tmp_path: Path, reads_before: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """apache/arrow#51368, on the streaming path itself (no fallback to the careful reader)."""
+    data = crlf_at_read_end(1024, reads_before)
+    path = tmp_path / "split.csv"
+    path.write_bytes(data)
+    caplog.set_level("DEBUG", logger="datafiniti_loader")
+    batches = list(iter_csv_batches(path, path.name, block_bytes=1024))
+    assert FALLBACK not in caplog.text
+    values = pa.Table.from_batches(batches).column("text").to_pylist()
+    assert values[-2].endswith("A\r\nB") and values[-1] == "last"
+    rows = [list(row.values()) for row in pa.Table.from_batches(batches).to_pylist()]
+    assert rows == reference_rows(data)
+
+
+def test_reads_handed_to_pyarrow_never_end_with_a_carriage_return() -> None:
+    from datafiniti_loader.readers.csvfile import _NoFinalCR
+
+    data = bytes(random.Random(3).choice(b'ab"\r\n,') for _ in range(50_000)) + b"\r"
+    stream = _NoFinalCR(data[:100], io.BytesIO(data[100:]))
+    reads = []
+    while piece := stream.read(257):
+        reads.append(piece)
+    assert b"".join(reads) == data
+    assert all(not piece.endswith(b"\r") for piece in reads[:-1]) and reads[-1].endswith(b"\r")
+
+
+def test_a_run_of_carriage_returns_longer_than_a_block_is_read_carefully(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = b'id,text\r\n1,"' + b"\r" * 5000 + b'\n"\r\n2,x\r\n'
+    path = tmp_path / "crs.csv"
+    path.write_bytes(data)
+    caplog.set_level("DEBUG", logger="datafiniti_loader")
+    assert csv_rows(path, 1024) == reference_rows(data)
+    assert FALLBACK in caplog.text
+
+
+@pytest.fixture
+def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches handed on every few kilobytes, so a fallback happens after rows went out."""
+    from datafiniti_loader.readers import csvfile
+
+    monkeypatch.setattr(csvfile, "BATCH_BYTES", 4096)
+
+
+@pytest.mark.usefixtures("small_batches")
+def test_rows_before_a_record_longer_than_a_block_arrive_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = [f"{i},short {i}" for i in range(2000)] + ['2000,"' + "long\r\n" * 20_000 + '"']
+    rows += [f"{i},after {i}" for i in range(2001, 2100)]
+    data = ("id,text\r\n" + "\r\n".join(rows) + "\r\n").encode()
+    path = tmp_path / "long.csv"
+    path.write_bytes(data)
+    caplog.set_level("DEBUG", logger="datafiniti_loader")
+    batches = list(iter_csv_batches(path, path.name, block_bytes=8192))
+    assert "read again record by record after" in caplog.text
+    assert "after 0 rows" not in caplog.text  # rows had been handed on before the long record
+    got = pa.Table.from_batches(batches)
+    assert got.column("id").to_pylist() == [str(i) for i in range(2100)]
+    assert [list(r.values()) for r in got.to_pylist()] == reference_rows(data)
+
+
+@pytest.mark.usefixtures("small_batches")
+def test_a_malformed_record_deep_in_a_file_is_named_by_its_line(tmp_path: Path) -> None:
+    lines = ["id,name,x"] + [f'{i},"two\r\nlines",{i}' for i in range(3000)]
+    lines.insert(2500, "2500,short")  # physical line: 1 + 2 * 2499 + 1 + 1
+    path = tmp_path / "deep.csv"
+    path.write_bytes(("\r\n".join(lines) + "\r\n").encode())
+    delivered = 0
+    with pytest.raises(ParseError, match=r"deep.csv: the record at line 5000 has 2 fields"):
+        for batch in iter_csv_batches(path, path.name, block_bytes=8192):
+            delivered += batch.num_rows
+    assert 0 < delivered < 2499  # rows before it went out, the bad one did not
+
+
+@pytest.mark.parametrize("chunk_bytes", [16, 1 << 20])
+def test_a_cell_starting_with_a_byte_order_mark_keeps_it(tmp_path: Path, chunk_bytes: int) -> None:
+    """pyarrow drops a BOM at the start of its input: the file's, but also a cell's."""
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbfid,name\r\n\xef\xbb\xbf1,a\r\n\xef\xbb\xbf2,b\r\n3,c\r\n")
+    assert csv_rows(path, chunk_bytes) == [["\ufeff1", "a"], ["\ufeff2", "b"], ["3", "c"]]
+
+
+def test_a_header_longer_than_a_block_keeps_every_column(tmp_path: Path) -> None:
+    names = [f"column_{i}" for i in range(400)]
+    path = tmp_path / "wide.csv"
+    path.write_bytes((",".join(names) + "\r\n" + ",".join("v" * 400) + "\r\n").encode())
+    table = pa.Table.from_batches(list(iter_csv_batches(path, path.name, block_bytes=1024)))
+    assert table.column_names == names and table.num_rows == 1

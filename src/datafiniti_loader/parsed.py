@@ -28,7 +28,7 @@ __all__ = ["PARSED_FORMAT", "open_parsed", "tee_parsed"]
 logger = logging.getLogger(__name__)
 
 #: Bump whenever the readers' output changes: older parsed copies are then ignored.
-PARSED_FORMAT = "1"
+PARSED_FORMAT = "2"
 _FORMAT_KEY = b"datafiniti_loader.parsed_format"
 _TEXT_KEY = b"datafiniti_loader.text"
 # Flattened Datafiniti rows repeat their record's fields: LZ4 shrinks the real

@@ -19,7 +19,7 @@ from typing import IO, Any, cast
 import pyarrow as pa
 
 from ..errors import ParseError
-from .csvfile import DEFAULT_CHUNK_BYTES, iter_csv_batches
+from .csvfile import iter_csv_batches
 from .jsonfile import read_json_table
 
 __all__ = [
@@ -123,16 +123,10 @@ class FileBatches:
     text: bool
 
 
-def read_file(
-    path: Path,
-    name: str,
-    declared_format: str,
-    *,
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-) -> FileBatches:
+def read_file(path: Path, name: str, declared_format: str) -> FileBatches:
     """Stream ``path`` as record batches; ``name`` is used in error messages."""
     fmt = detect_format(path, declared_format)
     if fmt == "csv":
-        return FileBatches(iter_csv_batches(path, name, chunk_bytes=chunk_bytes), text=True)
+        return FileBatches(iter_csv_batches(path, name), text=True)
     table = read_json_table(path, name)
     return FileBatches(iter(table.to_batches(max_chunksize=65536)), text=False)
