@@ -31,6 +31,34 @@ def test_csv_request_loads_every_row_and_cell(
     assert frame["_source_file"].unique().tolist() == names  # result order, then file order
 
 
+@pytest.mark.parametrize("output", ["pandas", "parquet"])
+def test_files_read_side_by_side_give_what_reading_them_in_order_gives(
+    loader: Loader, sandbox: Sandbox, tmp_path: Path, output: str
+) -> None:
+    """Files are scanned two at a time; types, columns and rows still follow file order."""
+    files = []
+    for n in range(6):
+        rating = "N/A" if n == 4 else str(n)  # one late file makes the column text
+        extra = f"late{n}," if n >= 3 else ""  # a column that only later files have, early
+        header = "id," + ("extra," if n >= 3 else "") + "rating"
+        rows = "".join(f"{n}-{i},{extra}{rating}\r\n" for i in range(20_000 + 997 * n))
+        path = tmp_path / f"part{n}.csv"
+        path.write_text(header + "\r\n" + rows, newline="")
+        files.append(path)
+    rid = sandbox.add_request(files)
+    if output == "pandas":
+        frame = loader.load(rid)
+    else:
+        loader.parquet(rid, tmp_path / "out")
+        frame = pd.read_parquet(tmp_path / "out")
+    sizes = [20_000 + 997 * n for n in range(6)]
+    assert frame["id"].tolist() == [f"{n}-{i}" for n in range(6) for i in range(sizes[n])]
+    assert frame["rating"].tolist()[:2] == ["0", "0"]  # text: file 4 holds N/A
+    assert frame.columns.tolist()[:3] == ["id", "rating", "extra"]
+    assert frame["extra"].isna().sum() == sum(sizes[:3])
+    assert frame["_source_row"].tolist() == [i for n in range(6) for i in range(sizes[n])]
+
+
 def test_columns_first_seen_order_and_missing_is_null(
     loader: Loader, sandbox: Sandbox, fixture_files
 ) -> None:

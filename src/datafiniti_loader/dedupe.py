@@ -15,6 +15,8 @@ the rows themselves: Parquet conversions keep their bounded memory.
 
 from __future__ import annotations
 
+import threading
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -53,6 +55,7 @@ class NewestCopies:
 
     def __init__(self, request_ids: list[int]) -> None:
         self._order = {rid: n for n, rid in enumerate(request_ids)}
+        self._lock = threading.Lock()
         self._seen: list[pa.Table] = []
         self._winners: dict[int, pa.Array] | None = None
         #: Records seen in more than one download (known after :meth:`decide`).
@@ -66,16 +69,17 @@ class NewestCopies:
     def observe(self, file: ResultFile, batch: pa.RecordBatch) -> None:
         """Note the ids and dates of one batch of ``file`` (as read, before typing)."""
         ids, when = _identity(file, batch)
-        if ids.null_count:
-            self.idless_rows[file.request_id] = (
-                self.idless_rows.get(file.request_id, 0) + ids.null_count
-            )
         present = pc.is_valid(ids)
         table = pa.table({"id": ids, "when": when}).filter(present)
         # A flat view repeats a record on many rows: keep one line per id early.
         table = table.group_by("id").aggregate([("when", "max")])
         order = pa.array([self._order[file.request_id]] * table.num_rows, pa.int32())
-        self._seen.append(table.append_column("download", order))
+        with self._lock:  # files are read side by side
+            if ids.null_count:
+                self.idless_rows[file.request_id] = (
+                    self.idless_rows.get(file.request_id, 0) + ids.null_count
+                )
+            self._seen.append(table.append_column("download", order))
 
     def decide(self) -> None:
         """Pick every record's winning download (newest date, then the later download)."""

@@ -17,8 +17,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,8 +97,14 @@ class Download:
         self._refresh_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
 
-    def local_files(self) -> Iterator[tuple[ResultFile, Path]]:
-        """Yield ``(file, local path)`` in order while later files download."""
+    def local_files(
+        self, while_waiting: Callable[[], None] | None = None
+    ) -> Iterator[tuple[ResultFile, Path]]:
+        """Yield ``(file, local path)`` in order while later files download.
+
+        ``while_waiting``, if given, is called every tenth of a second while a
+        download is awaited; what it raises ends the wait (and the downloads).
+        """
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="dfl-get")
         window = self.max_workers * 2
@@ -109,10 +115,10 @@ class Download:
                 pending.append((file, self._pool.submit(self.fetch, file)))
                 if len(pending) >= window:
                     done, future = pending.popleft()
-                    yield done, future.result()
+                    yield done, _awaited(future, while_waiting)
             while pending:
                 done, future = pending.popleft()
-                yield done, future.result()
+                yield done, _awaited(future, while_waiting)
         finally:
             if pending:  # abandoned early: an error, Ctrl-C, or the consumer stopped
                 self.close()
@@ -205,6 +211,17 @@ class Download:
                 f"of request {rid}. Load the request again."
             )
         return fresh
+
+
+_WAIT_POLL = 0.1  # seconds between calls of ``while_waiting``
+
+
+def _awaited(future: Future[Path], while_waiting: Callable[[], None] | None) -> Path:
+    if while_waiting is not None:
+        while not future.done():
+            while_waiting()
+            wait([future], timeout=_WAIT_POLL)
+    return future.result()
 
 
 def _expired(file: ResultFile) -> ResultExpired:

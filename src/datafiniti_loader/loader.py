@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import difflib
 import logging
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,31 +141,93 @@ class LoadSource:
     def scan(self, keep: bool) -> Scan:
         """Read every file once, deciding column types; keep the batches if asked.
 
-        A file whose parsed copy kept its verdicts is not checked again. With
-        ``dedupe``, every record's winning copy is decided here too.
+        Files are read as they arrive, two at a time, each on a thread of its
+        own; what each found is added in file order, so the result is that of
+        reading them one after the other. A failure in one stops the other
+        after its current batch and is raised here without waiting for
+        downloads still under way. A file whose parsed copy kept its verdicts
+        is not checked again. With ``dedupe``, every record's winning copy is
+        decided here too.
         """
+        stop = threading.Event()
+        reading: list[tuple[ResultFile, Future[_FileScan]]] = []
+
+        def raise_failure() -> None:
+            for _, future in reading:
+                if future.done() and future.exception() is not None:
+                    future.result()
+
+        with ThreadPoolExecutor(_FILES_AT_ONCE, thread_name_prefix="dfl-scan") as pool:
+            try:
+                for file, path in self.download.local_files(while_waiting=raise_failure):
+                    reading.append((file, pool.submit(self._scan_file, file, path, keep, stop)))
+                    raise_failure()
+                wait([future for _, future in reading], return_when=FIRST_EXCEPTION)
+                raise_failure()
+            finally:
+                stop.set()  # after a failure or Ctrl-C: the other file stops at its next batch
         scan = Scan(SchemaBuilder())
-        for file, path in self.download.local_files():
-            seen = SchemaBuilder()
-            read = self.batches_of(file, path, mapped=keep, observer=seen)
-            held: list[pa.RecordBatch] = []
-            rows = 0
+        for file, future in reading:
+            found = future.result()
+            scan.builder.merge(found.verdicts)
+            scan.files.append((file, found.held))
+            scan.rows[file.key] = found.rows
+        if self.newest is not None:
+            self.newest.decide()
+        return scan
+
+    def _scan_file(
+        self, file: ResultFile, path: Path, keep: bool, stop: threading.Event
+    ) -> _FileScan:
+        """One file's part of :meth:`scan`, on a thread of its own."""
+        seen = SchemaBuilder()
+        read = self.batches_of(file, path, mapped=keep, observer=seen)
+        found = _FileScan(read.verdicts or seen)
+        unreleased = 0  # bytes of batches streamed since Arrow's free pages were last released
+        try:
             for batch in read.batches:
+                if stop.is_set():
+                    raise _Stopped
                 if read.verdicts is None:
                     seen.observe(batch, text=read.text)
                 if self.newest is not None:
                     self.newest.observe(file, batch)
-                rows += batch.num_rows
+                found.rows += batch.num_rows
                 if keep:
-                    held.append(batch)
-                else:  # streaming: hand back what this batch freed (kept ones hold theirs)
-                    release_arrow_memory()
-            scan.builder.merge(read.verdicts or seen)
-            scan.files.append((file, held))
-            scan.rows[file.key] = rows
-        if self.newest is not None:
-            self.newest.decide()
-        return scan
+                    found.held.append(batch)
+                else:  # streaming: hand back what the batches freed (kept ones hold theirs)
+                    unreleased += batch.nbytes
+                    if unreleased >= _RELEASE_EVERY:
+                        release_arrow_memory()
+                        unreleased = 0
+        finally:
+            close = getattr(read.batches, "close", None)
+            if close is not None:
+                close()  # an abandoned file's parsed copy is dropped now, not at collection
+        return found
+
+
+#: Files a scan reads side by side. pyarrow's streaming reader and the type
+#: checks keep about one core busy per file; two files at once use both
+#: (measured in BENCHMARKS.md).
+_FILES_AT_ONCE = 2
+#: A streaming scan hands Arrow's free pages back to the OS after this much data:
+#: it bounds what the allocator keeps; doing it after every batch cost 9 % of a
+#: conversion (measured).
+_RELEASE_EVERY = 32 << 20
+
+
+class _Stopped(Exception):
+    """Another file of the scan failed, or the scan was interrupted."""
+
+
+@dataclass
+class _FileScan:
+    """What reading one file found."""
+
+    verdicts: SchemaBuilder
+    held: list[pa.RecordBatch] = field(default_factory=list)
+    rows: int = 0
 
 
 @dataclass
