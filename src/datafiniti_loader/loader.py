@@ -141,10 +141,11 @@ class LoadSource:
     def scan(self, keep: bool) -> Scan:
         """Read every file once, deciding column types; keep the batches if asked.
 
-        Files are read as they arrive, two at a time, each on a thread of its
-        own; what each found is added in file order, so the result is that of
-        reading them one after the other. A failure in one stops the other
-        after its current batch and is raised here without waiting for
+        Files are read as they arrive on threads of their own, two at a time
+        when every batch is kept (a streaming pass reads one, which bounds its
+        memory); what each found is added in file order, so the result is
+        that of reading them one after the other. A failure in one stops the
+        other after its current batch and is raised here without waiting for
         downloads still under way. A file whose parsed copy kept its verdicts
         is not checked again. With ``dedupe``, every record's winning copy is
         decided here too.
@@ -157,7 +158,8 @@ class LoadSource:
                 if future.done() and future.exception() is not None:
                     future.result()
 
-        with ThreadPoolExecutor(_FILES_AT_ONCE, thread_name_prefix="dfl-scan") as pool:
+        at_once = _FILES_AT_ONCE if keep else 1
+        with ThreadPoolExecutor(at_once, thread_name_prefix="dfl-scan") as pool:
             try:
                 for file, path in self.download.local_files(while_waiting=raise_failure):
                     reading.append((file, pool.submit(self._scan_file, file, path, keep, stop)))
@@ -207,9 +209,10 @@ class LoadSource:
         return found
 
 
-#: Files a scan reads side by side. pyarrow's streaming reader and the type
-#: checks keep about one core busy per file; two files at once use both
-#: (measured in BENCHMARKS.md).
+#: Files a scan that keeps its batches reads side by side. pyarrow's streaming
+#: reader and the type checks keep about one core busy per file; two files at
+#: once use both (measured in BENCHMARKS.md). A streaming pass reads one: two
+#: gained it 2-4 % and cost 45-60 MB of peak memory (measured).
 _FILES_AT_ONCE = 2
 #: A streaming scan hands Arrow's free pages back to the OS after this much data:
 #: it bounds what the allocator keeps; doing it after every batch cost 9 % of a
