@@ -16,15 +16,17 @@ END = "<!-- figures:end -->"
 #: (from the profiles recorded under "Where the time goes" in BENCHMARKS.md).
 TARGETS = {"vs_naive": 0.5, "vs_floor": 1.3, "parquet": 2.0, "peak_mb": 300, "warm": 10.0}
 REASONS = {
-    "vs_naive": "CPU-bound: a cold load spends about 2 CPU-seconds on 2 cores; in a perf "
-    "profile of one, 27 % of the samples are the kernel zeroing fresh memory (slow on this "
-    "virtual machine), 22 % pyarrow's CSV parse, 6 % copying bytes to and from the kernel, "
-    "6 % the record cutter and 3 % the interpreter (see below)",
+    "vs_naive": "a cold load of the real files spends 1.7-2.0 CPU-seconds on 2 cores; in a "
+    "perf profile of one, 28 % of the samples are the kernel zeroing fresh memory (slow on "
+    "this virtual machine), 11 % pyarrow's CSV parse, 7 % copying bytes to and from the "
+    "kernel and 2 % the interpreter (see below)",
     "vs_floor": "the floor reads local files; a load also downloads them (0.45-0.5 s of the "
     "real set over loopback, writing them to disk included) and the first file must be "
     "whole before it is parsed",
     "parquet": "two passes (types from all the data, then the write) against pyarrow's "
-    "one pass with every column as text, and the downloads pyarrow's local conversion does not make",
+    "one pass with every column as text, and the downloads pyarrow's local conversion does "
+    "not make: per GB here 5.8-6.0 CPU-seconds against pyarrow's 2.3-2.7, of which the "
+    "downloads alone are 1.25-1.6",
     "warm": "a warm reload decompresses the LZ4 parsed copies into fresh memory: 68 % of "
     "its perf samples are the kernel zeroing those pages, 11 % the decompression; "
     "memory-mapped uncompressed copies were measured no faster in this run's setting "

@@ -12,11 +12,11 @@ BENCHMARKS.md), but it has two limits, both handled here:
   CRLF inside a quoted cell, pyarrow drops the ``\n`` that starts the next
   read. The body reaches pyarrow through :class:`_NoFinalCR`, whose reads
   never end with ``\r`` (a trailing ``\r`` waits for the next read).
-- It stops at a record longer than its block, at a malformed record and at
-  bytes that are not UTF-8. The file is then read again by the careful reader
-  (:mod:`.csvrecords`), which joins records of any length and says at which
-  line a file is malformed; the rows already handed on are skipped, so each
-  row arrives once and in order.
+- It stops at a record too long for its blocks (one that spans three), at a
+  malformed record and at bytes that are not UTF-8. The file is then read
+  again by the careful reader (:mod:`.csvrecords`), which joins records of
+  any length and says at which line a file is malformed; the rows already
+  handed on are skipped, so each row arrives once and in order.
 """
 
 from __future__ import annotations
@@ -47,12 +47,12 @@ __all__ = ["BATCH_BYTES", "BLOCK_BYTES", "iter_csv_batches"]
 
 #: pyarrow's read size. It reads up to 32 blocks ahead of its parser, so this
 #: bounds that to 16 MB a file (1 MiB gave the same speed and a conversion
-#: 30-45 MB more peak memory, measured). A record longer than a block is read by
-#: the careful reader (none in the twelve real files is).
+#: 30 MB more peak memory, measured). A record too long for its blocks is read
+#: by the careful reader (none in the nine real CSV files is).
 BLOCK_BYTES = 512 << 10
 #: Blocks' batches are handed on gathered to about this size: every batch costs
 #: something downstream (type checks, parsed copy, conversion), and 1 MiB batches
-#: made a load of the real files 40 % slower (measured).
+#: made a load of the real files about 50 % slower (measured).
 BATCH_BYTES = 4 << 20
 
 

@@ -1,7 +1,7 @@
 """The careful CSV reader: the file cut into whole records here, each piece one pyarrow block.
 
 :mod:`.csvfile` reads most files with pyarrow's streaming reader, and turns
-to this one for what that reader cannot do: a record longer than its block
+to this one for what that reader cannot do: a record too long for its blocks
 (this one joins a record of any length, with one copy), and a malformed
 record or bytes that are not UTF-8 (this one says at which line). It cuts
 only between records (a newline outside quotes), so pyarrow never sees a
