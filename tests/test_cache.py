@@ -87,6 +87,29 @@ def test_a_damaged_entry_is_discarded_rebuilt_and_logged(
     assert not caplog.records
 
 
+def test_an_older_formats_parsed_copy_is_ignored_then_replaced(
+    loader: Loader, sandbox: Sandbox, fixture_files, cache_dir: Path
+) -> None:
+    """After an upgrade, copies in the old format are made again, and the old ones go."""
+    rid = sandbox.add_request(fixture_files["businesses"])
+    cold = loader.load(rid)
+    (parsed,) = cache_dir.rglob("*.parsed-v*.arrow")
+    (record,) = cache_dir.rglob("*.parsed-v*.json")
+    current = parsed.name.split(".parsed-v", 1)[1].split(".", 1)[0]
+    old_copy = parsed.with_name(parsed.name.replace(f"-v{current}.", "-v0."))
+    old_record = record.with_name(record.name.replace(f"-v{current}.", "-v0."))
+    parsed.rename(old_copy)  # as an older version left them
+    record.rename(old_record)
+    theirs = parsed.with_name(parsed.name + ".notes")  # not the library's: must stay
+    theirs.write_text("mine")
+    newer = parsed.with_name(parsed.name.replace(f"-v{current}.", f"-v{int(current) + 1}."))
+    newer.write_bytes(b"a newer version's copy, sharing the cache")
+    pd.testing.assert_frame_equal(loader.load(rid), cold)
+    assert parsed.exists() and record.exists()
+    assert not old_copy.exists() and not old_record.exists()
+    assert theirs.read_text() == "mine" and newer.exists()
+
+
 def test_a_parsed_copy_of_other_bytes_is_not_used(
     loader: Loader, sandbox: Sandbox, fixture_files, cache_dir: Path
 ) -> None:

@@ -22,6 +22,7 @@ token and no URL query. Clearing deletes only files the cache wrote.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import logging
@@ -317,6 +318,20 @@ class FileCache(FileStore):
             about["verdicts_sha256"] = _json_digest(verdicts)
         _write_json(entry.parsed_record, about)
         self._remember(entry, record["sha256"], verdicts)
+        self._remove_older_formats(entry)
+
+    @staticmethod
+    def _remove_older_formats(entry: _Entry) -> None:
+        """Parsed copies an older version of the library made of this entry (never read now).
+
+        Newer formats stay: a newer version sharing the cache still reads them.
+        """
+        ours = re.compile(rf"{re.escape(entry.data.name)}\.parsed-v(\d+)\.(?:arrow|json)")
+        for path in entry.data.parent.glob(f"{glob.escape(entry.data.name)}.parsed-v*"):
+            made = ours.fullmatch(path.name)
+            if made and int(made[1]) < int(PARSED_FORMAT):
+                with contextlib.suppress(OSError):
+                    path.unlink()
 
     # -- damage --------------------------------------------------------------
 
