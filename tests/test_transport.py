@@ -108,7 +108,13 @@ def test_expired_url_is_refreshed_once(loader: Loader, sandbox: Sandbox, fixture
     assert frame["_source_file"].nunique() == 2
     results_calls = [e for e in sandbox.log if e.path == f"/v3/results/{rid}"]
     assert len(results_calls) == 2  # the load's own, plus one refresh for both files
-    assert [e.status for e in bucket_gets(sandbox)].count(403) == 2
+    # A file whose GET starts after the refresh never sees the expired URL, so
+    # one or both 403s; never two for one file.
+    expired = [e.path for e in bucket_gets(sandbox) if e.status == 403]
+    assert 1 <= len(expired) == len(set(expired)) <= 2
+    assert sorted(e.path for e in bucket_gets(sandbox) if e.status == 200) == sorted(
+        {e.path for e in bucket_gets(sandbox)}
+    )
 
 
 def test_url_that_stays_expired_is_result_expired(

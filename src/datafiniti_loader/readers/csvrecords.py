@@ -51,7 +51,6 @@ DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024  # measured: 8 MiB costs ~60 MB more peak,
 BOM = b"\xef\xbb\xbf"
 _QUOTE = ord('"')
 _PARSE_THREADS = 2
-_Bytes = TypeVar("_Bytes", bytes, pa.Buffer)
 _IN_FLIGHT = 4  # chunks parsed ahead of the consumer
 
 
@@ -305,6 +304,9 @@ def _parse_in_order(
                 yield from _finish(*pending.popleft(), names, name, path)
         while pending:
             yield from _finish(*pending.popleft(), names, name, path)
+
+
+_Bytes = TypeVar("_Bytes", bytes, pa.Buffer)
 
 
 def keep_bom(body: _Bytes) -> _Bytes:
