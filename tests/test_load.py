@@ -35,7 +35,7 @@ def test_csv_request_loads_every_row_and_cell(
 def test_files_read_side_by_side_give_what_reading_them_in_order_gives(
     loader: Loader, sandbox: Sandbox, tmp_path: Path, output: str
 ) -> None:
-    """Files are scanned two at a time; types, columns and rows still follow file order."""
+    """Loads scan two files at a time (conversions one); either way file order rules."""
     files = []
     for n in range(6):
         rating = "N/A" if n == 4 else str(n)  # one late file makes the column text

@@ -212,7 +212,7 @@ class LoadSource:
 #: Files a scan that keeps its batches reads side by side. pyarrow's streaming
 #: reader and the type checks keep about one core busy per file; two files at
 #: once use both (measured in BENCHMARKS.md). A streaming pass reads one: two
-#: gained it 2-4 % and cost 45-60 MB of peak memory (measured).
+#: gained it 2-4 % and cost 45-61 MB of peak memory (measured).
 _FILES_AT_ONCE = 2
 #: A streaming scan hands Arrow's free pages back to the OS after this much data:
 #: it bounds what the allocator keeps; doing it after every batch cost 9 % of a
