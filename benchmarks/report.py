@@ -16,21 +16,31 @@ END = "<!-- figures:end -->"
 #: (from the profiles recorded under "Where the time goes" in BENCHMARKS.md).
 TARGETS = {"vs_naive": 0.5, "vs_floor": 1.3, "parquet": 2.0, "peak_mb": 300, "warm": 10.0}
 REASONS = {
-    "vs_naive": "a cold load of the real files spends 1.7-2.0 CPU-seconds on 2 cores; in a "
-    "perf profile of one, 28 % of the samples are the kernel zeroing fresh memory (slow on "
-    "this virtual machine), 11 % pyarrow's CSV parse, 7 % copying bytes to and from the "
-    "kernel and 2 % the interpreter (see below)",
-    "vs_floor": "the floor reads local files; a load also downloads them (0.45-0.5 s of the "
-    "real set over loopback, writing them to disk included) and the first file must be "
-    "whole before it is parsed",
-    "parquet": "two passes (types from all the data, then the write) against pyarrow's "
-    "one pass with every column as text, and the downloads pyarrow's local conversion does "
-    "not make: per GB here 5.8-6.0 CPU-seconds against pyarrow's 2.3-2.7, of which the "
-    "downloads alone are 1.25-1.6",
-    "warm": "a warm reload decompresses the LZ4 parsed copies into fresh memory: 68 % of "
-    "its perf samples are the kernel zeroing those pages, 11 % the decompression; "
-    "memory-mapped uncompressed copies were measured no faster in this run's setting "
-    "(hashing 270 MB replaces the decompression) and double the cache on disk",
+    "vs_naive": "compare the downloads + pyarrow column: the same downloads followed by "
+    "pyarrow's own multi-threaded reader, deciding no types and adding no provenance (as slow "
+    "as ours in 2026-11-29's full run; 15-31 % quicker in alternating runs outside it). Over "
+    "loopback on 2 cores the downloads are CPU "
+    "work (the kernel copying into sockets and the page cache), so a load is bound by "
+    "downloading plus parsing; where the bucket limits each connection (20 MB/s, as S3 "
+    "does) the target is met. In a perf profile of a cold load of the real files, 28 % of "
+    "the samples are the kernel zeroing fresh memory, 11 % pyarrow's CSV parse, 7 % "
+    "copying bytes to and from the kernel, 2 % the interpreter (see below)",
+    "vs_floor": "the floor reads local files; a load also downloads them. Compare the "
+    "downloads + pyarrow column: the same downloads followed by pyarrow's own reader, "
+    "deciding no types (in 2026-11-29's full run slower than ours on the generated 1 GB)",
+    "parquet": "the downloads alone take the ratio to the downloads + pyarrow column's "
+    "figure (the same downloads, then pyarrow's own conversion); the rest is the price of "
+    "typed columns: a first pass decides every column's type from all the data (writing "
+    "LZ4 parsed copies), a second reads the copies, conforms and writes, with provenance. "
+    "A single pass guessing types from the first batch measured 19 % faster on these "
+    "generated files, but the real files break such a guess (see the evening section "
+    "below)",
+    "warm": "a warm reload materialises the table (about 300 MB here) in fresh memory: 53-68 "
+    "% of its perf samples are the kernel zeroing those pages, 11-13 % LZ4 decompression, "
+    "and filling 300 MB of new memory alone took 0.06 to 0.61 s in fresh processes on this "
+    "virtual machine. Memory-mapped uncompressed copies avoid the new memory but must be "
+    "hashed whole to be trusted; they were measured no faster, with cold loads slower and "
+    "the cache twice the size",
 }
 
 
@@ -38,6 +48,11 @@ def verdict(ok: bool, reason: str = "") -> str:
     if ok:
         return "met"
     return f"**missed**[^{reason}]" if reason else "**missed**"
+
+
+def _figure(row: dict[str, Any], key: str) -> str:
+    """A figure to two decimals, or "-" in results recorded before it was measured."""
+    return f"{row[key]:.2f}" if key in row else "-"
 
 
 def footnotes(text: str) -> list[str]:
@@ -58,30 +73,32 @@ def render(report: dict[str, Any]) -> str:
         lines += [
             "### `load_results` into pandas vs the naive loop and the local floor",
             "",
-            "| data | GB | ours s | naive s | floor s | ours/naive (target <= 0.5) | ours/floor (target <= 1.3) | ours MB | naive MB |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| data | GB | ours s | naive s | floor s | ours/naive (target <= 0.5) | ours/floor (target <= 1.3) | ours MB | naive MB | downloads + pyarrow s | its /naive |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in report["load"]:
             lines.append(
                 f"| {r['data']} | {r['gb']:.2f} | {r['ours_s']:.2f} | {r['naive_s']:.2f} | {r['floor_s']:.2f} "
                 f"| {r['vs_naive']:.2f} ({verdict(r['vs_naive'] <= TARGETS['vs_naive'], 'vs_naive')}) "
                 f"| {r['vs_floor']:.2f} ({verdict(r['vs_floor'] <= TARGETS['vs_floor'], 'vs_floor')}) "
-                f"| {r['ours_mb']:.0f} | {r['naive_mb']:.0f} ({verdict(r['ours_mb'] <= r['naive_mb'])}) |"
+                f"| {r['ours_mb']:.0f} | {r['naive_mb']:.0f} ({verdict(r['ours_mb'] <= r['naive_mb'])}) "
+                f"| {_figure(r, 'download_pyarrow_s')} | {_figure(r, 'download_pyarrow_vs_naive')} |"
             )
         lines.append("")
     if "parquet" in report:
         lines += [
             "### `to_parquet` vs pyarrow's streaming CSV-to-Parquet on the same local files",
             "",
-            "| data | GB | ours s | pyarrow s | ratio (target <= 2.0) | ours peak MB (target <= 300) | pyarrow peak MB |",
-            "|---|---|---|---|---|---|---|",
+            "| data | GB | ours s | pyarrow s | ratio (target <= 2.0) | ours peak MB (target <= 300) | pyarrow peak MB | downloads + pyarrow s | its /pyarrow |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for r in report["parquet"]:
             lines.append(
                 f"| {r['data']} | {r['gb']:.2f} | {r['ours_s']:.2f} | {r['pyarrow_s']:.2f} "
                 f"| {r['ratio']:.2f} ({verdict(r['ratio'] <= TARGETS['parquet'], 'parquet')}) "
                 f"| {r['ours_mb']:.0f} ({verdict(r['ours_mb'] <= TARGETS['peak_mb'])}) "
-                f"| {r['pyarrow_mb']:.0f} |"
+                f"| {r['pyarrow_mb']:.0f} "
+                f"| {_figure(r, 'download_pyarrow_s')} | {_figure(r, 'download_pyarrow_ratio')} |"
             )
         lines.append("")
     if "cache" in report:

@@ -110,31 +110,37 @@ def bench_load(
     print(
         f"load_results vs naive loop vs local floor: {name} ({size_gb(files):.2f} GB, {len(files)} files)"
     )
-    labels = {m: f"load/{name}/{m}" for m in ("load_results", "naive_loop", "local_floor")}
+    methods = ("load_results", "naive_loop", "local_floor", "download_pyarrow_load")
+    labels = {m: f"load/{name}/{m}" for m in methods}
     for _ in range(bench.rounds):
         for method, label in labels.items():
             bench.run(label, method, {"request_id": rid, "files": files})
     bench.sandbox.faults.throttle = None
-    ours, naive, floor = (bench.median(labels[m]) for m in labels)
+    ours, naive, floor, download_pyarrow = (bench.median(labels[m]) for m in methods)
     mem = {m: bench.median(labels[m], "peak_mb") for m in labels}
     return {"data": name, "gb": size_gb(files), "ours_s": ours, "naive_s": naive, "floor_s": floor,
             "vs_naive": ours / naive, "vs_floor": ours / floor, "ours_mb": mem["load_results"],
-            "naive_mb": mem["naive_loop"], "floor_mb": mem["local_floor"]}  # fmt: skip
+            "naive_mb": mem["naive_loop"], "floor_mb": mem["local_floor"],
+            "download_pyarrow_s": download_pyarrow,
+            "download_pyarrow_vs_naive": download_pyarrow / naive}  # fmt: skip
 
 
 def bench_parquet(bench: Bench, name: str, files: list[Path], workdir: Path) -> dict[str, Any]:
     rid = bench.sandbox.add_request(files)
     print(f"to_parquet vs pyarrow streaming: {name} ({size_gb(files):.2f} GB)")
-    labels = {m: f"parquet/{name}/{m}" for m in ("to_parquet", "pyarrow_streaming")}
+    methods = ("to_parquet", "pyarrow_streaming", "download_pyarrow_parquet")
+    labels = {m: f"parquet/{name}/{m}" for m in methods}
     for _ in range(bench.rounds):
         for method, label in labels.items():
             out = workdir / "out" / label.replace("/", "_")
             bench.run(label, method, {"request_id": rid, "files": files, "out": out})
             shutil.rmtree(out, ignore_errors=True)
-    ours, arrow = (bench.median(labels[m]) for m in labels)
+    ours, arrow, download_arrow = (bench.median(labels[m]) for m in methods)
     return {"data": name, "gb": size_gb(files), "ours_s": ours, "pyarrow_s": arrow, "ratio": ours / arrow,
             "ours_mb": bench.median(labels["to_parquet"], "peak_mb"),
-            "pyarrow_mb": bench.median(labels["pyarrow_streaming"], "peak_mb")}  # fmt: skip
+            "pyarrow_mb": bench.median(labels["pyarrow_streaming"], "peak_mb"),
+            "download_pyarrow_s": download_arrow,
+            "download_pyarrow_ratio": download_arrow / arrow}  # fmt: skip
 
 
 def bench_cache(bench: Bench, files: list[Path], workdir: Path) -> dict[str, Any]:
