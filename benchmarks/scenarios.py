@@ -119,7 +119,8 @@ def _downloaded(cfg: dict[str, Any]) -> Iterator[Path]:
     """The request's files downloaded by our transport (to disk, in parallel), in order."""
     from datafiniti_loader.loader import LoadOptions, open_load
 
-    options = LoadOptions(token=cfg["token"], api_url=cfg["api_url"], cache=False, progress=False)
+    options = LoadOptions(token=cfg["token"], api_url=cfg["api_url"], cache=False, progress=False,
+                          max_workers=cfg.get("workers"))  # fmt: skip
     with open_load(cfg["request_id"], options) as source:
         for _, path in source.download.local_files():
             yield path
@@ -151,12 +152,7 @@ def download_pyarrow_parquet(cfg: dict[str, Any]) -> int:
 
 def fetch_only(cfg: dict[str, Any]) -> int:
     """Only the downloads (for the worker-scaling figure)."""
-    from datafiniti_loader.loader import LoadOptions, open_load
-
-    options = LoadOptions(token=cfg["token"], api_url=cfg["api_url"], cache=False, progress=False,
-                          max_workers=cfg["workers"])  # fmt: skip
-    with open_load(cfg["request_id"], options) as source:
-        return sum(1 for _ in source.download.local_files())
+    return sum(1 for _ in _downloaded(cfg))
 
 
 SCENARIOS = {
