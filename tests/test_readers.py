@@ -308,6 +308,19 @@ def test_reads_handed_to_pyarrow_never_end_with_a_carriage_return() -> None:
     assert all(not piece.endswith(b"\r") for piece in reads[:-1]) and reads[-1].endswith(b"\r")
 
 
+@pytest.mark.parametrize("first", [100, 1_000])  # what the header's read left: less or more
+def test_guarded_reads_are_never_longer_than_asked(first: int) -> None:
+    from datafiniti_loader.readers.csvfile import _NoFinalCR
+
+    data = bytes(random.Random(5).choice(b'ab"\r\n,') for _ in range(5_000))
+    stream = _NoFinalCR(data[:first], io.BytesIO(data[first:]))
+    reads = []
+    while piece := stream.read(257):
+        reads.append(piece)
+    assert b"".join(reads) == data
+    assert all(0 < len(piece) <= 257 for piece in reads)
+
+
 def test_a_run_of_carriage_returns_longer_than_a_block_is_read_carefully(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -159,17 +159,18 @@ class _NoFinalCR(io.RawIOBase):
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
             return self.readall()  # reads of the guarded kind, joined
-        if self._held:
-            data = self._held + self._rest.read(max(size - len(self._held), 0))
-            self._held = b""
+        if self._held:  # never more than ``size``, however much is held
+            data, self._held = self._held[:size], self._held[size:]
+            if len(data) < size:
+                data += self._rest.read(size - len(data))
         else:
             data = self._rest.read(size)
         if not data.endswith(b"\r"):
             return data
         kept = data.rstrip(b"\r")
         if kept:
-            self._held = data[len(kept) :]
+            self._held = data[len(kept) :] + self._held
             return kept
-        if self._rest.read(1):
+        if self._held or self._rest.read(1):
             raise _Unstreamable("a run of carriage returns as long as a block")
         return data  # the end of the file: no read follows to lose a byte
