@@ -22,7 +22,6 @@ token and no URL query. Clearing deletes only files the cache wrote.
 from __future__ import annotations
 
 import contextlib
-import glob
 import hashlib
 import json
 import logging
@@ -144,11 +143,16 @@ class _Entry:
 
     @property
     def parsed(self) -> Path:
-        return self.data.with_name(f"{self.data.name}.parsed-v{PARSED_FORMAT}.arrow")
+        return self.parsed_files(int(PARSED_FORMAT))[0]
 
     @property
     def parsed_record(self) -> Path:
-        return self.data.with_name(f"{self.data.name}.parsed-v{PARSED_FORMAT}.json")
+        return self.parsed_files(int(PARSED_FORMAT))[1]
+
+    def parsed_files(self, version: int) -> tuple[Path, Path]:
+        """The parsed copy and its record in format ``version``."""
+        stem = f"{self.data.name}.parsed-v{version}"
+        return self.data.with_name(f"{stem}.arrow"), self.data.with_name(f"{stem}.json")
 
     def hidden(self, suffix: str) -> Path:
         return self.data.with_name(f".{self.data.name}.{suffix}")
@@ -326,12 +330,10 @@ class FileCache(FileStore):
 
         Newer formats stay: a newer version sharing the cache still reads them.
         """
-        ours = re.compile(rf"{re.escape(entry.data.name)}\.parsed-v(\d+)\.(?:arrow|json)")
-        for path in entry.data.parent.glob(f"{glob.escape(entry.data.name)}.parsed-v*"):
-            made = ours.fullmatch(path.name)
-            if made and int(made[1]) < int(PARSED_FORMAT):
+        for version in range(int(PARSED_FORMAT)):
+            for path in entry.parsed_files(version):
                 with contextlib.suppress(OSError):
-                    path.unlink()
+                    path.unlink(missing_ok=True)
 
     # -- damage --------------------------------------------------------------
 
