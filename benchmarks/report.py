@@ -36,7 +36,7 @@ REASONS = {
     "generated files, but the real files break such a guess (see the evening section "
     "below)",
     "warm": "a warm reload materialises the table (about 300 MB here) in fresh memory: 53-68 "
-    "% of its perf samples are the kernel zeroing those pages, 11-13 % LZ4 decompression, "
+    "% of its perf samples are the kernel zeroing those pages, 11-15 % LZ4 decompression, "
     "and filling 300 MB of new memory alone took 0.06 to 0.61 s in fresh processes on this "
     "virtual machine. Memory-mapped uncompressed copies avoid the new memory but must be "
     "hashed whole to be trusted; they were measured no faster, with cold loads slower and "
