@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from conftest import Loader
@@ -242,11 +241,9 @@ def test_results_are_told_apart_by_position_not_id_or_name(
         frame.groupby("_source_file", observed=True)["_result_id"].first().tolist() == expected_ids
     )
     summary = loader.parquet(rid, tmp_path / "out")
-    metadata = json.loads(
-        pq.read_schema(tmp_path / "out" / "part-0.parquet").metadata[b"datafiniti_loader"]
-    )
+    manifest = json.loads((tmp_path / "out" / "_datafiniti_loader.json").read_text())
     counts = frame.groupby("_source_file", observed=True).size().tolist()
-    assert metadata["row_counts"] == counts and summary.rows == len(frame)
+    assert manifest["row_counts"] == counts and summary.rows == len(frame)
 
 
 def test_repeated_file_names_are_counted_apart(
@@ -258,10 +255,8 @@ def test_repeated_file_names_are_counted_apart(
     frame = loader.load(rid)
     assert len(frame) == 60 and frame["_result_id"].nunique() == 2
     loader.parquet(rid, tmp_path / "out")
-    metadata = json.loads(
-        pq.read_schema(tmp_path / "out" / "part-0.parquet").metadata[b"datafiniti_loader"]
-    )
-    assert metadata["row_counts"] == [30, 30]
+    manifest = json.loads((tmp_path / "out" / "_datafiniti_loader.json").read_text())
+    assert manifest["row_counts"] == [30, 30]
 
 
 def test_a_wide_table_loads_every_column_typed(

@@ -51,6 +51,7 @@ __all__ = [
     "RowCounter",
     "Scan",
     "Sources",
+    "close_batches",
     "open_load",
     "read_table",
     "request_ids",
@@ -203,10 +204,15 @@ class LoadSource:
                         release_arrow_memory()
                         unreleased = 0
         finally:
-            close = getattr(read.batches, "close", None)
-            if close is not None:
-                close()  # an abandoned file's parsed copy is dropped now, not at collection
+            close_batches(read.batches)
         return found
+
+
+def close_batches(batches: Iterator[pa.RecordBatch]) -> None:
+    """Close a file's batches now (a generator's): an abandoned parsed copy goes now, not at GC."""
+    close = getattr(batches, "close", None)
+    if close is not None:
+        close()
 
 
 #: Files a scan that keeps its batches reads side by side. pyarrow's streaming

@@ -1,8 +1,11 @@
 """Sink: a download to a Parquet dataset, streaming, in bounded memory, all or nothing.
 
-Two passes over the local copies: the first decides every column's type from
-all the data (guessing from a first block is how identifiers turn into
-numbers), the second conforms each batch and writes it. Row groups are sized
+Every column's type is decided from all the data (guessing from a first
+block is how identifiers turn into numbers). Most downloads settle their
+types in the first batch, so the conversion first runs in one pass, checking
+after every batch that the types it writes still hold (:mod:`.onepass`);
+when a batch changes them, it starts over in two passes: the first decides
+every type, the second conforms each batch and writes it. Row groups are sized
 by bytes, not by how the reader happened to cut batches. The dataset is
 written beside the target and moved into place only when complete, so a
 failure leaves nothing at ``path``.
@@ -11,6 +14,7 @@ failure leaves nothing at ``path``.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -38,6 +42,7 @@ from .loader import (
     with_provenance,
 )
 from .models import FileKey
+from .onepass import OnePass
 from .prefetch import prefetched
 from .publish import (
     METADATA_KEY,
@@ -48,7 +53,7 @@ from .publish import (
     sweep_orphans,
     write_manifest,
 )
-from .schema import PROVENANCE_SCHEMA, release_arrow_memory
+from .schema import PROVENANCE_SCHEMA, SchemaBuilder, release_arrow_memory
 
 __all__ = ["ParquetSummary", "write_parquet", "write_row_groups"]
 
@@ -131,40 +136,101 @@ def write_parquet(
     target = target.rstrip("/")
     _storage(path, lambda: sweep_orphans(fs, target))
     _storage(path, lambda: check_target(fs, target, str(path), overwrite))  # fail before work
-    source.keep_parsed = True  # the second pass reads parsed copies instead of parsing again
-    scan = source.scan(keep=False)
-    schema = data_schema(scan.builder, columns, provenance, source.dtypes)
-    if provenance:
-        schema = with_provenance(schema)
     by = [partition_by] if isinstance(partition_by, str) else list(partition_by or [])
-    require_columns(by, schema.names, "Cannot partition by a column this load lacks:")
-    about = _metadata(source, scan.rows)
-    schema = schema.with_metadata({METADATA_KEY: json.dumps(about)})
+    about = _metadata(source)
     staging = staging_path(target)
     try:
         fs.makedirs(staging, exist_ok=True)
-        # Batches are read and conformed on a thread of their own while the writer
-        # encodes; a failed write stops that thread before the staging goes.
-        with contextlib.closing(prefetched(_all_batches(source, schema, provenance))) as made:
-            batches = RowCounter(made)
-            if by:
-                _write_partitioned(batches, fs, staging, schema, by)
-            else:
-                _write_single(batches, fs, f"{staging}/part-0.parquet", schema)
-        written = sorted(p for p in fs.find(staging) if p.endswith(".parquet"))
-        relative = tuple(p[len(staging) :].lstrip("/") for p in written)
-        sizes = sum(fs.size(p) for p in written)
-        rows = batches.rows
-        write_manifest(fs, staging, {**about, "files": list(relative), "rows": rows})
+        if not by and source.newest is None:  # both need every file read before any is written
+            written = _write_in_one_pass(source, columns, provenance, about, fs, staging)
+        else:
+            source.keep_parsed = (
+                True  # the second pass reads parsed copies instead of parsing again
+            )
+            scan = source.scan(keep=False)
+            types = _Types(scan.builder, scan.rows, columns, provenance)
+            written = _write_second_pass(source, types, by, about, fs, staging)
+        files = sorted(p for p in fs.find(staging) if p.endswith(".parquet"))
+        relative = tuple(p[len(staging) :].lstrip("/") for p in files)
+        sizes = sum(fs.size(p) for p in files)
+        counts = [written.file_rows.get(f.key, 0) for f in source.files]
+        manifest = {**about, "row_counts": counts, "files": list(relative), "rows": written.rows}
+        write_manifest(fs, staging, manifest)
         publish(fs, staging, target, str(path), overwrite)
     except BaseException as exc:
         remove_staging(fs, staging)
         if isinstance(exc, OSError) and not isinstance(exc, DatafinitiError):
             raise _unwritable(path, exc) from None
         raise
-    log_summary(source, rows, len(schema), target=str(path))
+    log_summary(source, written.rows, written.columns, target=str(path))
     shown = os.path.abspath(target) if isinstance(fs, LocalFileSystem) else str(path)
-    return ParquetSummary(rows, len(source.files), sizes, shown, relative, len(schema))
+    return ParquetSummary(written.rows, len(source.files), sizes, shown, relative, written.columns)
+
+
+@dataclass
+class _Written:
+    """What a conversion wrote: rows in all, rows read from each file, columns."""
+
+    rows: int
+    file_rows: dict[FileKey, int]
+    columns: int
+
+
+@dataclass
+class _Types:
+    """What a first pass found: every column's verdicts and each file's rows; what to keep."""
+
+    seen: SchemaBuilder
+    file_rows: dict[FileKey, int]
+    columns: Sequence[str] | None
+    provenance: bool
+
+
+def _write_in_one_pass(
+    source: LoadSource,
+    columns: Sequence[str] | None,
+    provenance: bool,
+    about: dict[str, Any],
+    fs: Any,
+    staging: str,
+) -> _Written:
+    """Convert while reading (see :mod:`.onepass`); write again if the types changed."""
+    attempt = OnePass(source, columns, provenance)
+    part = f"{staging}/part-0.parquet"
+    with contextlib.closing(attempt.batches()) as made:
+        first = next(made, None)
+        if first is not None:
+            metadata = {METADATA_KEY: json.dumps(about)}
+            labelled = (b.replace_schema_metadata(metadata) for b in itertools.chain([first], made))
+            batches = RowCounter(labelled)
+            _write_single(batches, fs, part, first.schema.with_metadata(metadata))
+    types = _Types(attempt.seen, attempt.rows, columns, provenance)
+    if first is None or attempt.changed:  # no row at all, or types changed: what was written goes
+        if fs.exists(part):
+            fs.rm(part)
+        return _write_second_pass(source, types, [], about, fs, staging)
+    logger.debug("%s: converted in one pass (the first batch settled every type)", source.label)
+    return _Written(batches.rows, attempt.rows, first.num_columns)
+
+
+def _write_second_pass(
+    source: LoadSource, types: _Types, by: list[str], about: dict[str, Any], fs: Any, staging: str
+) -> _Written:
+    """Conform every batch to the types a first pass decided, and write."""
+    schema = data_schema(types.seen, types.columns, types.provenance, source.dtypes)
+    if types.provenance:
+        schema = with_provenance(schema)
+    require_columns(by, schema.names, "Cannot partition by a column this load lacks:")
+    schema = schema.with_metadata({METADATA_KEY: json.dumps(about)})
+    # Batches are read and conformed on a thread of their own while the writer
+    # encodes; a failed write stops that thread before the staging goes.
+    with contextlib.closing(prefetched(_all_batches(source, schema, types.provenance))) as made:
+        batches = RowCounter(made)
+        if by:
+            _write_partitioned(batches, fs, staging, schema, by)
+        else:
+            _write_single(batches, fs, f"{staging}/part-0.parquet", schema)
+    return _Written(batches.rows, types.file_rows, len(schema))
 
 
 def _storage(path: str, action: Callable[[], object]) -> None:
@@ -242,7 +308,8 @@ def _all_batches(
             yield batch.replace_schema_metadata(schema.metadata)
 
 
-def _metadata(source: LoadSource, counts: dict[FileKey, int]) -> dict[str, Any]:
+def _metadata(source: LoadSource) -> dict[str, Any]:
+    """The footer's record of the load: known before any row is written, so no row counts."""
     single = {"request_id": source.request_ids[0]} if len(source.request_ids) == 1 else {}
     return {
         **single,
@@ -251,7 +318,6 @@ def _metadata(source: LoadSource, counts: dict[FileKey, int]) -> dict[str, Any]:
         "file_request_ids": [f.request_id for f in source.files],
         "result_ids": [f.id for f in source.files],
         "files": [f.name for f in source.files],
-        "row_counts": [counts.get(f.key, 0) for f in source.files],
         "library": f"datafiniti-loader {__version__}",
         "loaded_at": datetime.now(UTC).isoformat(),
     }
