@@ -51,6 +51,7 @@ __all__ = [
     "RowCounter",
     "Scan",
     "Sources",
+    "StreamedMemory",
     "close_batches",
     "open_load",
     "read_table",
@@ -186,7 +187,7 @@ class LoadSource:
         seen = SchemaBuilder()
         read = self.batches_of(file, path, mapped=keep, observer=seen)
         found = _FileScan(read.verdicts or seen)
-        unreleased = 0  # bytes of batches streamed since Arrow's free pages were last released
+        streamed = StreamedMemory()
         try:
             for batch in read.batches:
                 if stop.is_set():
@@ -199,10 +200,7 @@ class LoadSource:
                 if keep:
                     found.held.append(batch)
                 else:  # streaming: hand back what the batches freed (kept ones hold theirs)
-                    unreleased += batch.nbytes
-                    if unreleased >= _RELEASE_EVERY:
-                        release_arrow_memory()
-                        unreleased = 0
+                    streamed.passed(batch)
         finally:
             close_batches(read.batches)
         return found
@@ -220,10 +218,26 @@ def close_batches(batches: Iterator[pa.RecordBatch]) -> None:
 #: once use both (measured in BENCHMARKS.md). A streaming pass reads one: two
 #: gained it 2-4 % and cost 45-61 MB of peak memory (measured).
 _FILES_AT_ONCE = 2
-#: A streaming scan hands Arrow's free pages back to the OS after this much data:
-#: it bounds what the allocator keeps; doing it after every batch cost 9 % of a
-#: conversion (measured).
-_RELEASE_EVERY = 32 << 20
+
+
+class StreamedMemory:
+    """Hands Arrow's free pages back to the OS after every 32 MB of batches streamed through.
+
+    It bounds what the allocator keeps while batches are read and dropped;
+    doing it after every batch cost 9 % of a conversion (measured).
+    """
+
+    EVERY = 32 << 20
+
+    def __init__(self) -> None:
+        self._unreleased = 0  # bytes of batches streamed since the last release
+
+    def passed(self, batch: pa.RecordBatch) -> None:
+        """Count a batch that is done with; release when enough has passed."""
+        self._unreleased += batch.nbytes
+        if self._unreleased >= self.EVERY:
+            release_arrow_memory()
+            self._unreleased = 0
 
 
 class _Stopped(Exception):

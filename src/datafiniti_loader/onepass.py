@@ -23,7 +23,14 @@ from pathlib import Path
 import pyarrow as pa
 
 from .errors import ColumnNotFound
-from .loader import FileRead, LoadSource, close_batches, data_schema, typed_batches
+from .loader import (
+    FileRead,
+    LoadSource,
+    StreamedMemory,
+    close_batches,
+    data_schema,
+    typed_batches,
+)
 from .models import FileKey, ResultFile
 from .prefetch import prefetched
 from .schema import SchemaBuilder
@@ -76,10 +83,12 @@ class OnePass:
 
     def _checked(self, file: ResultFile, read: FileRead) -> Iterator[pa.RecordBatch]:
         """The file's batches that the types so far hold for; all of them are seen."""
+        streamed = StreamedMemory()  # batches only seen are dropped here, not by the writer
         for batch in read.batches:
             self.seen.observe(batch, text=read.text)
             self.rows[file.key] += batch.num_rows
             if self.changed:
+                streamed.passed(batch)
                 continue
             decided = self._decided()
             if self._data is None:
@@ -89,7 +98,6 @@ class OnePass:
                 continue
             logger.debug("%s changed the column types: converting in two passes", file.name)
             self.changed = True
-            self._source.keep_parsed = True  # the second pass reads later files' copies
 
     def _decided(self) -> pa.Schema | None:
         """The data schema so far; ``None`` while a column asked for has not been seen."""
