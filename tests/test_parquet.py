@@ -121,6 +121,11 @@ def test_a_type_the_last_row_changes_is_converted_in_two_passes(
     loader.parquet(rid, tmp_path / "first", **options)
     gets = sorted(e.path.rsplit("/", 1)[-1] for e in sandbox.log if e.server == "bucket")
     assert gets == [f"{rid}_1.csv", f"{rid}_2.csv"]  # the second pass downloads nothing again
+    copies = sorted(line for line in debug_log if "read from its parsed copy" in line)
+    assert copies == [
+        f"{rid}_1.csv: read from its parsed copy",
+        f"{rid}_2.csv: read from its parsed copy",
+    ]
     on_disk = same_as_load_results(loader, rid, tmp_path / "out", **options)
     assert on_disk.schema.field("postalCode").type == pa.string()
     assert on_disk.column("postalCode").to_pylist()[-1] == "33040-4535"

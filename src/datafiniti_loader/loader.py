@@ -126,6 +126,7 @@ class LoadSource:
         copy = store.parsed_copy(file)
         read = None if copy is None else open_parsed(copy.path, mapped=mapped)
         if copy is not None and read is not None:
+            logger.debug("%s: read from its parsed copy", file.name)
             kept = copy.verdicts if read.text else None
             verdicts = None if kept is None else SchemaBuilder.from_text_verdicts(kept)
             return FileRead(read.batches, read.text, verdicts)

@@ -1,15 +1,15 @@
 """A conversion that reads each file once, for as long as the column types hold.
 
 Column types are decided from all the data, which in general takes two
-passes: one to decide, one to convert. But most downloads settle every type
-in their first batch, and a second pass then only repeats what the first
-saw. So :class:`OnePass` types each batch as it is read, with the schema the
-batches so far decide, and checks after every batch that this schema still
-holds. The moment a batch changes it (a column of numbers meets
-``33040-4535``, a new column appears), it stops converting and only reads on,
-deciding every type as a first pass would; the caller then writes again in a
-second pass. What was converted is then wasted, never wrong, and no file is
-downloaded or read for its types twice.
+passes: one to decide, one to convert. But where the first batch settles
+every type, a second pass only repeats what the first saw. So
+:class:`OnePass` types each batch as it is read, with the schema the batches
+so far decide, and checks after every batch that this schema still holds.
+The moment a batch changes it (a column of numbers meets ``33040-4535``, a
+new column appears), it stops converting and only reads on, deciding every
+type as a first pass would; the caller then writes again in a second pass.
+What was converted is then wasted, never wrong, and no file is downloaded or
+read for its types twice.
 """
 
 from __future__ import annotations
@@ -26,12 +26,13 @@ from .errors import ColumnNotFound
 from .loader import (
     FileRead,
     LoadSource,
+    Scan,
     StreamedMemory,
     close_batches,
     data_schema,
     typed_batches,
 )
-from .models import FileKey, ResultFile
+from .models import ResultFile
 from .prefetch import prefetched
 from .schema import SchemaBuilder
 
@@ -45,8 +46,8 @@ class OnePass:
 
     After :meth:`batches` is exhausted, :attr:`changed` says whether a batch
     changed the types (the batches handed out are then not the whole
-    download); either way :attr:`seen` holds the verdicts of every batch of
-    every file, and :attr:`rows` each file's row count, as a first pass
+    download); either way :attr:`found` holds the verdicts of every batch of
+    every file and each file's row count, as a first pass
     (:meth:`LoadSource.scan`) would have found them.
     """
 
@@ -54,8 +55,7 @@ class OnePass:
         self._source = source
         self._columns = columns
         self._provenance = provenance
-        self.seen = SchemaBuilder()
-        self.rows: dict[FileKey, int] = {}
+        self.found = Scan(SchemaBuilder())
         self.changed = False
         self._data: pa.Schema | None = None  # the data columns batches are converted to
 
@@ -64,7 +64,7 @@ class OnePass:
         # Files are waited for here, on the caller's thread (Ctrl-C stops the wait at
         # once); each is read and typed on a thread of its own while the caller writes.
         for file, path in self._source.download.local_files():
-            self.rows[file.key] = 0
+            self.found.rows[file.key] = 0
             with contextlib.closing(prefetched(self._typed(file, path))) as typed:
                 yield from typed
 
@@ -85,8 +85,8 @@ class OnePass:
         """The file's batches that the types so far hold for; all of them are seen."""
         streamed = StreamedMemory()  # batches only seen are dropped here, not by the writer
         for batch in read.batches:
-            self.seen.observe(batch, text=read.text)
-            self.rows[file.key] += batch.num_rows
+            self.found.builder.observe(batch, text=read.text)
+            self.found.rows[file.key] += batch.num_rows
             if self.changed:
                 streamed.passed(batch)
                 continue
@@ -102,6 +102,8 @@ class OnePass:
     def _decided(self) -> pa.Schema | None:
         """The data schema so far; ``None`` while a column asked for has not been seen."""
         try:
-            return data_schema(self.seen, self._columns, self._provenance, self._source.dtypes)
+            return data_schema(
+                self.found.builder, self._columns, self._provenance, self._source.dtypes
+            )
         except ColumnNotFound:
             return None

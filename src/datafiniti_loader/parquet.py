@@ -1,11 +1,14 @@
 """Sink: a download to a Parquet dataset, streaming, in bounded memory, all or nothing.
 
 Every column's type is decided from all the data (guessing from a first
-block is how identifiers turn into numbers). Most downloads settle their
-types in the first batch, so the conversion first runs in one pass, checking
-after every batch that the types it writes still hold (:mod:`.onepass`);
-when a batch changes them, it starts over in two passes: the first decides
-every type, the second conforms each batch and writes it. Row groups are sized
+block is how identifiers turn into numbers). A download whose first batch
+settles every type need not be read twice, so the conversion first runs in
+one pass, checking after every batch that the types it writes still hold
+(:mod:`.onepass`).
+When a batch changes them, the reading goes on to decide every type, as a
+first pass would, and a second pass conforms each batch and writes it;
+``dedupe`` and ``partition_by`` always take the two passes, since both need
+every file read before any row is written. Row groups are sized
 by bytes, not by how the reader happened to cut batches. The dataset is
 written beside the target and moved into place only when complete, so a
 failure leaves nothing at ``path``.
@@ -35,6 +38,7 @@ from .errors import DatafinitiError, StorageError
 from .loader import (
     LoadSource,
     RowCounter,
+    Scan,
     data_schema,
     log_summary,
     require_columns,
@@ -53,7 +57,7 @@ from .publish import (
     sweep_orphans,
     write_manifest,
 )
-from .schema import PROVENANCE_SCHEMA, SchemaBuilder, release_arrow_memory
+from .schema import PROVENANCE_SCHEMA, release_arrow_memory
 
 __all__ = ["ParquetSummary", "write_parquet", "write_row_groups"]
 
@@ -148,8 +152,7 @@ def write_parquet(
             written = _write_in_one_pass(source, columns, provenance, about, fs, staging)
         else:
             scan = source.scan(keep=False)
-            types = _Types(scan.builder, scan.rows, columns, provenance)
-            written = _write_second_pass(source, types, by, about, fs, staging)
+            written = _write_second_pass(source, scan, columns, provenance, by, about, fs, staging)
         files = sorted(p for p in fs.find(staging) if p.endswith(".parquet"))
         relative = tuple(p[len(staging) :].lstrip("/") for p in files)
         sizes = sum(fs.size(p) for p in files)
@@ -176,16 +179,6 @@ class _Written:
     columns: int
 
 
-@dataclass
-class _Types:
-    """What a first pass found: every column's verdicts and each file's rows; what to keep."""
-
-    seen: SchemaBuilder
-    file_rows: dict[FileKey, int]
-    columns: Sequence[str] | None
-    provenance: bool
-
-
 def _write_in_one_pass(
     source: LoadSource,
     columns: Sequence[str] | None,
@@ -200,37 +193,44 @@ def _write_in_one_pass(
     with contextlib.closing(attempt.batches()) as made:
         first = next(made, None)
         if first is not None:
-            metadata = {METADATA_KEY: json.dumps(about)}
-            labelled = (b.replace_schema_metadata(metadata) for b in itertools.chain([first], made))
-            batches = RowCounter(labelled)
-            _write_single(batches, fs, part, first.schema.with_metadata(metadata))
-    types = _Types(attempt.seen, attempt.rows, columns, provenance)
+            batches = RowCounter(itertools.chain([first], made))
+            schema = first.schema.with_metadata({METADATA_KEY: json.dumps(about)})
+            _write_single(batches, fs, part, schema)
     if first is None or attempt.changed:  # no row at all, or types changed: what was written goes
         if fs.exists(part):
             fs.rm(part)
-        return _write_second_pass(source, types, [], about, fs, staging)
+        return _write_second_pass(
+            source, attempt.found, columns, provenance, [], about, fs, staging
+        )
     logger.debug("%s: converted in one pass (the first batch settled every type)", source.label)
-    return _Written(batches.rows, attempt.rows, first.num_columns)
+    return _Written(batches.rows, attempt.found.rows, first.num_columns)
 
 
 def _write_second_pass(
-    source: LoadSource, types: _Types, by: list[str], about: dict[str, Any], fs: Any, staging: str
+    source: LoadSource,
+    found: Scan,
+    columns: Sequence[str] | None,
+    provenance: bool,
+    by: list[str],
+    about: dict[str, Any],
+    fs: Any,
+    staging: str,
 ) -> _Written:
-    """Conform every batch to the types a first pass decided, and write."""
-    schema = data_schema(types.seen, types.columns, types.provenance, source.dtypes)
-    if types.provenance:
+    """Conform every batch to the types a first pass ``found``, and write."""
+    schema = data_schema(found.builder, columns, provenance, source.dtypes)
+    if provenance:
         schema = with_provenance(schema)
     require_columns(by, schema.names, "Cannot partition by a column this load lacks:")
     schema = schema.with_metadata({METADATA_KEY: json.dumps(about)})
     # Batches are read and conformed on a thread of their own while the writer
     # encodes; a failed write stops that thread before the staging goes.
-    with contextlib.closing(prefetched(_all_batches(source, schema, types.provenance))) as made:
+    with contextlib.closing(prefetched(_all_batches(source, schema, provenance))) as made:
         batches = RowCounter(made)
         if by:
             _write_partitioned(batches, fs, staging, schema, by)
         else:
             _write_single(batches, fs, f"{staging}/part-0.parquet", schema)
-    return _Written(batches.rows, types.file_rows, len(schema))
+    return _Written(batches.rows, found.rows, len(schema))
 
 
 def _storage(path: str, action: Callable[[], object]) -> None:
