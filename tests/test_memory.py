@@ -63,6 +63,18 @@ def test_parquet_memory_is_bounded_and_flat(
     assert large - small < 60, f"peak grew from {small:.0f} to {large:.0f} MB"
 
 
+def test_memory_stays_bounded_when_the_last_file_changes_the_types(
+    generated: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    # All of the large files are converted in one pass, then a column that only the
+    # last file has sends the conversion to two: what was written is dropped, the
+    # rest read on, and everything written again.
+    late = tmp_path / "late.csv"
+    late.write_bytes(b"id,onlyHere\r\nAVlate,1\r\n")
+    peak = peak_rss_mb(tmp_path / "out", [*generated["large"], late])
+    assert peak < 300, f"peak {peak:.0f} MB converting again after a late change of types"
+
+
 def test_dedupe_parquet_memory_stays_bounded(
     generated: dict[str, list[Path]], tmp_path: Path
 ) -> None:

@@ -46,6 +46,7 @@ from .transport import Transport
 
 __all__ = [
     "FileRead",
+    "FileScan",
     "LoadOptions",
     "LoadSource",
     "RowCounter",
@@ -154,7 +155,7 @@ class LoadSource:
         decided here too.
         """
         stop = threading.Event()
-        reading: list[tuple[ResultFile, Future[_FileScan]]] = []
+        reading: list[tuple[ResultFile, Future[FileScan]]] = []
 
         def raise_failure() -> None:
             for _, future in reading:
@@ -165,7 +166,7 @@ class LoadSource:
         with ThreadPoolExecutor(at_once, thread_name_prefix="dfl-scan") as pool:
             try:
                 for file, path in self.download.local_files(while_waiting=raise_failure):
-                    reading.append((file, pool.submit(self._scan_file, file, path, keep, stop)))
+                    reading.append((file, pool.submit(self.scan_file, file, path, keep, stop)))
                     raise_failure()
                 wait([future for _, future in reading], return_when=FIRST_EXCEPTION)
                 raise_failure()
@@ -181,17 +182,17 @@ class LoadSource:
             self.newest.decide()
         return scan
 
-    def _scan_file(
-        self, file: ResultFile, path: Path, keep: bool, stop: threading.Event
-    ) -> _FileScan:
-        """One file's part of :meth:`scan`, on a thread of its own."""
+    def scan_file(
+        self, file: ResultFile, path: Path, keep: bool, stop: threading.Event | None = None
+    ) -> FileScan:
+        """One file's part of :meth:`scan` (on a thread of its own there); ``stop`` ends it."""
         seen = SchemaBuilder()
         read = self.batches_of(file, path, mapped=keep, observer=seen)
-        found = _FileScan(read.verdicts or seen)
+        found = FileScan(read.verdicts or seen)
         streamed = StreamedMemory()
         try:
             for batch in read.batches:
-                if stop.is_set():
+                if stop is not None and stop.is_set():
                     raise _Stopped
                 if read.verdicts is None:
                     seen.observe(batch, text=read.text)
@@ -246,7 +247,7 @@ class _Stopped(Exception):
 
 
 @dataclass
-class _FileScan:
+class FileScan:
     """What reading one file found."""
 
     verdicts: SchemaBuilder

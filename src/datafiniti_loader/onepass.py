@@ -34,7 +34,7 @@ from .loader import (
 )
 from .models import ResultFile
 from .prefetch import prefetched
-from .schema import SchemaBuilder
+from .schema import SchemaBuilder, release_arrow_memory
 
 __all__ = ["OnePass"]
 
@@ -44,66 +44,110 @@ logger = logging.getLogger(__name__)
 class OnePass:
     """Typed batches of every file in one pass, while the types the first batch decided hold.
 
-    After :meth:`batches` is exhausted, :attr:`changed` says whether a batch
-    changed the types (the batches handed out are then not the whole
-    download); either way :attr:`found` holds the verdicts of every batch of
-    every file and each file's row count, as a first pass
-    (:meth:`LoadSource.scan`) would have found them.
+    :meth:`batches` ends early when a batch changes the types (:attr:`changed`);
+    :meth:`read_on` then reads the rest as a first pass would. Either way
+    :attr:`found` ends up with the verdicts of every batch of every file and
+    each file's row count, as :meth:`LoadSource.scan` would have found them.
     """
 
     def __init__(self, source: LoadSource, columns: Sequence[str] | None, provenance: bool):
         self._source = source
         self._columns = columns
         self._provenance = provenance
+        self._files = source.download.local_files()
+        self._unfinished: tuple[ResultFile, FileRead, SchemaBuilder] | None = None
+        self._data: pa.Schema | None = None  # the data columns batches are converted to
         self.found = Scan(SchemaBuilder())
         self.changed = False
-        self._data: pa.Schema | None = None  # the data columns batches are converted to
 
     def batches(self) -> Generator[pa.RecordBatch, None, None]:
         """Every file's batches, typed and with provenance, until the types change."""
         # Files are waited for here, on the caller's thread (Ctrl-C stops the wait at
         # once); each is read and typed on a thread of its own while the caller writes.
-        for file, path in self._source.download.local_files():
-            self.found.rows[file.key] = 0
+        for file, path in self._files:
             with contextlib.closing(prefetched(self._typed(file, path))) as typed:
                 yield from typed
+            if self.changed:
+                return  # the caller stops writing; read_on() goes on from here
+
+    def read_on(self) -> None:
+        """After a change: the rest of the file it happened in, then every later file."""
+        release_arrow_memory()  # what the abandoned conversion held goes back first
+        if self._unfinished is not None:
+            file, read, verdicts = self._unfinished
+            self._unfinished = None
+            streamed = StreamedMemory()
+            try:
+                for batch in read.batches:
+                    self._see(file, batch, read, verdicts)
+                    streamed.passed(batch)
+            finally:
+                close_batches(read.batches)
+            self.found.builder.merge(verdicts)
+        for file, path in self._files:
+            scanned = self._source.scan_file(file, path, keep=False)
+            self.found.builder.merge(scanned.verdicts)
+            self.found.rows[file.key] = scanned.rows
+
+    def close(self) -> None:
+        """Stop the downloads and the read of a file left unfinished (after a failure)."""
+        if self._unfinished is not None:
+            close_batches(self._unfinished[1].batches)
+        close = getattr(self._files, "close", None)
+        if close is not None:
+            close()
 
     def _typed(self, file: ResultFile, path: Path) -> Iterator[pa.RecordBatch]:
-        read = self._source.batches_of(file, path)
+        seen = SchemaBuilder()  # this file's verdicts, kept with a new parsed copy
+        read = self._source.batches_of(file, path, observer=seen)
+        verdicts = read.verdicts or seen  # a parsed copy's kept ones hold the whole file
+        self.found.rows[file.key] = 0
         try:
-            checked = self._checked(file, read)
+            checked = self._checked(file, read, verdicts)
             first = next(checked, None)
-            if first is None:
-                return
-            assert self._data is not None  # set by the first batch checked
-            batches = itertools.chain([first], checked)
-            yield from typed_batches(file, batches, self._data, self._provenance)
+            if first is not None:
+                assert self._data is not None  # set by the first batch checked
+                batches = itertools.chain([first], checked)
+                yield from typed_batches(file, batches, self._data, self._provenance)
         finally:
-            close_batches(read.batches)
+            if self.changed:  # read_on() sees the rest of this file
+                self._unfinished = (file, read, verdicts)
+            else:
+                close_batches(read.batches)
+                self.found.builder.merge(verdicts)
 
-    def _checked(self, file: ResultFile, read: FileRead) -> Iterator[pa.RecordBatch]:
-        """The file's batches that the types so far hold for; all of them are seen."""
-        streamed = StreamedMemory()  # batches only seen are dropped here, not by the writer
+    def _checked(
+        self, file: ResultFile, read: FileRead, verdicts: SchemaBuilder
+    ) -> Iterator[pa.RecordBatch]:
+        """The file's batches while the types hold; the batch that changes them ends it."""
         for batch in read.batches:
-            self.found.builder.observe(batch, text=read.text)
-            self.found.rows[file.key] += batch.num_rows
-            if self.changed:
-                streamed.passed(batch)
-                continue
-            decided = self._decided()
+            self._see(file, batch, read, verdicts)
+            decided = self._decided(verdicts)
             if self._data is None:
                 self._data = decided
-            if decided is not None and decided.equals(self._data):
-                yield batch
-                continue
-            logger.debug("%s changed the column types: converting in two passes", file.name)
-            self.changed = True
+            if decided is None or not decided.equals(self._data):
+                logger.debug("%s changed the column types: converting in two passes", file.name)
+                self.changed = True
+                return
+            yield batch
 
-    def _decided(self) -> pa.Schema | None:
-        """The data schema so far; ``None`` while a column asked for has not been seen."""
+    def _see(
+        self, file: ResultFile, batch: pa.RecordBatch, read: FileRead, verdicts: SchemaBuilder
+    ) -> None:
+        """Count the batch's rows, and add it to the file's verdicts unless a copy kept them."""
+        if read.verdicts is None:
+            verdicts.observe(batch, text=read.text)
+        self.found.rows[file.key] += batch.num_rows
+
+    def _decided(self, file_so_far: SchemaBuilder) -> pa.Schema | None:
+        """The data schema of the files before and this one so far.
+
+        ``None`` while a column asked for has not been seen.
+        """
+        seen = SchemaBuilder()
+        seen.merge(self.found.builder)
+        seen.merge(file_so_far)
         try:
-            return data_schema(
-                self.found.builder, self._columns, self._provenance, self._source.dtypes
-            )
+            return data_schema(seen, self._columns, self._provenance, self._source.dtypes)
         except ColumnNotFound:
             return None

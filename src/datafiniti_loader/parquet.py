@@ -188,22 +188,36 @@ def _write_in_one_pass(
     staging: str,
 ) -> _Written:
     """Convert while reading (see :mod:`.onepass`); write again if the types changed."""
-    attempt = OnePass(source, columns, provenance)
     part = f"{staging}/part-0.parquet"
+    with contextlib.closing(OnePass(source, columns, provenance)) as attempt:
+        written = _write_while_types_hold(attempt, about, fs, part)
+        if attempt.changed:  # what was written goes before the rest is read
+            if written is not None:
+                fs.rm(part)
+            attempt.read_on()
+    if written is None or attempt.changed:  # no row at all, or the types changed
+        found = attempt.found
+        return _write_second_pass(source, found, columns, provenance, [], about, fs, staging)
+    logger.debug("%s: converted in one pass (the first batch settled every type)", source.label)
+    return written
+
+
+def _write_while_types_hold(
+    attempt: OnePass, about: dict[str, Any], fs: Any, part: str
+) -> _Written | None:
+    """Write ``attempt``'s batches to ``part``; ``None`` (and no file) when there is none.
+
+    A function of its own so that no batch outlives it: after a change of types
+    the rest is read without the memory of what was converted.
+    """
     with contextlib.closing(attempt.batches()) as made:
         first = next(made, None)
-        if first is not None:
-            batches = RowCounter(itertools.chain([first], made))
-            schema = first.schema.with_metadata({METADATA_KEY: json.dumps(about)})
-            _write_single(batches, fs, part, schema)
-    if first is None or attempt.changed:  # no row at all, or types changed: what was written goes
-        if fs.exists(part):
-            fs.rm(part)
-        return _write_second_pass(
-            source, attempt.found, columns, provenance, [], about, fs, staging
-        )
-    logger.debug("%s: converted in one pass (the first batch settled every type)", source.label)
-    return _Written(batches.rows, attempt.found.rows, first.num_columns)
+        if first is None:
+            return None
+        batches = RowCounter(itertools.chain([first], made))
+        schema = first.schema.with_metadata({METADATA_KEY: json.dumps(about)})
+        _write_single(batches, fs, part, schema)
+    return _Written(batches.rows, attempt.found.rows, len(schema))
 
 
 def _write_second_pass(
