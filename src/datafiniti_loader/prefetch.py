@@ -3,7 +3,9 @@
 The second pass of ``to_parquet`` (and of ``to_delta``) reads parsed copies
 and conforms their batches, Arrow work that releases the GIL, while the
 writer encodes Parquet. One after the other, each left a core idle; side by
-side the pass is shorter (measured in BENCHMARKS.md).
+side the pass is shorter (measured in BENCHMARKS.md). The one-pass
+conversion (:mod:`.onepass`) reads, checks and types each file on such a
+stage while the writer encodes, in the same way.
 """
 
 from __future__ import annotations
