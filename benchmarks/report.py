@@ -17,8 +17,9 @@ END = "<!-- figures:end -->"
 TARGETS = {"vs_naive": 0.5, "vs_floor": 1.3, "parquet": 2.0, "peak_mb": 300, "warm": 10.0}
 REASONS = {
     "vs_naive": "compare the downloads + pyarrow column: the same downloads followed by "
-    "pyarrow's own multi-threaded reader, deciding no types and adding no provenance (as slow "
-    "as ours in 2026-11-29's full run; 15-31 % quicker in alternating runs outside it). Over "
+    "pyarrow's own multi-threaded reader, deciding no types and adding no provenance (from "
+    "as slow as ours to 18 % quicker in 2026-11-29's full runs; 15-31 % quicker in "
+    "alternating runs outside them). Over "
     "loopback on 2 cores the downloads are CPU "
     "work (the kernel copying into sockets and the page cache), so a load is bound by "
     "downloading plus parsing; where the bucket limits each connection (20 MB/s, as S3 "
@@ -27,14 +28,15 @@ REASONS = {
     "copying bytes to and from the kernel, 2 % the interpreter (see below)",
     "vs_floor": "the floor reads local files; a load also downloads them. Compare the "
     "downloads + pyarrow column: the same downloads followed by pyarrow's own reader, "
-    "deciding no types (in 2026-11-29's full run slower than ours on the generated 1 GB)",
+    "deciding no types (as fast as ours on the generated 1 GB in 2026-11-29's full runs)",
     "parquet": "the downloads alone take the ratio to the downloads + pyarrow column's "
-    "figure (the same downloads, then pyarrow's own conversion); the rest is the price of "
-    "typed columns: a first pass decides every column's type from all the data (writing "
-    "LZ4 parsed copies), a second reads the copies, conforms and writes, with provenance. "
-    "A single pass guessing types from the first batch measured 19 % faster on these "
-    "generated files, but the real files break such a guess (see the evening section "
-    "below)",
+    "figure (the same downloads, then pyarrow's own conversion). The generated files' types "
+    "hold from their first batch, so they convert in one pass; the real files' types change "
+    "in their first file, so they take two (see the night section below). What remains is "
+    "the price of typed columns on two cores the downloads already keep busy: in perf "
+    "profiles of the generated 0.27 GB, 1.80-1.96 CPU-seconds against 1.12-1.25 for "
+    "downloads + pyarrow, of which 0.16-0.20 (against 0.05-0.07) is the kernel zeroing "
+    "fresh memory and 0.07 LZ4 parsed copies; from run to run these ratios move by 10-25 %",
     "warm": "a warm reload materialises the table (about 300 MB here) in fresh memory: 53-68 "
     "% of its perf samples are the kernel zeroing those pages, 11-15 % LZ4 decompression, "
     "and filling 300 MB of new memory alone took 0.06 to 0.61 s in fresh processes on this "
