@@ -6,6 +6,7 @@ import io
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -296,27 +297,33 @@ def test_a_quoted_crlf_split_between_two_reads_keeps_its_newline(
     assert rows == reference_rows(data)
 
 
-def test_reads_handed_to_pyarrow_never_end_with_a_carriage_return() -> None:
+# The rest of a file comes as Python bytes (gzip) or as Arrow buffers (plain files).
+_RESTS = [io.BytesIO, pa.BufferReader]
+
+
+@pytest.mark.parametrize("rest", _RESTS)
+def test_reads_handed_to_pyarrow_never_end_with_a_carriage_return(rest: Any) -> None:
     from datafiniti_loader.readers.csvfile import _NoFinalCR
 
     data = bytes(random.Random(3).choice(b'ab"\r\n,') for _ in range(50_000)) + b"\r"
-    stream = _NoFinalCR(data[:100], io.BytesIO(data[100:]))
+    stream = _NoFinalCR(data[:100], rest(data[100:]))
     reads = []
     while piece := stream.read(257):
-        reads.append(piece)
+        reads.append(bytes(piece))
     assert b"".join(reads) == data
     assert all(not piece.endswith(b"\r") for piece in reads[:-1]) and reads[-1].endswith(b"\r")
 
 
+@pytest.mark.parametrize("rest", _RESTS)
 @pytest.mark.parametrize("first", [100, 1_000])  # what the header's read left: less or more
-def test_guarded_reads_are_never_longer_than_asked(first: int) -> None:
+def test_guarded_reads_are_never_longer_than_asked(first: int, rest: Any) -> None:
     from datafiniti_loader.readers.csvfile import _NoFinalCR
 
     data = bytes(random.Random(5).choice(b'ab"\r\n,') for _ in range(5_000))
-    stream = _NoFinalCR(data[:first], io.BytesIO(data[first:]))
+    stream = _NoFinalCR(data[:first], rest(data[first:]))
     reads = []
     while piece := stream.read(257):
-        reads.append(piece)
+        reads.append(bytes(piece))
     assert b"".join(reads) == data
     assert all(0 < len(piece) <= 257 for piece in reads)
 

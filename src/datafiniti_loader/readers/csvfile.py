@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.csv as pcsv
@@ -94,7 +94,7 @@ def iter_csv_batches(
 def _streamed(path: Path, name: str, block_bytes: int) -> Iterator[pa.RecordBatch]:
     from . import open_bytes
 
-    with open_bytes(path, name) as stream:
+    with open_bytes(path, name, arrow=True) as stream:
         head = stream.read(block_bytes)
         start = len(BOM) if head.startswith(BOM) else 0
         body_start = header_end(head, start, len(head))
@@ -152,11 +152,14 @@ class _NoFinalCR(io.RawIOBase):
     def __init__(self, first: bytes, rest: IO[bytes]) -> None:
         self._held = first
         self._rest = rest
+        # An Arrow file's reads land in Arrow's pool (see ``open_bytes``); pyarrow
+        # takes a buffer as readily as bytes.
+        self._read: Callable[[int], Any] = getattr(rest, "read_buffer", rest.read)
 
     def readable(self) -> bool:
         return True
 
-    def read(self, size: int | None = -1) -> bytes:
+    def read(self, size: int | None = -1) -> Any:
         if size is None or size < 0:
             return self.readall()  # reads of the guarded kind, joined
         if self._held:  # never more than ``size``, however much is held
@@ -164,13 +167,19 @@ class _NoFinalCR(io.RawIOBase):
             if len(data) < size:
                 data += self._rest.read(size - len(data))
         else:
-            data = self._rest.read(size)
-        if not data.endswith(b"\r"):
+            data = self._read(size)
+        view = memoryview(data)
+        kept = len(view)
+        while kept and view[kept - 1] == _CR:
+            kept -= 1
+        if kept == len(view):
             return data
-        kept = data.rstrip(b"\r")
         if kept:
-            self._held = data[len(kept) :] + self._held
-            return kept
+            self._held = bytes(view[kept:]) + self._held
+            return view[:kept]
         if self._held or self._rest.read(1):
             raise _Unstreamable("a run of carriage returns as long as a block")
         return data  # the end of the file: no read follows to lose a byte
+
+
+_CR = ord("\r")
