@@ -373,10 +373,16 @@ def read_table(source: LoadSource, columns: Sequence[str] | None, provenance: bo
     """The whole download as one Arrow table."""
     scan = source.scan(keep=True)
     schema = data_schema(scan.builder, columns, provenance, source.dtypes)
-    out: list[pa.RecordBatch] = []
-    for file, batches in scan.files:
-        out.extend(typed_batches(file, batches, schema, provenance, source.newest))
-        batches.clear()
+
+    def typed(held: tuple[ResultFile, list[pa.RecordBatch]]) -> list[pa.RecordBatch]:
+        file, batches = held
+        out = list(typed_batches(file, batches, schema, provenance, source.newest))
+        batches.clear()  # the text a typed column replaces goes now
+        return out
+
+    # Files are typed side by side: pyarrow's casts release the GIL.
+    with ThreadPoolExecutor(_FILES_AT_ONCE, thread_name_prefix="dfl-type") as pool:
+        out = [batch for batches in pool.map(typed, scan.files) for batch in batches]
     if provenance:
         schema = with_provenance(schema)
     table = pa.Table.from_batches(out, schema=schema)
