@@ -376,9 +376,7 @@ def read_table(source: LoadSource, columns: Sequence[str] | None, provenance: bo
 
     def typed(held: tuple[ResultFile, list[pa.RecordBatch]]) -> list[pa.RecordBatch]:
         file, batches = held
-        out = list(typed_batches(file, batches, schema, provenance, source.newest))
-        batches.clear()  # the text a typed column replaces goes now
-        return out
+        return list(typed_batches(file, _taken(batches), schema, provenance, source.newest))
 
     # Files are typed side by side: pyarrow's casts release the GIL.
     with ThreadPoolExecutor(_FILES_AT_ONCE, thread_name_prefix="dfl-type") as pool:
@@ -388,6 +386,17 @@ def read_table(source: LoadSource, columns: Sequence[str] | None, provenance: bo
     table = pa.Table.from_batches(out, schema=schema)
     log_summary(source, table.num_rows, len(table.column_names))
     return table
+
+
+def _taken(batches: list[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Hand out ``batches`` in order, emptying the list as it goes.
+
+    The text a typed column replaces is then freed batch by batch, not once
+    the whole file is typed.
+    """
+    batches.reverse()
+    while batches:
+        yield batches.pop()
 
 
 class RowCounter:
