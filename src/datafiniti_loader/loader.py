@@ -380,7 +380,11 @@ def read_table(source: LoadSource, columns: Sequence[str] | None, provenance: bo
 
     # Files are typed side by side: pyarrow's casts release the GIL.
     with ThreadPoolExecutor(_FILES_AT_ONCE, thread_name_prefix="dfl-type") as pool:
-        out = [batch for batches in pool.map(typed, scan.files) for batch in batches]
+        try:
+            out = [batch for batches in pool.map(typed, scan.files) for batch in batches]
+        except BaseException:  # a failure or Ctrl-C: files not yet begun are not typed
+            pool.shutdown(cancel_futures=True)
+            raise
     if provenance:
         schema = with_provenance(schema)
     table = pa.Table.from_batches(out, schema=schema)
