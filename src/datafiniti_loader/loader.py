@@ -52,7 +52,6 @@ __all__ = [
     "RowCounter",
     "Scan",
     "Sources",
-    "StreamedMemory",
     "close_batches",
     "open_load",
     "read_table",
@@ -188,14 +187,29 @@ class LoadSource:
         """One file's part of :meth:`scan` (on a thread of its own there); ``stop`` ends it."""
         seen = SchemaBuilder()
         read = self.batches_of(file, path, mapped=keep, observer=seen)
-        found = FileScan(read.verdicts or seen)
+        return self.scan_read(file, read, read.verdicts or seen, keep, stop)
+
+    def scan_read(
+        self,
+        file: ResultFile,
+        read: FileRead,
+        verdicts: SchemaBuilder,
+        keep: bool,
+        stop: threading.Event | None = None,
+    ) -> FileScan:
+        """Read ``read``'s batches to the end, adding to ``verdicts``, then close it.
+
+        ``read`` may be partly read already (:mod:`.onepass` reads on after a
+        change of types); the rows counted are those read here.
+        """
+        found = FileScan(verdicts)
         streamed = StreamedMemory()
         try:
             for batch in read.batches:
                 if stop is not None and stop.is_set():
                     raise _Stopped
-                if read.verdicts is None:
-                    seen.observe(batch, text=read.text)
+                if read.verdicts is None:  # a parsed copy's kept verdicts hold the whole file
+                    verdicts.observe(batch, text=read.text)
                 if self.newest is not None:
                     self.newest.observe(file, batch)
                 found.rows += batch.num_rows
@@ -208,8 +222,8 @@ class LoadSource:
         return found
 
 
-def close_batches(batches: Iterator[pa.RecordBatch]) -> None:
-    """Close a file's batches now (a generator's): an abandoned parsed copy goes now, not at GC."""
+def close_batches(batches: Iterator[object]) -> None:
+    """Close a generator now, not at collection: an abandoned parsed copy, or downloads, stop."""
     close = getattr(batches, "close", None)
     if close is not None:
         close()

@@ -27,7 +27,6 @@ from .loader import (
     FileRead,
     LoadSource,
     Scan,
-    StreamedMemory,
     close_batches,
     data_schema,
     typed_batches,
@@ -76,14 +75,9 @@ class OnePass:
         if self._unfinished is not None:
             file, read, verdicts = self._unfinished
             self._unfinished = None
-            streamed = StreamedMemory()
-            try:
-                for batch in read.batches:
-                    self._see(file, batch, read, verdicts)
-                    streamed.passed(batch)
-            finally:
-                close_batches(read.batches)
-            self.found.builder.merge(verdicts)
+            rest = self._source.scan_read(file, read, verdicts, keep=False)
+            self.found.builder.merge(rest.verdicts)
+            self.found.rows[file.key] += rest.rows
         for file, path in self._files:
             scanned = self._source.scan_file(file, path, keep=False)
             self.found.builder.merge(scanned.verdicts)
@@ -93,9 +87,7 @@ class OnePass:
         """Stop the downloads and the read of a file left unfinished (after a failure)."""
         if self._unfinished is not None:
             close_batches(self._unfinished[1].batches)
-        close = getattr(self._files, "close", None)
-        if close is not None:
-            close()
+        close_batches(self._files)
 
     def _typed(self, file: ResultFile, path: Path) -> Iterator[pa.RecordBatch]:
         seen = SchemaBuilder()  # this file's verdicts, kept with a new parsed copy
@@ -121,7 +113,9 @@ class OnePass:
     ) -> Iterator[pa.RecordBatch]:
         """The file's batches while the types hold; the batch that changes them ends it."""
         for batch in read.batches:
-            self._see(file, batch, read, verdicts)
+            if read.verdicts is None:  # a parsed copy's kept verdicts hold the whole file
+                verdicts.observe(batch, text=read.text)
+            self.found.rows[file.key] += batch.num_rows
             decided = self._decided(verdicts)
             if self._data is None:
                 self._data = decided
@@ -130,14 +124,6 @@ class OnePass:
                 self.changed = True
                 return
             yield batch
-
-    def _see(
-        self, file: ResultFile, batch: pa.RecordBatch, read: FileRead, verdicts: SchemaBuilder
-    ) -> None:
-        """Count the batch's rows, and add it to the file's verdicts unless a copy kept them."""
-        if read.verdicts is None:
-            verdicts.observe(batch, text=read.text)
-        self.found.rows[file.key] += batch.num_rows
 
     def _decided(self, file_so_far: SchemaBuilder) -> pa.Schema | None:
         """The data schema of the files before and this one so far.
