@@ -132,7 +132,7 @@ def test_version_answers_without_loading_the_data_stack() -> None:
     probe = (
         "import sys\nfrom datafiniti_loader.cli import main\n"
         "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
-        "print(sorted(m for m in ('pandas', 'pyarrow', 'aiohttp', 'requests') if m in sys.modules))"
+        "print(sorted(m for m in ('pandas', 'pyarrow', 'fsspec', 'requests') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert "datafiniti-loader" in done.stdout and done.stdout.strip().endswith("[]"), done.stdout

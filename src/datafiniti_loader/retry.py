@@ -1,7 +1,7 @@
 """One retry policy for every network call: which failures to retry, and how long to wait.
 
-The API client (requests) and the file transport (fsspec/aiohttp) both ask
-this module, so a 429 from the API and a 503 from the bucket are treated alike.
+The API client and the file transport (both on requests) ask this module,
+so a 429 from the API and a 503 from the bucket are treated alike.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Transport: a result file's pre-signed URL to a complete, verified local file.
 
-Files are streamed through fsspec's HTTP file system with the URL sent
-byte-for-byte as signed (``encoded=True``: re-quoting ``%2B`` or ``%2F``
-breaks the signature), in exactly one GET per attempt (no HEAD, which S3
-refuses on a URL signed for GET, and no probing read), and with no
-``Authorization`` header (S3 answers 400 when one arrives beside a signature).
+Files are streamed through :class:`~.bucketfs.BucketFileSystem`, an fsspec
+file system over ``requests`` that sends each URL byte-for-byte as signed, in
+exactly one GET per attempt (no HEAD, which S3 refuses on a URL signed for
+GET, and no probing read), and with no ``Authorization`` header (S3 answers
+400 when one arrives beside a signature).
 
 What the bucket says is checked, not assumed: a ``206`` must carry the
 ``Content-Range`` that was asked for, and the bytes on disk must add up to the
@@ -17,30 +17,24 @@ by ``If-Range``, so a changed object is fetched whole rather than spliced.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import logging
 import os
 import re
-import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import BinaryIO
 from urllib.parse import urlsplit
 
-import aiohttp
-from fsspec.asyn import sync
-from fsspec.implementations.http import HTTPFileSystem, HTTPStreamFile
-
-from .config import ca_bundle, is_loopback
+from .bucketfs import BucketError, BucketFile, BucketFileSystem, BucketUnreachable, TlsRejected
+from .config import is_loopback
 from .errors import DownloadError, StorageError
 from .models import ResultFile
 from .retry import RETRYABLE_STATUSES, RetryPolicy
 
 __all__ = [
-    "BucketFileSystem",
     "DownloadCancelled",
     "Fetched",
     "Partial",
@@ -61,66 +55,6 @@ class UrlExpired(Exception):
 
 class DownloadCancelled(Exception):
     """The load this download belonged to was abandoned (an error elsewhere, or Ctrl-C)."""
-
-
-class _BucketStatus(Exception):
-    """An error status from the bucket, with the response still open to read its body."""
-
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
-        super().__init__(response.status)
-        self.response = response
-
-
-class BucketFileSystem(HTTPFileSystem):  # type: ignore[misc]
-    """fsspec's HTTP file system, tuned for pre-signed object URLs.
-
-    ``open`` always streams with a single GET (never ``info()``/HEAD first),
-    URLs go out exactly as given, and error statuses surface with their
-    response so that S3's XML error code can be read.
-    """
-
-    # One instance per load: fsspec's instance cache keys on the call's
-    # arguments, so it would hand back a file system (and an event-loop
-    # session) made for another load's retry policy and options.
-    cachable = False
-
-    def __init__(self, policy: RetryPolicy, **storage_options: Any) -> None:
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=policy.connect_timeout, sock_read=policy.read_timeout
-        )
-        client_kwargs = {"timeout": timeout, "trust_env": True, "auto_decompress": False}
-        client_kwargs.update(storage_options.pop("client_kwargs", {}))
-        super().__init__(
-            encoded=True,
-            client_kwargs=client_kwargs,
-            **storage_options,
-        )
-
-    def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> HTTPStreamFile:
-        if mode != "rb":
-            raise NotImplementedError("result files are read-only")
-        for unused in ("block_size", "autocommit", "cache_type", "cache_options", "size"):
-            kwargs.pop(unused, None)
-        session = sync(self.loop, self.set_session)
-        options = {**self.kwargs, **kwargs, "asynchronous": self.asynchronous}
-        cafile = ca_bundle()
-        if cafile and "ssl" not in options and urlsplit(path).scheme == "https":
-            options["ssl"] = _tls_context(cafile)
-        return HTTPStreamFile(self, path, mode=mode, loop=self.loop, session=session, **options)
-
-    def _raise_not_found_for_status(self, response: aiohttp.ClientResponse, url: str) -> None:
-        if response.status >= 400:
-            raise _BucketStatus(response)
-
-
-@functools.lru_cache(maxsize=4)
-def _tls_context(cafile: str) -> ssl.SSLContext:
-    """A TLS context trusting ``cafile``, built once per process and file.
-
-    Loading a CA bundle takes ~50 ms, which every cold load paid before its
-    first download began, whether or not the bucket spoke TLS.
-    """
-    return ssl.create_default_context(cafile=cafile)
 
 
 @dataclass(frozen=True)
@@ -193,8 +127,6 @@ class Transport:
         Called with the number of bytes each time some arrive (progress bars).
     on_size : callable, optional
         Called once per download with the bytes it still has to bring.
-    storage_options : dict, optional
-        Passed to fsspec's HTTP file system (e.g. ``client_kwargs``).
     """
 
     def __init__(
@@ -203,16 +135,14 @@ class Transport:
         *,
         on_bytes: Callable[[int], None] | None = None,
         on_size: Callable[[int], None] | None = None,
-        storage_options: dict[str, Any] | None = None,
     ) -> None:
         self.policy = policy or RetryPolicy()
         self.on_bytes = on_bytes
         self.on_size = on_size
-        self._storage_options = storage_options or {}
         self._fs: BucketFileSystem | None = None
         self._fs_lock = threading.Lock()
         self._cancelled = threading.Event()
-        self._open: set[aiohttp.ClientResponse] = set()
+        self._open: set[BucketFile] = set()
         self._warned_plain_http = False
 
     @property
@@ -224,17 +154,16 @@ class Transport:
         """Stop every download of this transport now, closing bodies still arriving."""
         self._cancelled.set()
         with self._fs_lock:
-            responses, fs = list(self._open), self._fs
-        for response in responses:
-            if fs is not None:
-                fs.loop.call_soon_threadsafe(response.close)
+            bodies = list(self._open)
+        for body in bodies:
+            body.abort()
 
     @property
     def fs(self) -> BucketFileSystem:
         """The file system, made on first use: a load served from the cache needs none."""
         with self._fs_lock:
             if self._fs is None:
-                self._fs = BucketFileSystem(self.policy, **self._storage_options)
+                self._fs = BucketFileSystem(self.policy.connect_timeout, self.policy.read_timeout)
             return self._fs
 
     def download(self, file: ResultFile, partial: Partial) -> Fetched:
@@ -292,88 +221,74 @@ class Transport:
         headers = {}
         if offset:
             headers = {"Range": f"bytes={offset}-", "If-Range": str(attempt.partial.etag)}
-        stream = self._open_stream(file, headers)
-        with stream:
-            response: aiohttp.ClientResponse = stream.r
-            total = _check_answer(response, offset, attempt)
-            attempt.partial.describe(response.headers.get("ETag") or None)
+        with self._open_body(file, headers) as body:
+            total = _check_answer(body.status, body.headers, offset, attempt)
+            attempt.partial.describe(body.headers.get("ETag") or None)
             if not attempt.announced and total is not None and self.on_size is not None:
                 attempt.announced = True
                 self.on_size(total - attempt.received)
             with self._fs_lock:
-                self._open.add(response)
+                self._open.add(body)
             try:
-                attempt.downloaded += self._write_body(response, attempt)
-            except (TimeoutError, aiohttp.ClientError) as exc:
+                attempt.downloaded += self._write_body(body, attempt)
+            except BucketUnreachable as exc:
                 raise _Retryable(
-                    f"connection lost after {attempt.received:,} bytes ({type(exc).__name__})"
+                    f"connection lost after {attempt.received:,} bytes ({exc})"
                 ) from None
             finally:
                 with self._fs_lock:
-                    self._open.discard(response)
+                    self._open.discard(body)
         if total is not None and attempt.received != total:
             if attempt.received > total:
                 raise _Retryable(f"body ran past its {total:,} bytes", restart=True)
             raise _Retryable(f"body ended at {attempt.received:,} of {total:,} bytes")
 
-    def _open_stream(self, file: ResultFile, headers: dict[str, str]) -> HTTPStreamFile:
-        failure: _Retryable | DownloadError | None = None
+    def _open_body(self, file: ResultFile, headers: dict[str, str]) -> BucketFile:
+        failure: Exception
         try:
-            return self.fs.open(file.url, headers=headers)
-        except _BucketStatus as exc:
-            response = exc.response
-        except aiohttp.ClientConnectorCertificateError:
+            body: BucketFile = self.fs.open(file.url, headers=headers)  # fsspec's open: one GET
+            return body
+        except BucketError as exc:
+            failure = _status_failure(file, exc)
+        except TlsRejected:
             failure = DownloadError(
                 f"TLS certificate verification failed downloading {file.name}. If a proxy "
                 "inspects TLS, point REQUESTS_CA_BUNDLE (or SSL_CERT_FILE) at its CA."
             )
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            failure = _Retryable(f"connection failed ({type(exc).__name__})")
-        if failure is not None:
-            raise failure  # raised here, not in the except block: no chained URL
-        self._raise_for_status(file, response)
-        raise AssertionError("unreachable")  # pragma: no cover
+        except BucketUnreachable as exc:
+            failure = _Retryable(f"connection failed ({exc})")
+        raise failure  # raised here, not in the except block: nothing chained
 
-    def _write_body(self, response: aiohttp.ClientResponse, attempt: _Attempt) -> int:
+    def _write_body(self, body: BucketFile, attempt: _Attempt) -> int:
         path = attempt.partial.path
-        mode = "ab" if attempt.received else "wb"
         try:
-            out = open(path, mode)  # noqa: SIM115 - closed below
+            out = open(path, "ab" if attempt.received else "wb")  # noqa: SIM115 - closed below
         except OSError as exc:
             raise _unwritable(path, exc) from None
         with out:
-            return int(
-                sync(self.fs.loop, _drain, response, out, attempt, self.on_bytes, self._cancelled)
-            )
+            return _drain(body, out, attempt, self.on_bytes, self._cancelled)
 
-    def _raise_for_status(self, file: ResultFile, response: aiohttp.ClientResponse) -> None:
-        status = response.status
-        retry_after = response.headers.get("Retry-After")
-        try:
-            body = sync(self.fs.loop, response.read).decode("utf-8", "replace")
-        except (TimeoutError, aiohttp.ClientError, OSError):
-            body = ""
-        finally:
-            response.release()
-        code = _xml_text(body, "Code")
-        message = _xml_text(body, "Message")
-        if status == 403 and ("expired" in message.lower() or code == "ExpiredToken"):
-            raise UrlExpired(file.name)
-        if status == 416:  # the bytes kept are not a prefix of this object: start over
-            raise _Retryable("the bucket refused the resume range (HTTP 416)", restart=True)
-        if status in RETRYABLE_STATUSES:
-            raise _Retryable(f"HTTP {status}{' ' + code if code else ''}", status, retry_after)
-        detail = f" {code}: {message}" if code else ""
-        hint = {
-            400: "The request to the bucket was malformed; make sure no proxy adds an "
-            "Authorization header.",
-            403: "The bucket refused the URL. Load again to get fresh URLs.",
-            404: "The file is no longer on the bucket; request the download again.",
-        }.get(status, "Try again later.")
-        raise DownloadError(
-            f"Could not download {file.name} (result {file.id}): HTTP {status}{detail}. {hint}",
-            status=status,
-        )
+
+def _status_failure(file: ResultFile, error: BucketError) -> Exception:
+    """What an error status means for this download: refresh the URL, retry, or give up."""
+    status, code = error.status, error.code
+    if status == 403 and ("expired" in error.message.lower() or code == "ExpiredToken"):
+        return UrlExpired(file.name)
+    if status == 416:  # the bytes kept are not a prefix of this object: start over
+        return _Retryable("the bucket refused the resume range (HTTP 416)", restart=True)
+    if status in RETRYABLE_STATUSES:
+        return _Retryable(str(error), status, error.retry_after)
+    detail = f" {code}: {error.message}" if code else ""
+    hint = {
+        400: "The request to the bucket was malformed; make sure no proxy adds an "
+        "Authorization header.",
+        403: "The bucket refused the URL. Load again to get fresh URLs.",
+        404: "The file is no longer on the bucket; request the download again.",
+    }.get(status, "Try again later.")
+    return DownloadError(
+        f"Could not download {file.name} (result {file.id}): HTTP {status}{detail}. {hint}",
+        status=status,
+    )
 
 
 class _Retryable(Exception):
@@ -391,19 +306,21 @@ class _Retryable(Exception):
         self.restart = restart  # the bytes kept are of no use: retry from byte 0, at once
 
 
-def _check_answer(response: aiohttp.ClientResponse, offset: int, attempt: _Attempt) -> int | None:
+def _check_answer(
+    status: int, headers: Mapping[str, str], offset: int, attempt: _Attempt
+) -> int | None:
     """The object's total size, after checking the answer is the bytes that were asked for.
 
     A ``200`` is the whole object (any bytes kept are dropped); a ``206`` must
     start exactly at ``offset`` (the bytes already on disk), whatever was asked.
     """
-    length = response.headers.get("Content-Length", "")
-    if response.status != 206:
+    length = headers.get("Content-Length", "")
+    if status != 206:
         if offset:
             logger.debug("the bucket sent the whole object again; restarting")
             attempt.restart()
         return int(length) if length.isdigit() else None
-    match = _CONTENT_RANGE.match(response.headers.get("Content-Range", "").strip())
+    match = _CONTENT_RANGE.match(headers.get("Content-Range", "").strip())
     if match is None or match.group(3) == "*":
         raise _Retryable("a partial answer (HTTP 206) without a usable Content-Range")
     first, last, total = (int(g) for g in match.groups())
@@ -415,9 +332,9 @@ def _check_answer(response: aiohttp.ClientResponse, offset: int, attempt: _Attem
     return total
 
 
-async def _drain(
-    response: aiohttp.ClientResponse,
-    out: Any,
+def _drain(
+    body: BucketFile,
+    out: BinaryIO,
     attempt: _Attempt,
     on_bytes: Callable[[int], None] | None,
     cancelled: threading.Event,
@@ -426,7 +343,7 @@ async def _drain(
     while True:
         if cancelled.is_set():
             raise DownloadCancelled("the load was abandoned")
-        chunk = await response.content.read(_READ_BYTES)
+        chunk = body.read1(_READ_BYTES)  # what has arrived: progress and resume keep up
         if not chunk:
             return written
         try:
@@ -460,14 +377,6 @@ def _unwritable(path: Path, exc: OSError) -> StorageError:
         f"Could not write a download to {path.parent}: {exc.strerror or exc}. Free disk "
         "space, or point DATAFINITI_CACHE_DIR (cache=, --cache-dir) at another directory."
     )
-
-
-def _xml_text(body: str, tag: str) -> str:
-    start = body.find(f"<{tag}>")
-    end = body.find(f"</{tag}>")
-    if start < 0 or end < start:
-        return ""
-    return body[start + len(tag) + 2 : end].strip()
 
 
 def remove_quietly(path: Path) -> None:
