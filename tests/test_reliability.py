@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import os
 import select
@@ -21,6 +22,7 @@ import pytest
 from conftest import FAST_RETRY, Loader
 from datafiniti_loader import Client, DatafinitiError, DownloadError, RetryPolicy, StorageError
 from datafiniti_loader.sandbox import Sandbox
+from test_transport import recorded_sha256
 
 
 def committed_entries(cache: Path) -> list[Path]:
@@ -62,6 +64,7 @@ def test_a_load_that_gave_up_is_resumed_by_the_next_load(
     assert not list(cache_dir.rglob(".*.partial*"))
     (entry,) = [p for p in committed_entries(cache_dir) if p.name.endswith(".csv")]
     assert entry.read_bytes() == source.read_bytes()
+    assert recorded_sha256(entry) == hashlib.sha256(source.read_bytes()).hexdigest()
 
 
 def test_without_a_cache_nothing_is_kept_and_the_message_promises_nothing(

@@ -1,5 +1,7 @@
 """Downloads through fsspec against the strict sandbox bucket."""
 
+import hashlib
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,6 +15,11 @@ from datafiniti_loader.sandbox import Sandbox
 
 def bucket_gets(sandbox: Sandbox) -> list:
     return [e for e in sandbox.log if e.server == "bucket"]
+
+
+def recorded_sha256(cached: Path) -> str:
+    """The SHA-256 the cache recorded for a download."""
+    return str(json.loads(cached.with_name(cached.name + ".json").read_text())["sha256"])
 
 
 def test_one_get_per_file_no_head_no_auth_signature_intact(
@@ -66,6 +73,7 @@ def test_dropped_connection_resumes_with_range(
     assert gets[1].range == "bytes=50000-" and gets[2].range == "bytes=170000-"
     (cached,) = cache_dir.rglob(f"*-{rid}_1.csv")
     assert cached.read_bytes() == source.read_bytes()  # the spliced download, byte for byte
+    assert recorded_sha256(cached) == hashlib.sha256(source.read_bytes()).hexdigest()
 
 
 def test_changed_object_restarts_instead_of_splicing(
@@ -81,6 +89,29 @@ def test_changed_object_restarts_instead_of_splicing(
     served.etag = '"changed"'  # the If-Range validator no longer matches: full body again
     original_etag_response = loader.load(rid, cache=False)
     pd.testing.assert_frame_equal(original_etag_response, baseline)
+
+
+def test_an_object_changed_between_loads_is_fetched_whole_and_hashed_anew(
+    loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path, cache_dir: Path
+) -> None:
+    copy = tmp_path / "p.csv"
+    copy.write_bytes(fixture_files["products"][0].read_bytes())
+    rid = sandbox.add_request([copy])
+    sandbox.faults.drops.extend([10_000] * 4)  # the load gives up, keeping 40,000 bytes
+    with pytest.raises(DownloadError, match="40,000 bytes received are kept"):
+        loader.load(rid)
+    changed = fixture_files["businesses"][0].read_bytes()
+    copy.write_bytes(changed)
+    served = next(iter(sandbox.objects.values()))
+    served.size, served.etag = len(changed), '"changed"'
+    sandbox.log.clear()
+    loaded = loader.load(rid)
+    # the rest was asked for If-Range the kept bytes' ETag; the new object came whole
+    assert [(e.status, e.range) for e in bucket_gets(sandbox)] == [(200, "bytes=40000-")]
+    (cached,) = cache_dir.rglob(f"*-{rid}_1.csv")
+    assert cached.read_bytes() == changed
+    assert recorded_sha256(cached) == hashlib.sha256(changed).hexdigest()
+    pd.testing.assert_frame_equal(loaded, loader.load(rid, cache=False))
 
 
 def test_5xx_and_429_on_the_bucket_are_retried(
