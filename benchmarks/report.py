@@ -52,41 +52,6 @@ REASONS = {
     "trusted; they were measured no faster, with cold loads slower and the cache twice the "
     "size",
 }
-REASONS = {
-    "vs_naive": "compare the downloads + pyarrow column: the same downloads followed by "
-    "pyarrow's own multi-threaded reader, deciding no types and adding no provenance. On "
-    "the real files ours now takes as long (1.12-1.23 s against 1.21-1.27 s in the two late "
-    "full runs of 2026-11-29); on the generated 1 GB from 3 % quicker than it to 15 % slower. Over "
-    "loopback on 2 cores the downloads are CPU work (the kernel copying into sockets and the "
-    "page cache), so a load is bound by downloading plus parsing; where the bucket limits "
-    "each connection (20 MB/s, as S3 does) the target is met. In a perf profile of a cold "
-    "load of the real files, 28 % of the samples are the kernel zeroing fresh memory, 11 % "
-    "pyarrow's CSV parse, 7 % copying bytes to and from the kernel, 2 % the interpreter "
-    "(see below)",
-    "vs_floor": "the floor reads local files; a load also downloads them. Compare the "
-    "downloads + pyarrow column: the same downloads followed by pyarrow's own reader, "
-    "deciding no types (0.87-1.03 times ours on the generated 1 GB in 2026-11-29's full "
-    "runs)",
-    "parquet": "the downloads alone take the ratio to the downloads + pyarrow column's "
-    "figure (the same downloads, then pyarrow's own conversion). The generated files' types "
-    "hold from their first batch, so they convert in one pass; the real files' types change "
-    "in their first file, so they take two (see the night section below). What remains is "
-    "the price of typed columns and bounded memory on two cores the downloads already keep "
-    "busy: in perf profiles of the generated 0.27 GB, 1.80-2.01 CPU-seconds against "
-    "1.12-1.36 for downloads + pyarrow; in the latest profile the kernel took 0.24 more, "
-    "with 45,000 page faults against 1,700 (Arrow's free pages go back to the OS after every "
-    "row group, which holds the peak under 300 MB, and are taken again), and LZ4 parsed "
-    "copies 0.08; from run to run these ratios move by 10-25 %",
-    "warm": "a warm reload materialises the table (about 300 MB here) in fresh memory: 53-68 "
-    "% of its perf samples are the kernel zeroing those pages, 11-15 % LZ4 decompression, "
-    "and filling 300 MB of new memory alone took 0.06 to 0.61 s in fresh processes on this "
-    "virtual machine. Warm loads repeated in one process, where memory is reused, take "
-    "0.11-0.14 s (decompression about 0.07, typing 0.025, pandas 0.012, the listing 0.008), "
-    "so even then 10x needs a cold load of 1.1-1.4 s or more; the late cold loads got faster "
-    "(1.22-1.31 s against 1.45 s), and the ratio fell. Memory-mapped uncompressed copies avoid the new memory but must be "
-    "hashed whole to be trusted; they were measured no faster, with cold loads slower and "
-    "the cache twice the size",
-}
 
 
 def verdict(ok: bool, reason: str = "") -> str:
