@@ -18,8 +18,8 @@ TARGETS = {"vs_naive": 0.5, "vs_floor": 1.3, "parquet": 2.0, "peak_mb": 300, "wa
 REASONS = {
     "vs_naive": "compare the downloads + pyarrow column: the same downloads followed by "
     "pyarrow's own multi-threaded reader, deciding no types and adding no provenance, takes "
-    "as long (4.20 s against our 4.18 s on the generated 1 GB in the run of 2026-11-29, "
-    "close of day). Over loopback on 2 cores, shared with the sandbox serving the files, the "
+    "as long (the real files: 1.18 s against our 1.19 s in the second run of 2026-11-29, "
+    "close of day; the generated 1 GB: 4.20 s against 4.18 s in the first). Over loopback on 2 cores, shared with the sandbox serving the files, the "
     "downloads are CPU work (the kernel copying into sockets and the page cache), so a load "
     "is bound by downloading plus parsing; where the bucket limits each connection (20 MB/s, "
     "as S3 does) the target is met. In a perf profile of a cold load of the real files, 28 % "
@@ -39,8 +39,9 @@ REASONS = {
     "row group, which holds the peak under 300 MB, and are taken again), and LZ4 parsed "
     "copies 0.08; from run to run these ratios move by 10-25 %, so sizes met in one run are "
     "missed in another",
-    "memory": "ours and the naive loop's peaks are within 2 % of each other; either side of "
-    "the line from run to run",
+    "memory": "within 5 % of the naive loop's peak: on the real files ours was 0-4 % above it "
+    "in the last three full runs (556 against 556 MB, then 554 and 566 against 547), while "
+    "on the generated 1 GB it stays below",
     "warm": "a warm reload materialises the table (about 300 MB here) in fresh memory: 53-68 "
     "% of its perf samples were the kernel zeroing those pages, 11-15 % LZ4 decompression, "
     "and filling 300 MB of new memory alone took 0.06 to 0.61 s in fresh processes on this "
@@ -60,9 +61,15 @@ def verdict(ok: bool, reason: str = "") -> str:
     return f"**missed**[^{reason}]" if reason else "**missed**"
 
 
+def _ratio(value: float, target: float) -> str:
+    """Two decimals, or three where two would read as the target itself (0.504 is not 0.50)."""
+    shown = f"{value:.2f}"
+    return f"{value:.3f}" if float(shown) == target and value != target else shown
+
+
 def _memory(row: dict[str, Any]) -> str:
-    """The footnote for a load's peak above the naive loop's, when it is within 2 %."""
-    return "memory" if row["ours_mb"] <= 1.02 * row["naive_mb"] else ""
+    """The footnote for a load's peak above the naive loop's, when it is within 5 %."""
+    return "memory" if row["ours_mb"] <= 1.05 * row["naive_mb"] else ""
 
 
 def _figure(row: dict[str, Any], key: str) -> str:
@@ -94,8 +101,8 @@ def render(report: dict[str, Any]) -> str:
         for r in report["load"]:
             lines.append(
                 f"| {r['data']} | {r['gb']:.2f} | {r['ours_s']:.2f} | {r['naive_s']:.2f} | {r['floor_s']:.2f} "
-                f"| {r['vs_naive']:.2f} ({verdict(r['vs_naive'] <= TARGETS['vs_naive'], 'vs_naive')}) "
-                f"| {r['vs_floor']:.2f} ({verdict(r['vs_floor'] <= TARGETS['vs_floor'], 'vs_floor')}) "
+                f"| {_ratio(r['vs_naive'], TARGETS['vs_naive'])} ({verdict(r['vs_naive'] <= TARGETS['vs_naive'], 'vs_naive')}) "
+                f"| {_ratio(r['vs_floor'], TARGETS['vs_floor'])} ({verdict(r['vs_floor'] <= TARGETS['vs_floor'], 'vs_floor')}) "
                 f"| {r['ours_mb']:.0f} | {r['naive_mb']:.0f} ({verdict(r['ours_mb'] <= r['naive_mb'], _memory(r))}) "
                 f"| {_figure(r, 'download_pyarrow_s')} | {_figure(r, 'download_pyarrow_vs_naive')} |"
             )
@@ -110,7 +117,7 @@ def render(report: dict[str, Any]) -> str:
         for r in report["parquet"]:
             lines.append(
                 f"| {r['data']} | {r['gb']:.2f} | {r['ours_s']:.2f} | {r['pyarrow_s']:.2f} "
-                f"| {r['ratio']:.2f} ({verdict(r['ratio'] <= TARGETS['parquet'], 'parquet')}) "
+                f"| {_ratio(r['ratio'], TARGETS['parquet'])} ({verdict(r['ratio'] <= TARGETS['parquet'], 'parquet')}) "
                 f"| {r['ours_mb']:.0f} ({verdict(r['ours_mb'] <= TARGETS['peak_mb'])}) "
                 f"| {r['pyarrow_mb']:.0f} "
                 f"| {_figure(r, 'download_pyarrow_s')} | {_figure(r, 'download_pyarrow_ratio')} |"
