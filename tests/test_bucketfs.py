@@ -24,10 +24,12 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
     """Records each request line and its headers; answers as ``answer`` says."""
 
     seen: ClassVar[list[tuple[str, str, dict[str, str]]]] = []
-    answer: ClassVar[str] = "body"  # "body", "stall" or a URL to redirect to
+    answer: ClassVar[str] = "body"  # "body", "stall", "silence" or a URL to redirect to
 
     def do_GET(self) -> None:
         self.seen.append((self.command, self.path, dict(self.headers)))
+        if self.answer == "silence":  # no answer at all for a while
+            time.sleep(5)
         if self.answer.startswith("http"):
             self.send_response(307)
             self.send_header("Location", self.answer)
@@ -89,16 +91,31 @@ def test_a_redirect_never_brings_credentials(
     assert get.status == 200 and not get.had_authorization
 
 
-def test_abort_ends_a_read_waiting_on_the_network(recorder: str) -> None:
+def test_abort_ends_a_read_waiting_for_a_body(recorder: str) -> None:
     _Recorder.answer = "stall"
-    body = BucketFileSystem(read_timeout=30).open(recorder + "/slow")
+    fs = BucketFileSystem(read_timeout=30)
+    body = fs.open(recorder + "/slow")
     assert body.read1(100) == b"0123456789"
-    threading.Timer(0.2, body.abort).start()
+    threading.Timer(0.2, fs.abort).start()
     started = time.monotonic()
     with pytest.raises(BucketUnreachable):
         body.read(1000)
     assert time.monotonic() - started < 2  # not the 30 s read timeout
     body.close()
+
+
+def test_abort_ends_a_wait_for_the_answer_and_refuses_new_requests(recorder: str) -> None:
+    _Recorder.answer = "silence"
+    fs = BucketFileSystem(read_timeout=30)
+    threading.Timer(0.3, fs.abort).start()
+    started = time.monotonic()
+    with pytest.raises(BucketUnreachable):
+        fs.open(recorder + "/held")
+    assert time.monotonic() - started < 2  # not the 5 s silence, nor the read timeout
+    _Recorder.answer = "body"
+    with pytest.raises(BucketUnreachable):
+        fs.open(recorder + "/after")
+    assert [path for _, path, _ in _Recorder.seen] == ["/held"]
 
 
 def test_an_error_status_is_a_bucket_error_with_s3s_code(sandbox: Sandbox, fixture_files) -> None:

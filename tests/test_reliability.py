@@ -347,19 +347,25 @@ def test_http_proxy_from_the_environment_is_used(
         server.shutdown()
 
 
+@pytest.mark.parametrize("held", ["body", "answer"])
 def test_a_failed_load_stops_its_other_downloads(
     loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path, cache_dir: Path,
-    capfd: pytest.CaptureFixture[str],
+    capfd: pytest.CaptureFixture[str], held: str,
 ) -> None:  # fmt: skip
     from datafiniti_loader import ParseError
 
     broken = tmp_path / "broken.csv"
     broken.write_bytes(b"id,name\n1,a,extra\n")
     rid = sandbox.add_request([broken, fixture_files["products"][0]])
-    sandbox.faults.throttle = 50_000  # the second file would take over five seconds
+    workers = None
+    if held == "body":
+        sandbox.faults.throttle = 50_000  # the second file would take over five seconds
+    else:  # one download at a time: the second file's GET goes unanswered for 15 s
+        sandbox.faults.silences.extend([0, 15])
+        workers = 1
     started = time.monotonic()
     with pytest.raises(ParseError):
-        loader.load(rid)
+        loader.load(rid, max_workers=workers)
     assert time.monotonic() - started < 2.5
     assert not list(cache_dir.rglob("*.part"))
     time.sleep(0.5)  # the bucket notices the hang-up on its next write

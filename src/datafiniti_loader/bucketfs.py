@@ -29,7 +29,10 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import socket
 import ssl
+import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -74,8 +77,7 @@ class BucketFile(io.RawIOBase):
     """The body of one GET, read as it arrives.
 
     ``status`` and ``headers`` are the bucket's answer (``headers`` is
-    case-insensitive). :meth:`abort` may be called from any thread: a read
-    waiting on the network returns at once instead of waiting for its timeout.
+    case-insensitive).
     """
 
     def __init__(self, response: requests.Response) -> None:
@@ -112,12 +114,6 @@ class BucketFile(io.RawIOBase):
         view[: len(data)] = data
         return len(data)
 
-    def abort(self) -> None:
-        """Stop this body now, from any thread: the read in progress ends, and fails."""
-        # Fails only when the body is already whole and its connection back in the pool.
-        with contextlib.suppress(ValueError, RuntimeError, OSError):
-            self._response.raw.shutdown()
-
     def close(self) -> None:
         """Release the connection (back to the pool if the body was read to its end)."""
         self._response.close()
@@ -130,7 +126,8 @@ class BucketFileSystem(AbstractFileSystem):  # type: ignore[misc]
     ``open(url, headers={"Range": ...})`` makes exactly one GET and returns a
     :class:`BucketFile`; an error status raises :class:`BucketError`, a
     failed connection :class:`BucketUnreachable`. Safe to share between
-    threads: connections are pooled.
+    threads: connections are pooled. :meth:`abort` ends, from any thread,
+    every wait of every request on it, whether for an answer or for a body.
 
     Parameters
     ----------
@@ -185,6 +182,10 @@ class BucketFileSystem(AbstractFileSystem):  # type: ignore[misc]
             failure = _unreachable(exc)
         raise failure  # outside the except block: the library's message names the URL
 
+    def abort(self) -> None:
+        """End every request now and refuse new ones: waits fail at once, not at a timeout."""
+        self._session.connections.abort()
+
     def close(self) -> None:
         """Close the pooled connections."""
         self._session.close()
@@ -198,13 +199,97 @@ class _BucketSession(requests.Session):
         self.headers["User-Agent"] = f"datafiniti-loader/{__version__}"
         self.headers["Accept-Encoding"] = "identity"
         self.verify = ca_bundle() or True
-        adapter = HTTPAdapter(pool_maxsize=_POOL_SIZE)
+        self.connections = _Connections()
+        adapter = _TrackingAdapter(self.connections)
         self.mount("https://", adapter)
         self.mount("http://", adapter)
 
     def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: Any) -> None:
         # requests would add ~/.netrc credentials for the redirect's host
         _no_credentials(prepared_request)
+
+
+class _Connections:
+    """Every connection a file system opens, so that one call can end any wait on them.
+
+    A GET still waiting for the bucket's answer has no response to close: its
+    socket is shut down instead, which ends a wait (for an answer, a TLS
+    handshake or a body) at once where the read timeout could be a minute
+    away. Both the connection (whose socket changes while it connects) and
+    its socket once connected are kept: a response that ends the connection
+    (``Connection: close``) reads on from a socket its connection has let go.
+    After :meth:`abort`, no new connection is made.
+    """
+
+    def __init__(self) -> None:
+        self._live: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._aborted = False
+
+    def tracking(self, base: type) -> type:
+        """A subclass of urllib3 connection class ``base`` whose connections are tracked."""
+        connections = self
+
+        class Tracked(base):  # type: ignore[misc]
+            def connect(self) -> None:
+                connections.add(self)
+                super().connect()
+                connections.add(self.sock)
+
+        return Tracked
+
+    def add(self, item: Any) -> None:
+        """Track a connection or a socket, or refuse it once aborted."""
+        with self._lock:
+            if self._aborted:
+                raise ConnectionAbortedError("the load was abandoned")
+            if item is not None:
+                self._live.add(item)
+
+    def abort(self) -> None:
+        """Shut down every tracked socket."""
+        with self._lock:
+            self._aborted = True
+            live = list(self._live)
+        for item in live:
+            _shut(getattr(item, "sock", item))
+
+
+def _shut(sock: Any) -> None:
+    """Shut a socket down for both directions; under TLS, the plain socket beneath it."""
+    while sock is not None and not isinstance(sock, socket.socket):
+        sock = getattr(sock, "socket", None)  # urllib3's TLS-in-TLS wrapper
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class _TrackingAdapter(HTTPAdapter):
+    """requests' adapter, with every connection pool (proxied ones too) tracking its sockets."""
+
+    def __init__(self, connections: _Connections) -> None:
+        self._connections = connections  # before super(): it makes the first pool manager
+        super().__init__(pool_maxsize=_POOL_SIZE)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self._track(self.poolmanager)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        known = proxy in self.proxy_manager
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if not known:
+            self._track(manager)
+        return manager
+
+    def _track(self, manager: Any) -> None:
+        """Give ``manager`` pool classes whose connections register themselves."""
+        manager.pool_classes_by_scheme = {
+            scheme: type(pool.__name__, (pool,), {
+                "ConnectionCls": self._connections.tracking(pool.ConnectionCls)
+            })
+            for scheme, pool in manager.pool_classes_by_scheme.items()
+        }  # fmt: skip
 
 
 def _no_credentials(request: requests.PreparedRequest) -> requests.PreparedRequest:

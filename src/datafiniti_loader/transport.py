@@ -142,7 +142,6 @@ class Transport:
         self._fs: BucketFileSystem | None = None
         self._fs_lock = threading.Lock()
         self._cancelled = threading.Event()
-        self._open: set[BucketFile] = set()
         self._warned_plain_http = False
 
     @property
@@ -151,12 +150,12 @@ class Transport:
         return self._cancelled
 
     def cancel(self) -> None:
-        """Stop every download of this transport now, closing bodies still arriving."""
+        """Stop every download of this transport now, whether waiting for an answer or a body."""
         self._cancelled.set()
         with self._fs_lock:
-            bodies = list(self._open)
-        for body in bodies:
-            body.abort()
+            fs = self._fs
+        if fs is not None:
+            fs.abort()
 
     @property
     def fs(self) -> BucketFileSystem:
@@ -227,17 +226,12 @@ class Transport:
             if not attempt.announced and total is not None and self.on_size is not None:
                 attempt.announced = True
                 self.on_size(total - attempt.received)
-            with self._fs_lock:
-                self._open.add(body)
             try:
                 attempt.downloaded += self._write_body(body, attempt)
             except BucketUnreachable as exc:
                 raise _Retryable(
                     f"connection lost after {attempt.received:,} bytes ({exc})"
                 ) from None
-            finally:
-                with self._fs_lock:
-                    self._open.discard(body)
         if total is not None and attempt.received != total:
             if attempt.received > total:
                 raise _Retryable(f"body ran past its {total:,} bytes", restart=True)

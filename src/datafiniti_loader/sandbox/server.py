@@ -58,6 +58,9 @@ class Faults:
     stalls : deque of float
         Each bucket GET takes the next number and waits that many seconds
         after the headers before sending the body (a read timeout).
+    silences : deque of float
+        Each bucket GET takes the next number and waits that many seconds
+        before answering at all (a bucket or proxy that holds a request).
     throttle : float or None
         Bytes per second per bucket connection.
     api_redirect : str or None
@@ -78,6 +81,7 @@ class Faults:
     bucket_errors: deque[tuple[int, float | None]] = field(default_factory=deque)
     drops: deque[int] = field(default_factory=deque)
     stalls: deque[float] = field(default_factory=deque)
+    silences: deque[float] = field(default_factory=deque)
     expire_signings: int = 0
     throttle: float | None = None
     api_redirect: str | None = None
@@ -410,6 +414,9 @@ class BucketHandler(_Handler):
         served = self.sandbox.objects.get(unquote(raw_path))
         if served is None:
             return self.error(404, "NoSuchKey", "The specified key does not exist.")
+        silence = self.sandbox.faults.take(self.sandbox.faults.silences)
+        if silence:
+            time.sleep(silence)
         self._send_object(served)
 
     def _send_object(self, served: Any) -> None:
