@@ -6,7 +6,7 @@ shared event loop. Over loopback it moved the four real benchmark files in
 0.15-0.21 s, and importing it added 0.15-0.29 s to every fresh process (see
 BENCHMARKS.md). This file system is built on ``requests``, which the API
 client uses already: each :meth:`~BucketFileSystem.open` is one GET on the
-calling thread, whose body is read in large blocks.
+calling thread, so downloads receive and write on every core.
 
 What a pre-signed URL needs, and gets here:
 
@@ -19,6 +19,8 @@ What a pre-signed URL needs, and gets here:
   so ``Range`` offsets and sizes count the same bytes.
 - No signature in a log line: urllib3 logs every request's URL at DEBUG, and
   its query is scrubbed here before any handler sees it.
+- :meth:`~BucketFileSystem.abort` ends every wait at once, for an answer or
+  for a body, where a read timeout could be a minute away (Ctrl-C).
 
 Proxies (``HTTPS_PROXY``...) and CA bundles (``REQUESTS_CA_BUNDLE``,
 ``SSL_CERT_FILE``) come from the environment, as for the API client.
