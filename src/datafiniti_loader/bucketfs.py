@@ -188,10 +188,6 @@ class BucketFileSystem(AbstractFileSystem):  # type: ignore[misc]
         """End every request now and refuse new ones: waits fail at once, not at a timeout."""
         self._session.connections.abort()
 
-    def close(self) -> None:
-        """Close the pooled connections."""
-        self._session.close()
-
 
 class _BucketSession(requests.Session):
     """A session that never sends an ``Authorization`` header, not even after a redirect."""
