@@ -86,7 +86,9 @@ def test_changed_object_restarts_instead_of_splicing(
     sandbox.log.clear()
     served = next(iter(sandbox.objects.values()))
     sandbox.faults.drops.append(40_000)
-    served.etag = '"changed"'  # the If-Range validator no longer matches: full body again
+    # Changed before the first GET, so the resume's If-Range carries the new ETag and
+    # is honoured; a change between two tries is the next test's.
+    served.etag = '"changed"'
     original_etag_response = loader.load(rid, cache=False)
     pd.testing.assert_frame_equal(original_etag_response, baseline)
 

@@ -350,10 +350,11 @@ def _xml_text(body: str, tag: str) -> str:
 
 
 class _ScrubSignatures(logging.Filter):
-    """Cuts URL queries (pre-signed signatures) out of a record's arguments.
+    """Cuts signed URL queries out of a record's arguments.
 
-    urllib3 logs a request's path and query without its host, so any string
-    argument with a ``?`` loses what follows it.
+    urllib3 logs a request's path and query without its host, so a string
+    argument with a ``?`` and a signature in it loses what follows the ``?``;
+    the user's other requests log as they did.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -363,7 +364,7 @@ class _ScrubSignatures(logging.Filter):
 
 
 def _without_query(value: object) -> object:
-    if isinstance(value, str) and "?" in value:
+    if isinstance(value, str) and "?" in value and "Signature" in value:
         return value.split("?", 1)[0] + "?..."
     return value
 
