@@ -222,3 +222,86 @@ def test_missing_object_is_a_download_error_naming_the_file(
     with pytest.raises(DownloadError, match=rf"{rid}_1.csv.*HTTP 404 NoSuchKey") as caught:
         loader.load(rid)
     assert "X-Amz" not in str(caught.value) and "?" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "body"),
+    [
+        (204, {}, b""),
+        (202, {"Content-Type": "text/csv"}, b""),
+        (203, {"Content-Type": "text/csv"}, b"id,name\n1,a\n"),
+        (304, {}, b""),
+        (300, {"Content-Type": "text/plain"}, b"choose one"),
+    ],
+)
+def test_a_success_status_that_is_not_the_file_is_retried_never_cached(
+    loader: Loader, sandbox: Sandbox, fixture_files, cache_dir: Path, status, headers, body
+) -> None:
+    rid = sandbox.add_request(fixture_files["products"][:1])
+    baseline = loader.load(rid, cache=False)
+    sandbox.log.clear()
+    sandbox.faults.bucket_answers.append((status, headers, body))
+    pd.testing.assert_frame_equal(loader.load(rid), baseline)
+    assert [e.status for e in bucket_gets(sandbox)] == [status, 200]
+    (cached,) = cache_dir.rglob(f"*-{rid}_1.csv")
+    assert cached.read_bytes() == fixture_files["products"][0].read_bytes()
+
+
+def test_a_bucket_that_never_sends_the_file_is_a_download_error_and_caches_nothing(
+    loader: Loader, sandbox: Sandbox, fixture_files, cache_dir: Path
+) -> None:
+    rid = sandbox.add_request(fixture_files["products"][:1])
+    sandbox.faults.bucket_answers.extend([(204, {}, b"")] * 4)
+    with pytest.raises(DownloadError, match=r"after 4 tries: the bucket answered HTTP 204"):
+        loader.load(rid)
+    assert not list(cache_dir.rglob(f"*-{rid}_1.csv"))
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "said"),
+    [
+        (
+            {"Content-Type": "text/html"},
+            b"<html><body>Sign in</body></html>",
+            r"page \(text/html\)",
+        ),
+        # labelled as the file, but a page all the same
+        ({"Content-Type": "text/csv"}, b"\n<!DOCTYPE html><html>Proxy</html>", "an HTML page"),
+        ({"Content-Type": "text/plain"}, b"<?xml version='1.0'?><Error/>", "an XML document"),
+    ],
+)
+def test_a_page_served_with_200_is_not_loaded_as_data(
+    loader: Loader, sandbox: Sandbox, fixture_files, cache_dir: Path, headers, body, said
+) -> None:
+    rid = sandbox.add_request(fixture_files["products"][:1])
+    sandbox.faults.bucket_answers.extend([(200, headers, body)] * 4)
+    with pytest.raises(DownloadError, match=said):
+        loader.load(rid)
+    assert not list(cache_dir.rglob(f"*-{rid}_1.csv"))
+    sandbox.faults.bucket_answers.append((200, headers, body))  # once only: then the file
+    assert len(loader.load(rid)) > 0
+
+
+def test_a_resume_the_bucket_answers_from_another_version_restarts_from_zero(
+    loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path, cache_dir: Path
+) -> None:
+    copy = tmp_path / "p.csv"
+    copy.write_bytes(fixture_files["products"][0].read_bytes())
+    rid = sandbox.add_request([copy])
+    sandbox.faults.drops.extend([10_000] * 4)  # the load gives up, keeping 40,000 bytes
+    with pytest.raises(DownloadError):
+        loader.load(rid)
+    changed = copy.read_bytes().replace(b"e", b"E")  # another version, as long
+    copy.write_bytes(changed)
+    served = next(iter(sandbox.objects.values()))
+    served.etag = '"changed"'
+    sandbox.faults.ignore_if_range = True  # answers 206 from byte 40,000 of the new object
+    sandbox.log.clear()
+    loaded = loader.load(rid)
+    assert [(e.status, e.range) for e in bucket_gets(sandbox)] == [
+        (206, "bytes=40000-"),
+        (200, None),
+    ]
+    (cached,) = cache_dir.rglob(f"*-{rid}_1.csv")
+    assert cached.read_bytes() == changed
+    pd.testing.assert_frame_equal(loaded, loader.load(rid, cache=False))

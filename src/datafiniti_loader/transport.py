@@ -24,6 +24,7 @@ import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlsplit
@@ -236,6 +237,7 @@ class Transport:
             if attempt.received > total:
                 raise _Retryable(f"body ran past its {total:,} bytes", restart=True)
             raise _Retryable(f"body ended at {attempt.received:,} of {total:,} bytes")
+        _check_not_a_page(attempt.partial.path)
 
     def _open_body(self, file: ResultFile, headers: dict[str, str]) -> BucketFile:
         failure: Exception
@@ -309,6 +311,9 @@ def _check_answer(
     start exactly at ``offset`` (the bytes already on disk), whatever was asked.
     """
     length = headers.get("Content-Length", "")
+    if status not in (200, 206):  # a 204, 304, 300 without Location...: not the file
+        raise _Retryable(f"the bucket answered HTTP {status} {_phrase(status)}, not the file")
+    _check_media_type(headers.get("Content-Type", ""))
     if status != 206:
         if offset:
             logger.debug("the bucket sent the whole object again; restarting")
@@ -318,12 +323,46 @@ def _check_answer(
     if match is None or match.group(3) == "*":
         raise _Retryable("a partial answer (HTTP 206) without a usable Content-Range")
     first, last, total = (int(g) for g in match.groups())
+    etag = headers.get("ETag") or None
+    if offset and (etag is None or etag != attempt.partial.etag):
+        # The bucket ignored If-Range: these are bytes of another version of the object.
+        raise _Retryable("the bucket resumed another version of the file (its ETag changed)",
+                         restart=True)  # fmt: skip
     if first != offset or (length.isdigit() and int(length) != last - first + 1):
         asked = f"from byte {offset:,}" if offset else "the whole file"
         raise _Retryable(
             f"asked for {asked}, the bucket sent bytes {first:,}-{last:,} of {total:,}"
         )
     return total
+
+
+#: Media types of pages, never of a result file (CSV or JSON, perhaps gzipped).
+_PAGE_TYPES = ("text/html", "application/xhtml+xml", "application/xml", "text/xml")
+#: How a page (a proxy's login form, a bucket's error document) starts.
+_PAGE_STARTS = (b"<!doctype", b"<html", b"<?xml", b"<error>", b"<head", b"<body")
+
+
+def _check_media_type(content_type: str) -> None:
+    """Refuse an answer whose ``Content-Type`` says it is a page, not a result file."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media in _PAGE_TYPES:
+        raise _Retryable(f"the bucket sent a page ({media}), not the file", restart=True)
+
+
+def _check_not_a_page(path: Path) -> None:
+    """Refuse a download whose first bytes are an HTML or XML page, whatever it was labelled."""
+    with open(path, "rb") as head:
+        start = head.read(512).lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if start.startswith(_PAGE_STARTS):
+        kind = "an XML document" if start.startswith((b"<?xml", b"<error>")) else "an HTML page"
+        raise _Retryable(f"the bucket sent {kind}, not a CSV or JSON file", restart=True)
+
+
+def _phrase(status: int) -> str:
+    try:
+        return f"({HTTPStatus(status).phrase})"
+    except ValueError:
+        return "(an unknown status)"
 
 
 def _drain(

@@ -75,6 +75,15 @@ class Faults:
     api_hangups : int
         The next this many API calls are read, then the connection is closed
         without an answer (the call may have acted: a lost reply).
+    bucket_answers : deque of (status, headers, body)
+        Served by the bucket, as given, to a correctly signed GET before
+        answering normally (a ``204``, a ``304``, an HTML page with ``200``,
+        an error whose message echoes the URL). ``{url}`` in the body is
+        replaced by the URL asked for, signature and all.
+    ignore_if_range : bool
+        Serve a ``Range`` even when ``If-Range`` names another ETag, as a
+        broken server or proxy does: the bytes of a changed object, labelled
+        with its new ETag.
     """
 
     api_errors: deque[tuple[int, float | None]] = field(default_factory=deque)
@@ -88,6 +97,8 @@ class Faults:
     api_bodies: deque[tuple[int, str, bytes]] = field(default_factory=deque)
     partial_answers: deque[tuple[int, bool]] = field(default_factory=deque)
     api_hangups: int = 0
+    bucket_answers: deque[tuple[int, dict[str, str], bytes]] = field(default_factory=deque)
+    ignore_if_range: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def take(self, queue: deque[Any]) -> Any:
@@ -411,6 +422,13 @@ class BucketHandler(_Handler):
             return self.error(
                 status, "SlowDown" if status == 503 else "InternalError", "injected fault", extra
             )
+        answer = self.sandbox.faults.take(self.sandbox.faults.bucket_answers)
+        if answer is not None:
+            status, headers, body = answer
+            body = body.replace(b"{url}", f"http://{self.headers.get('Host')}{self.path}".encode())
+            kind = headers.get("Content-Type", "")
+            extra = {k: v for k, v in headers.items() if k.lower() != "content-type"}
+            return self.send_body(status, body, kind, extra)
         served = self.sandbox.objects.get(unquote(raw_path))
         if served is None:
             return self.error(404, "NoSuchKey", "The specified key does not exist.")
@@ -425,7 +443,9 @@ class BucketHandler(_Handler):
         status = 200
         wanted = self.headers.get("Range")
         if_range = self.headers.get("If-Range")
-        if wanted and (if_range is None or if_range == served.etag) and wanted.startswith("bytes="):
+        faults = self.sandbox.faults
+        honoured = if_range in (None, served.etag) or faults.ignore_if_range
+        if wanted and honoured and wanted.startswith("bytes="):
             first, _, last = wanted[6:].partition("-")
             if first.isdigit():
                 start = int(first)
