@@ -233,7 +233,7 @@ def test_a_failed_write_stops_the_reading_thread_and_leaves_nothing(
     loader: Loader, sandbox: Sandbox, tmp_path: Path
 ) -> None:
     """The second pass reads ahead on a thread of its own: a write failing midway stops it."""
-    rid = sandbox.add_request([write_large_csv(tmp_path / "big.csv", 60_000_000)])
+    rid = sandbox.add_request([write_large_csv(tmp_path / "big.csv", 90_000_000)])
     fsspec.register_implementation("fillingfile", _FillingFileSystem, clobber=True)
     with pytest.raises(StorageError, match="No space left") as failed:
         loader.parquet(rid, f"fillingfile://{tmp_path / 'out'}")
@@ -383,3 +383,20 @@ def test_the_summary_says_what_was_written_and_where(
     assert "1 Parquet file(s)" in text and str(tmp_path) in text
     page = summary._repr_html_()
     assert "<table>" in page and "result files read" in page and "Parquet files written" in page
+
+
+def test_a_large_file_with_lone_cr_line_ends_converts_every_row(
+    loader: Loader, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    rows = [f'{n},name {n},"a\r\nquoted" cell,02134\r' for n in range(90_000)]
+    source = tmp_path / "9_1.csv"
+    source.write_bytes(("id,name,text,postalCode\r" + "".join(rows)).encode())
+    data = source.read_bytes()
+    assert len(data) > 3_000_000 and b"\n" not in data.replace(b"\r\n", b"")
+    rid = sandbox.add_request([source])
+    summary = loader.parquet(rid, tmp_path / "out")
+    assert summary.rows == 90_000
+    table = pq.read_table(tmp_path / "out")
+    assert table.column_names[:4] == ["id", "name", "text", "postalCode"]
+    assert table["postalCode"].to_pylist() == ["02134"] * 90_000
+    assert table["text"][89_999].as_py() == "a\r\nquoted cell"

@@ -50,7 +50,7 @@ def test_record_chunks_cut_only_between_records(chunk_bytes: int) -> None:
     chunks = [bytes(chunk) for chunk in record_chunks(io.BytesIO(data), chunk_bytes)]
     assert b"".join(chunks) == data
     for chunk in chunks[:-1]:
-        assert chunk.endswith(b"\n") and chunk.count(b'"') % 2 == 0
+        assert chunk.endswith((b"\n", b"\r")) and chunk.count(b'"') % 2 == 0
 
 
 @pytest.mark.parametrize("chunk_bytes", [512, 4096, 1 << 20])
@@ -392,3 +392,29 @@ def test_a_header_longer_than_a_block_keeps_every_column(tmp_path: Path) -> None
     path.write_bytes((",".join(names) + "\r\n" + ",".join("v" * 400) + "\r\n").encode())
     table = pa.Table.from_batches(list(iter_csv_batches(path, path.name, block_bytes=1024)))
     assert table.column_names == names and table.num_rows == 1
+
+
+@pytest.mark.parametrize("chunk_bytes", [64, 4096, 1 << 20])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"id,name\r1,a\r2,b\r3,c\r",  # classic Mac: lone CR
+        b"id,name\r1,a\n2,b\n3,c\n",  # a CR header, LF rows
+        b'id,name\r\n1,"x\ry"\r2,b\n3,c',  # all three, a CR in a quoted cell, no final newline
+    ],
+)
+def test_lone_cr_ends_a_record_as_lf_and_crlf_do(
+    tmp_path: Path, data: bytes, chunk_bytes: int
+) -> None:
+    path = tmp_path / "cr.csv"
+    path.write_bytes(data)
+    expected = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
+    assert list(expected.columns) == ["id", "name"] and len(expected) == 3
+    assert csv_rows(path, chunk_bytes) == expected.to_numpy().tolist()
+
+
+def test_record_chunks_cut_at_a_lone_cr() -> None:
+    data = b"".join(f"{n},text {n}\r".encode() for n in range(500))
+    chunks = [bytes(chunk) for chunk in record_chunks(io.BytesIO(data), 256)]
+    assert len(chunks) > 10 and b"".join(chunks) == data
+    assert all(chunk.endswith(b"\r") for chunk in chunks)

@@ -50,6 +50,7 @@ __all__ = [
 DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024  # measured: 8 MiB costs ~60 MB more peak, no speed
 BOM = b"\xef\xbb\xbf"
 _QUOTE = ord('"')
+_LF, _CR = ord("\n"), ord("\r")
 _PARSE_THREADS = 2
 _IN_FLIGHT = 4  # chunks parsed ahead of the consumer
 
@@ -80,7 +81,7 @@ class Chunk:
 def record_chunks(stream: IO[bytes], chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[Chunk]:
     r"""Yield pieces of ``stream`` that each end at a record boundary.
 
-    A boundary is a ``\n`` with an even number of ``"`` before it (escaped
+    A boundary is a ``\n`` (or a lone ``\r``) with an even number of ``"`` before it (escaped
     quotes come in pairs, so parity is exact for well-formed CSV). The last
     piece is whatever remains, with or without a final newline.
 
@@ -189,16 +190,34 @@ def _last_record_end(
     pass instead.
     """
     end = head + len(fresh)
-    pos = buffer.rfind(b"\n", head, end)
+    pos = _previous_line_end(buffer, head, end)
     for _ in range(_BACKWARD_TRIES):
         if pos < 0:
             return 0
         if (int(np.searchsorted(quotes, pos - head)) + odd) % 2 == 0:
             return pos + 1
-        pos = buffer.rfind(b"\n", head, pos)
-    newlines = np.flatnonzero(fresh == ord("\n"))
+        pos = _previous_line_end(buffer, head, pos)
+    newlines = np.flatnonzero((fresh == _LF) | (fresh == _CR))
     outside = newlines[(np.searchsorted(quotes, newlines) + odd) % 2 == 0]
     return head + int(outside[-1]) + 1 if outside.size else 0
+
+
+def _previous_line_end(buffer: bytearray, head: int, end: int) -> int:
+    r"""The last ``\n``, or lone ``\r``, in ``buffer[head:end]``; -1 if none.
+
+    A ``\r`` is looked for only after the last ``\n``, so a CRLF file costs
+    no second scan; cutting after a ``\r`` whose ``\n`` is in the next read
+    leaves that piece an empty first line, which pyarrow skips.
+    """
+    lf = buffer.rfind(b"\n", head, end)
+    return max(lf, buffer.rfind(b"\r", max(lf, head), end))
+
+
+def line_ends(data: bytes | bytearray, start: int = 0, end: int | None = None) -> int:
+    r"""How many lines end in ``data[start:end]``: ``\n``, ``\r`` and ``\r\n`` each count once."""
+    stop = len(data) if end is None else end
+    crlf = data.count(b"\r\n", start, stop)
+    return data.count(b"\n", start, stop) + data.count(b"\r", start, stop) - crlf
 
 
 def record_batches(
@@ -230,15 +249,20 @@ def empty_batch(names: list[str]) -> pa.RecordBatch:
 
 
 def header_end(data: bytes | bytearray, start: int, end: int) -> int:
-    """Where the first record after ``start`` ends (just past its newline), or ``end``."""
+    r"""Where the first record after ``start`` ends (just past its line end), or ``end``.
+
+    A line ends with ``\n``, ``\r\n`` or a lone ``\r`` (as pyarrow and pandas read them).
+    """
     quotes = 0
     while True:
-        pos = data.find(b"\n", start, end)
+        lf = data.find(b"\n", start, end)
+        cr = data.find(b"\r", start, end if lf < 0 else lf)
+        pos = lf if cr < 0 else cr
         if pos < 0:
             return end
         quotes += data.count(b'"', start, pos)
         if quotes % 2 == 0:
-            return pos + 1
+            return pos + (2 if data[pos : pos + 2] == b"\r\n" else 1)
         start = pos + 1
 
 
@@ -352,7 +376,7 @@ def _line_at(path: Path, position: int) -> int:
             block = stream.read(min(position, 1 << 20))
             if not block:
                 break
-            lines += block.count(b"\n")
+            lines += line_ends(block)
             position -= len(block)
     return lines
 
@@ -362,7 +386,7 @@ def _explain(chunk: bytes, first_line: int, width: int, name: str, exc: Exceptio
     try:
         text = chunk.decode("utf-8")
     except UnicodeDecodeError as bad:
-        line = first_line + chunk.count(b"\n", 0, bad.start)
+        line = first_line + line_ends(chunk, 0, bad.start)
         return ParseError(
             f"{name}: line {line} is not valid UTF-8 (byte {bad.start} of its block). "
             "The file is malformed as served: request the download again, and tell "
