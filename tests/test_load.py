@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from conftest import Loader
@@ -330,3 +331,42 @@ def test_waiting_shows_the_requests_status(
     loader.load(rid, wait=True, progress=True)
     err = capsys.readouterr().err
     assert f"request {rid} preparing" in err and "STARTED" in err and "COMPLETED" in err
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        # past int64: pyarrow reads the field as doubles
+        (
+            ['{"id":"a","n":12345678901234567890}', '{"id":"b","n":1}'],
+            ["12345678901234567890", "1"],
+        ),
+        # past 2**53 beside a fraction: doubles again
+        (['{"id":"a","n":1.5}', '{"id":"b","n":9007199254740993}'], ["1.5", "9007199254740993"]),
+        # nested
+        (
+            ['{"id":"a","n":{"upc":[12345678901234567890]}}'],
+            ['{"upc":[12345678901234567890]}'],
+        ),
+    ],
+)
+def test_json_integers_no_double_holds_stay_exact(
+    loader: Loader, sandbox: Sandbox, tmp_path: Path, lines: list[str], expected: list[str]
+) -> None:
+    source = tmp_path / "9_1.txt"
+    source.write_text("\n".join(lines) + "\n")
+    rid = sandbox.add_request([source])
+    for frame in (loader.load(rid), loader.load(rid, output="arrow").to_pandas()):
+        assert frame["n"].tolist() == expected
+    summary = loader.parquet(rid, tmp_path / "out")
+    assert summary.rows == len(lines)
+    assert pq.read_table(tmp_path / "out")["n"].to_pylist() == expected
+
+
+def test_json_integers_a_double_holds_stay_numbers(
+    loader: Loader, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    source = tmp_path / "9_1.txt"
+    source.write_text('{"id":"a","n":1.5}\n{"id":"b","n":900719925474099}\n')
+    rid = sandbox.add_request([source])
+    assert loader.load(rid)["n"].tolist() == [1.5, 900719925474099.0]

@@ -5,8 +5,9 @@ also travel as a JSON array or inside the search API's ``{"records": [...]}``.
 Nested objects stay structs and lists stay lists. pyarrow's JSON reader is
 fast but turns ISO date strings into zone-less timestamps and fails when a
 field changes type between records, so its result is re-read with strings
-kept as strings, and a file it cannot read goes through the standard ``json``
-module instead, where a field of varying type becomes text (its JSON).
+kept as strings, and a file it cannot read exactly goes through the standard
+``json`` module instead, where a field of varying type becomes text (its JSON),
+and so does an integer field holding a value no int64 or double keeps exactly.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pjson
 
 from ..errors import ParseError
@@ -111,7 +113,37 @@ def _read_json_lines(body: bytes, name: str) -> pa.Table:
         table = _pyarrow_json(body)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return records_to_table(_parse_lines(body, name), name)
+    if _may_hold_rounded_integers(table):
+        return records_to_table(_parse_lines(body, name), name)
     return table
+
+
+#: Doubles hold every integer up to 2**53 exactly; past it, an integer read as a
+#: double may have lost digits.
+_EXACT_DOUBLE = 2**53
+
+
+def _may_hold_rounded_integers(table: pa.Table) -> bool:
+    """Whether pyarrow may have read an integer as a double that rounds it.
+
+    pyarrow reads a field of integers as doubles when one of them does not fit
+    in int64 (``12345678901234567890``), or when some values are fractions;
+    either way an integer past 2**53 loses digits. A double that large, read
+    anywhere in the table (nested fields too), sends the file to the exact reader.
+    """
+    return any(_large_double(column.type, chunk) for column in table.columns
+               for chunk in column.chunks)  # fmt: skip
+
+
+def _large_double(type_: pa.DataType, values: pa.Array) -> bool:
+    if pa.types.is_floating(type_):
+        largest = pc.max(pc.abs(values)).as_py()
+        return largest is not None and largest >= _EXACT_DOUBLE
+    if pa.types.is_struct(type_):
+        return any(_large_double(f.type, values.field(i)) for i, f in enumerate(type_))
+    if pa.types.is_list(type_) or pa.types.is_large_list(type_):
+        return _large_double(type_.value_type, values.flatten())
+    return False
 
 
 def _pyarrow_json(body: bytes) -> pa.Table:
@@ -175,9 +207,24 @@ def records_to_table(records: list[dict[str, Any]], name: str) -> pa.Table:
 
 def _column(values: list[Any]) -> pa.Array:
     try:
-        return pa.array(values)
+        column = pa.array(values)
+        if not _large_double(column.type, column) or not _has_large_int(values):
+            return column
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
-        return pa.array([None if v is None else json_text(v) for v in values], type=pa.string())
+        pass
+    # Types disagree, or an integer would be rounded as a double: keep each value's text.
+    return pa.array([None if v is None else json_text(v) for v in values], type=pa.string())
+
+
+def _has_large_int(value: Any) -> bool:
+    """Whether ``value`` holds, at any depth, an integer a double cannot hold exactly."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return abs(value) >= _EXACT_DOUBLE
+    if isinstance(value, dict):
+        value = value.values()
+    elif not isinstance(value, list):
+        return False
+    return any(_has_large_int(v) for v in value)
 
 
 def json_text(value: Any) -> str:
