@@ -200,3 +200,40 @@ def test_a_plain_http_result_url_on_another_host_is_warned_about(
     (warning,) = caplog.records
     assert "plain http://" in warning.getMessage() and "bucket.example" in warning.getMessage()
     assert "X-Amz" not in warning.getMessage()
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".txt"])
+def test_a_data_column_named_like_provenance_is_one_rule_in_every_output(
+    loader: Loader, sandbox: Sandbox, tmp_path: Path, suffix: str
+) -> None:
+    from datafiniti_loader import ColumnConflict, to_delta
+
+    source = tmp_path / f"9_1{suffix}"
+    if suffix == ".csv":
+        source.write_text("id,dateUpdated,_source_row,_request_id\na,2020-01-01T00:00:00Z,x7,r1\n")
+    else:
+        source.write_text(
+            '{"id":"a","dateUpdated":"2020-01-01T00:00:00Z","_source_row":"x7","_request_id":"r1"}\n'
+        )
+    rid = sandbox.add_request([source])
+    for output in ("pandas", "arrow", "polars"):
+        with pytest.raises(
+            ColumnConflict, match=r"\['_source_row', '_request_id'\].*provenance=False"
+        ):
+            loader.load(rid, output=output)
+    with pytest.raises(ColumnConflict):
+        loader.parquet(rid, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ColumnConflict):
+        to_delta(rid, str(tmp_path / "table"), **loader.options({}))
+    assert not (tmp_path / "table").exists()
+    # Without provenance the files' own columns are plain data, in every output.
+    frame = loader.load(rid, provenance=False)
+    assert frame.to_dict("records")[0]["_source_row"] == "x7"
+    assert loader.load(rid, provenance=False, columns=["_request_id"])["_request_id"].tolist() == [
+        "r1"
+    ]
+    loader.parquet(rid, tmp_path / "out", provenance=False)
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(tmp_path / "out")["_source_row"].to_pylist() == ["x7"]

@@ -18,6 +18,7 @@ from ._version import __version__
 from .errors import (
     ApiError,
     AuthenticationError,
+    ColumnConflict,
     ColumnNotFound,
     ConfigurationError,
     DatafinitiError,
@@ -62,6 +63,7 @@ __all__ = [
     "ApiError",
     "AuthenticationError",
     "Client",
+    "ColumnConflict",
     "ColumnNotFound",
     "ConfigurationError",
     "DatafinitiError",

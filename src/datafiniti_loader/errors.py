@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "ApiError",
     "AuthenticationError",
+    "ColumnConflict",
     "ColumnNotFound",
     "ConfigurationError",
     "DatafinitiError",
@@ -89,6 +90,14 @@ class StorageError(DatafinitiError):
 
 class ColumnNotFound(DatafinitiError, ValueError):
     """``columns=``, ``partition_by=`` or ``dtype=`` named a column that no result file has."""
+
+
+class ColumnConflict(DatafinitiError, ValueError):
+    """A result file has a column named like a provenance column (``_source_row``...).
+
+    The library never renames a file's column nor lets one hide another: such
+    files load with ``provenance=False``.
+    """
 
 
 class ApiError(DatafinitiError):

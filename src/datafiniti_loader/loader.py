@@ -28,7 +28,7 @@ from .config import CacheSetting, resolve_cache_dir
 from .dedupe import NewestCopies
 from .download import DEFAULT_MAX_WORKERS, Download
 from .dtypes import arrow_types, explain_failure
-from .errors import ColumnNotFound, ConfigurationError
+from .errors import ColumnConflict, ColumnNotFound, ConfigurationError
 from .models import DownloadRequest, FileKey, ResultFile
 from .parsed import open_parsed, tee_parsed
 from .progress import Progress, WaitProgress, want_progress
@@ -311,18 +311,28 @@ def data_schema(
 def _data_columns(
     builder: SchemaBuilder, columns: Sequence[str] | None, provenance: bool
 ) -> pa.Schema:
+    ours = set(PROVENANCE_SCHEMA.names)
+    theirs = [name for name in builder.column_names if name in ours]
+    if theirs and provenance:
+        raise ColumnConflict(
+            f"The result files have column(s) {theirs} named like the provenance columns "
+            "this library adds; one would hide the other. Load or convert with "
+            "provenance=False (--no-provenance) to keep the files' own columns (to_delta "
+            "and merge always add provenance, so they cannot take these files)."
+        )
     if columns is None:
         return builder.schema()
     if isinstance(columns, str):
         columns = [columns]
     wanted = list(dict.fromkeys(columns))
-    asked_provenance = [c for c in wanted if c in PROVENANCE_SCHEMA.names]
+    ours -= set(theirs)  # without provenance, the files' own columns of those names are data
+    asked_provenance = [c for c in wanted if c in ours]
     if asked_provenance and not provenance:
         raise ColumnNotFound(
             f"{asked_provenance} are provenance columns, which provenance=False leaves out. "
             "Drop provenance=False (--no-provenance) to have them."
         )
-    data = [c for c in wanted if c not in PROVENANCE_SCHEMA.names]
+    data = [c for c in wanted if c not in ours]
     if not data and not provenance:
         raise ConfigurationError(
             "columns= (--columns) selects no data column and provenance=False "
