@@ -507,3 +507,48 @@ def test_ctrl_c_while_writing_parquet_stops_at_once(
     assert victim.returncode != 0 and "KeyboardInterrupt" in stderr
     assert time.monotonic() - interrupted < 1.5
     assert not out.exists() and [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
+
+
+def dead_pid() -> int:
+    """The id of a process that has exited."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def plant(directory: Path, owner: dict | None) -> Path:
+    """A directory holding a user's file, with the library's marker saying ``owner`` if given."""
+    import json
+
+    directory.mkdir()
+    (directory / "important.xlsx").write_bytes(b"quarterly figures")
+    if owner is not None:
+        (directory / ".datafiniti-loader-owner").write_text(json.dumps(owner))
+    return directory
+
+
+def test_the_orphan_sweep_removes_only_directories_the_library_marked_on_this_host(
+    loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path, monkeypatch
+) -> None:
+    import tempfile
+
+    pid, host = dead_pid(), socket.gethostname()
+    ours = {"library": "datafiniti-loader", "pid": pid, "host": host}
+    kept = [
+        plant(tmp_path / "exports.tmp-2024-q3-backup", None),  # a user's, named like staging
+        plant(tmp_path / f"exports.tmp-{pid}-abcdef", None),  # a dead pid, but no marker
+        plant(tmp_path / f"exports.tmp-{pid}-other", {**ours, "host": "another-machine"}),
+    ]
+    swept = plant(tmp_path / f"exports.tmp-{pid}-0123456789ab", ours)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    kept.append(plant(scratch / f"datafiniti-loader-{pid}-userdir", None))
+    swept_scratch = plant(scratch / f"datafiniti-loader-{pid}-xyz", ours)
+    rid = sandbox.add_request(fixture_files["products"])
+    assert loader.parquet(rid, tmp_path / "exports", cache=False).rows == 72
+    for directory in kept:
+        assert (directory / "important.xlsx").read_bytes() == b"quarterly figures"
+    assert not swept.exists() and not swept_scratch.exists()
+    # the published dataset carries no marker; the load's own scratch is gone or going
+    assert not (tmp_path / "exports" / ".datafiniti-loader-owner").exists()

@@ -41,7 +41,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .models import FileKey, ResultFile
-from .orphans import remove_orphans
+from .orphans import mark_owned, remove_orphans
 from .parsed import PARSED_FORMAT
 from .transport import Fetched, Partial, sha256_of
 
@@ -567,6 +567,7 @@ class ScratchStore(FileStore):
     def __init__(self) -> None:
         remove_orphans(Path(tempfile.gettempdir()), self._PREFIX)
         self.root = Path(tempfile.mkdtemp(prefix=f"{self._PREFIX}{os.getpid()}-"))
+        mark_owned(self.root)
         self._verdicts: dict[FileKey, Any] = {}
 
     def _name(self, file: ResultFile) -> str:

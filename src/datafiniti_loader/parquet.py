@@ -51,6 +51,7 @@ from .prefetch import prefetched
 from .publish import (
     METADATA_KEY,
     check_target,
+    make_staging,
     publish,
     remove_staging,
     staging_path,
@@ -147,7 +148,7 @@ def write_parquet(
     # Written on a thread of their own, they cost a one-pass conversion no time (measured).
     source.keep_parsed = True
     try:
-        fs.makedirs(staging, exist_ok=True)
+        make_staging(fs, staging)
         if not by and source.newest is None:  # both need every file read before any is written
             written = _write_in_one_pass(source, columns, provenance, about, fs, staging)
         else:

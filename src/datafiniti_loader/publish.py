@@ -34,12 +34,13 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from .errors import TargetExists
-from .orphans import remove_orphans
+from .orphans import OWNER_MARKER, mark_owned, remove_orphans
 
 __all__ = [
     "MANIFEST",
     "METADATA_KEY",
     "check_target",
+    "make_staging",
     "publish",
     "remove_staging",
     "staging_path",
@@ -52,6 +53,13 @@ METADATA_KEY = b"datafiniti_loader"
 _RENAME_NOREPLACE = 1
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
+
+
+def make_staging(fs: Any, staging: str) -> None:
+    """Make the staging directory, marked as this process's (so only ours is ever swept)."""
+    fs.makedirs(staging, exist_ok=True)
+    if isinstance(fs, LocalFileSystem):  # swept only there: see sweep_orphans
+        mark_owned(Path(staging))
 
 
 def staging_path(target: str) -> str:
@@ -103,6 +111,7 @@ def publish(fs: Any, staging: str, target: str, shown: str, overwrite: bool) -> 
     """Move the complete dataset at ``staging`` to ``target`` (see the module docs)."""
     replace = check_target(fs, target, shown, overwrite)
     if isinstance(fs, LocalFileSystem):
+        (Path(staging) / OWNER_MARKER).unlink(missing_ok=True)  # a dataset now, not a scratch
         _publish_local(staging, target, shown, replace)
     else:
         if replace:
