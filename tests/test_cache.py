@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from conftest import Loader
-from datafiniti_loader import DownloadError
+from datafiniti_loader import DownloadError, StorageError
 from datafiniti_loader.cache import FileCache
 from datafiniti_loader.sandbox import Sandbox
 
@@ -238,3 +238,40 @@ def test_cache_info_by_host_and_clear_older_than(
     assert not (cache_dir / old_host).exists()
     assert "holds 1 file(s)" in run("info").stdout
     assert run("clear", "--older-than", "soon").returncode == 2  # a usage error
+
+
+def test_a_partial_download_planted_as_a_symlink_is_refused_and_its_target_untouched(
+    loader: Loader, sandbox: Sandbox, fixture_files, cache_dir: Path, tmp_path: Path, caplog
+) -> None:
+    rid = sandbox.add_request(fixture_files["products"][:1])
+    sandbox.faults.drops.extend([10_000] * 4)  # gives up, keeping a partial to resume
+    with pytest.raises(DownloadError):
+        loader.load(rid)
+    (partial,) = cache_dir.rglob(".*.partial")
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious")
+    partial.unlink()
+    partial.symlink_to(victim)
+    with pytest.raises(StorageError, match="symbolic link") as caught:
+        loader.load(rid)
+    assert victim.read_bytes() == b"precious"
+    assert "symbolic link" in caplog.text and "X-Amz" not in str(caught.value)
+    partial.unlink()  # the user removes the link: the next load starts over
+    assert len(loader.load(rid)) == 48
+
+
+def test_a_lock_file_planted_as_a_symlink_creates_nothing_elsewhere(
+    loader: Loader, sandbox: Sandbox, fixture_files, cache_dir: Path, tmp_path: Path
+) -> None:
+    rid = sandbox.add_request(fixture_files["products"][:1])
+    sandbox.faults.drops.extend([10_000] * 4)
+    with pytest.raises(DownloadError):
+        loader.load(rid)
+    (lock,) = cache_dir.rglob(".*.lock")
+    elsewhere = tmp_path / "elsewhere" / "created-by-the-loader"
+    elsewhere.parent.mkdir()
+    lock.unlink()
+    lock.symlink_to(elsewhere)
+    with pytest.raises(StorageError, match="symbolic link"):
+        loader.load(rid)
+    assert not elsewhere.exists()

@@ -41,6 +41,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .models import FileKey, ResultFile
+from .nofollow import open_lock_file
 from .orphans import mark_owned, remove_orphans
 from .parsed import PARSED_FORMAT
 from .transport import Fetched, Partial, sha256_of
@@ -538,7 +539,7 @@ def _locked(path: Path, cancelled: threading.Event) -> Iterator[None]:
     if fcntl is None:  # pragma: no cover
         yield
         return
-    handle = open(path, "a+b")  # noqa: SIM115 - closed below
+    handle = open_lock_file(path)
     try:
         while True:
             try:

@@ -33,6 +33,7 @@ from .bucketfs import BucketError, BucketFile, BucketFileSystem, BucketUnreachab
 from .config import is_loopback
 from .errors import DownloadError, StorageError
 from .models import ResultFile
+from .nofollow import open_to_write
 from .retry import RETRYABLE_STATUSES, RetryPolicy
 
 __all__ = [
@@ -101,7 +102,7 @@ class _Attempt:
         self.downloaded = 0
         self.received = 0
         self.announced = False  # the bytes it will bring were counted in a progress total
-        if partial.etag and partial.path.exists():
+        if partial.etag and partial.path.exists() and not partial.path.is_symlink():
             self.received = partial.path.stat().st_size
             if self.received:
                 logger.debug("%s: resuming after %d bytes", partial.path.name, self.received)
@@ -111,7 +112,7 @@ class _Attempt:
     def restart(self) -> None:
         """Forget the bytes on disk: the next answer must be the whole object."""
         try:
-            self.partial.path.write_bytes(b"")
+            open_to_write(self.partial.path, append=False).close()
         except OSError as exc:
             raise _unwritable(self.partial.path, exc) from None
         self.received = 0
@@ -258,7 +259,7 @@ class Transport:
     def _write_body(self, body: BucketFile, attempt: _Attempt) -> int:
         path = attempt.partial.path
         try:
-            out = open(path, "ab" if attempt.received else "wb")  # noqa: SIM115 - closed below
+            out = open_to_write(path, append=bool(attempt.received))
         except OSError as exc:
             raise _unwritable(path, exc) from None
         with out:
