@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence, Set
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from ._version import __version__
 from .config import CacheSetting, resolve_api_url, resolve_cache_dir
@@ -26,7 +26,16 @@ if TYPE_CHECKING:
 # Verbs import what they need when they run: `--version` and `--help` answer
 # without loading pandas, pyarrow and the HTTP stacks.
 
-__all__ = ["main"]
+__all__ = ["main", "say"]
+
+# C0 and C1 control characters but tab and newline: an API's text carrying ANSI
+# escapes (or a carriage return) could otherwise rewrite the user's terminal.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def say(*parts: object, file: TextIO | None = None, end: str = "\n", flush: bool = False) -> None:
+    """``print``, with control characters removed: the CLI's one way to write text."""
+    print(*(_CONTROL.sub("", str(part)) for part in parts), file=file, end=end, flush=flush)
 
 
 #: Which global options mean something for each verb (the rest are not offered there).
@@ -322,13 +331,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(_run(args) or 0)
     except DatafinitiError as exc:
-        print(f"datafiniti-loader: error: {exc}", file=sys.stderr)
+        say(f"datafiniti-loader: error: {exc}", file=sys.stderr)
         return 1
     except (FileExistsError, ValueError) as exc:
-        print(f"datafiniti-loader: error: {exc}", file=sys.stderr)
+        say(f"datafiniti-loader: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("datafiniti-loader: interrupted", file=sys.stderr)
+        say("datafiniti-loader: interrupted", file=sys.stderr)
         return 130
 
 
@@ -368,16 +377,16 @@ def _run(args: argparse.Namespace) -> int:
             progress=False if args.quiet else None,
             dtype=args.dtype,
         )
-        print(summary.describe())
+        say(summary.describe())
         return 0
     if args.verb == "history":
         from .api import delta_history
 
-        print(f"{'VERSION':<8} {'OPERATION':<10} {'ROWS':>9}  REQUESTS")
+        say(f"{'VERSION':<8} {'OPERATION':<10} {'ROWS':>9}  REQUESTS")
         for entry in delta_history(args.path):
             rows = "" if entry["rows_inserted"] is None else f"{entry['rows_inserted']:,}"
             requests = ", ".join(map(str, entry["request_ids"])) or "-"
-            print(f"{entry['version']:<8} {entry['operation']:<10} {rows:>9}  {requests}")
+            say(f"{entry['version']:<8} {entry['operation']:<10} {rows:>9}  {requests}")
         return 0
     from .client import Client
     from .display import files_table
@@ -385,18 +394,18 @@ def _run(args: argparse.Namespace) -> int:
     with Client(token=args.token, api_url=args.api_url) as client:
         if args.verb == "count":
             found = client.count(args.query, data_type=args.data_type)
-            print(f"{found:,} {args.data_type} record(s) match {args.query!r}")
+            say(f"{found:,} {args.data_type} record(s) match {args.query!r}")
             return 0
         if args.verb == "cancel":
-            print(client.cancel(args.request_id).describe())
+            say(client.cancel(args.request_id).describe())
             return 0
         if args.verb == "status":
             request = client.request(args.request_id)
-            print(request.describe())
+            say(request.describe())
             if request.error:
-                print(f"error: {request.error}")
+                say(f"error: {request.error}")
             return 0
-        print(files_table(client.results(args.request_id)))
+        say(files_table(client.results(args.request_id)))
     return 0
 
 
@@ -411,21 +420,21 @@ def _download(args: argparse.Namespace) -> int:
         if client.api_version == "v4":
             found = client.count(wanted.text, data_type=wanted.data_type)
             asked = found if wanted.num_records == "all" else min(found, wanted.num_records)
-            print(
+            say(
                 f"{found:,} {wanted.data_type} record(s) match; the download would hold "
                 f"{asked:,} (every record costs credits)"
             )
             if found == 0:
-                print("nothing to download")
+                say("nothing to download")
                 return 1
             wanted = dataclasses.replace(wanted, num_records=asked)  # what the user is asked
         else:
-            print(
+            say(
                 "API v3 cannot count for free; the download would hold up to "
                 f"{wanted.num_records} matching record(s) (every record costs credits)"
             )
         if not args.yes and not _confirmed("Create the download? [y/N] "):
-            print(
+            say(
                 "datafiniti-loader: not confirmed: no download created (--yes skips the question)",
                 file=sys.stderr,
             )
@@ -437,14 +446,14 @@ def _download(args: argparse.Namespace) -> int:
             format=wanted.format,
             view=wanted.view,
         )
-        print(f"created download request {created.id}", flush=True)
+        say(f"created download request {created.id}", flush=True)
         if args.output is None and args.wait is False:
-            print(f"next: datafiniti-loader load {created.id} --wait --output DIR")
+            say(f"next: datafiniti-loader load {created.id} --wait --output DIR")
             return 0
         # --output alone waits too: the Parquet needs the finished download.
         wait = True if args.wait is False else args.wait
         done = wait_for(client, created.id, wait, False if args.quiet else None)
-        print(done.describe())
+        say(done.describe())
     if args.output is None:
         return 0
     return _write_parquet(args, created, wait=False)  # waited above
@@ -452,7 +461,7 @@ def _download(args: argparse.Namespace) -> int:
 
 def _confirmed(question: str) -> bool:
     """Ask on stderr, read a line from stdin (a pipe works too); only yes is yes."""
-    print(question, end="", file=sys.stderr, flush=True)
+    say(question, end="", file=sys.stderr, flush=True)
     answer = sys.stdin.readline()
     return answer.strip().lower() in ("y", "yes")
 
@@ -483,7 +492,7 @@ def _write_parquet(
         dedupe=dedupe,
         dtype=args.dtype,
     )
-    print(
+    say(
         f"wrote {summary.rows:,} rows x {summary.columns} columns from "
         f"{summary.result_files} result file(s) to {summary.path} "
         f"({summary.bytes / 1e6:.1f} MB of Parquet)"
@@ -496,17 +505,17 @@ def _cache(args: argparse.Namespace) -> int:
 
     root = resolve_cache_dir(_cache_setting(args))
     if root is None:
-        print("caching is off (--no-cache)")
+        say("caching is off (--no-cache)")
         return 0
     cache = FileCache(root, resolve_api_url(args.api_url))
     if args.action == "clear":
         info = cache.clear(older_than=args.older_than)
-        print(f"{info.path} cleared {info.files} file(s), {info.bytes / 1e6:.1f} MB")
+        say(f"{info.path} cleared {info.files} file(s), {info.bytes / 1e6:.1f} MB")
         return 0
     info = cache.info()
-    print(f"{info.path} holds {info.files} file(s), {info.bytes / 1e6:.1f} MB")
+    say(f"{info.path} holds {info.files} file(s), {info.bytes / 1e6:.1f} MB")
     for host, (files, size) in info.by_host.items():
-        print(f"  {host}: {files} file(s), {size / 1e6:.1f} MB")
+        say(f"  {host}: {files} file(s), {size / 1e6:.1f} MB")
     return 0
 
 

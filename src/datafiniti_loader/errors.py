@@ -8,6 +8,10 @@ URLs with their query strings or from the token.
 
 from __future__ import annotations
 
+import base64
+import re
+import threading
+
 __all__ = [
     "ApiError",
     "AuthenticationError",
@@ -25,11 +29,58 @@ __all__ = [
     "StorageError",
     "TableConflict",
     "TargetExists",
+    "register_secret",
+    "scrub",
 ]
+
+
+_URL_QUERY = re.compile(r"(https?://[^\s\"'<>?]*)\?[^\s\"'<>]*")
+# A query that signs a request, with or without the URL's scheme and host before it.
+_SIGNING = r"(?:signature|x-amz-|awsaccesskeyid|credential|security-?token|x-goog-)"
+_SIGNED_QUERY = re.compile(rf"\?[^\s\"'<>]*?{_SIGNING}[^\s\"'<>]*", re.IGNORECASE)
+_SIGNING_PARAM = re.compile(rf"(\b{_SIGNING}[\w-]*=)[^\s&\"'<>]+", re.IGNORECASE)
+_CREDENTIALS = re.compile(r"\b((?:Basic|Bearer|token)[\s:=]+)[A-Za-z0-9+/=._~-]{8,}", re.IGNORECASE)
+_SHORTEST_SECRET = 6
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+
+
+def register_secret(token: str) -> None:
+    """Remember a token, so that no message of this process can ever show it.
+
+    Its HTTP Basic form (base64 of ``token:``) is remembered too: an API that
+    echoes its request's headers in an error body would show that.
+    """
+    if len(token) < _SHORTEST_SECRET:  # a test's "t": replacing it would garble every message
+        return
+    basic = base64.b64encode(f"{token}:".encode()).decode()
+    with _secrets_lock:
+        _secrets.update((token, basic, basic.rstrip("=")))
+
+
+def scrub(text: str, *secrets: str) -> str:
+    """``text`` without URL queries, signing parameters, credentials and known tokens.
+
+    Signed queries are cut whether or not their URL has a scheme
+    (``/bucket/key?X-Amz-Signature=...``), as servers echo them in errors.
+    """
+    text = _URL_QUERY.sub(r"\1?...", text)
+    text = _SIGNED_QUERY.sub("?...", text)
+    text = _SIGNING_PARAM.sub(r"\1***", text)
+    text = _CREDENTIALS.sub(r"\1***", text)
+    with _secrets_lock:
+        known = sorted(_secrets.union(s for s in secrets if s), key=len, reverse=True)
+    for secret in known:
+        text = text.replace(secret, "***")
+    return text
 
 
 class DatafinitiError(Exception):
     """Base class of every error this library raises on purpose.
+
+    Its message is scrubbed (:func:`scrub`) whatever went into it: text from
+    a server (an S3 error's ``Message``, an API's error body) may echo a
+    signed URL or the request's ``Authorization`` header.
 
     Attributes
     ----------
@@ -38,7 +89,7 @@ class DatafinitiError(Exception):
     """
 
     def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
+        super().__init__(scrub(message))
         self.status = status
 
 

@@ -8,7 +8,6 @@ the host, and the file transport never sees the session at all.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,24 +17,21 @@ import urllib3
 
 from ._version import __version__
 from .config import ca_bundle
-from .errors import ApiError, AuthenticationError, DatafinitiError, RequestNotFound
+from .errors import (
+    ApiError,
+    AuthenticationError,
+    DatafinitiError,
+    RequestNotFound,
+    register_secret,
+    scrub,
+)
 from .retry import RETRYABLE_STATUSES, RetryPolicy
 
-__all__ = ["ApiResponse", "ApiSession", "scrub"]
+__all__ = ["ApiResponse", "ApiSession"]
 
 logger = logging.getLogger(__name__)
 
 _HEAD_CHARS = 120
-_URL_QUERY = re.compile(r"(https?://[^\s\"'<>?]*)\?[^\s\"'<>]*")
-
-
-def scrub(text: str, *secrets: str) -> str:
-    """``text`` without URL query strings (signatures) and without ``secrets`` (the token)."""
-    text = _URL_QUERY.sub(r"\1?...", text)
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
 
 
 class ApiResponse:
@@ -134,6 +130,7 @@ class ApiSession:
         self._session.verify = ca_bundle() or True
         self._host = urlsplit(self.api_url).netloc
         self._token = token
+        register_secret(token)
 
     def __repr__(self) -> str:
         return f"ApiSession(api_url={self.api_url!r}, token='***')"

@@ -464,9 +464,12 @@ def log_summary(source: LoadSource, rows: int, columns: int, target: str = "") -
 
 @dataclass(frozen=True)
 class LoadOptions:
-    """How to reach the API and fetch files; shared by every entry point."""
+    """How to reach the API and fetch files; shared by every entry point.
 
-    token: str | None = None
+    Its ``repr`` leaves the token out: frame locals reach tracebacks and error trackers.
+    """
+
+    token: str | None = field(default=None, repr=False)
     api_url: str | None = None
     wait: bool | float = False
     cache: CacheSetting = None

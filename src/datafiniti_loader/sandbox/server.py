@@ -79,7 +79,8 @@ class Faults:
         Served by the bucket, as given, to a correctly signed GET before
         answering normally (a ``204``, a ``304``, an HTML page with ``200``,
         an error whose message echoes the URL). ``{url}`` in the body is
-        replaced by the URL asked for, signature and all.
+        replaced by the URL asked for, signature and all; ``{path}`` by its
+        path and query alone.
     ignore_if_range : bool
         Serve a ``Range`` even when ``If-Range`` names another ETag, as a
         broken server or proxy does: the bytes of a changed object, labelled
@@ -425,7 +426,8 @@ class BucketHandler(_Handler):
         answer = self.sandbox.faults.take(self.sandbox.faults.bucket_answers)
         if answer is not None:
             status, headers, body = answer
-            body = body.replace(b"{url}", f"http://{self.headers.get('Host')}{self.path}".encode())
+            url = f"http://{self.headers.get('Host')}{self.path}"
+            body = body.replace(b"{url}", url.encode()).replace(b"{path}", self.path.encode())
             kind = headers.get("Content-Type", "")
             extra = {k: v for k, v in headers.items() if k.lower() != "content-type"}
             return self.send_body(status, body, kind, extra)
