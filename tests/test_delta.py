@@ -285,3 +285,168 @@ def test_a_failed_write_leaves_none_of_its_files(
     with pytest.raises(ParseError, match="'rank'"):
         merge(sandbox, bad, table, dtype={"rank": "Int64"})
     assert sorted(p.name for p in table.rglob("*")) == before
+
+
+def bucket_gets(sandbox: Sandbox) -> int:
+    return sum(1 for e in sandbox.log if e.server == "bucket")
+
+
+def another_tools_table(
+    path: Path, rows: list[tuple[str, str, str, str | None]], **kwargs: object
+) -> None:
+    frame = pd.DataFrame(rows, columns=["id", "dateUpdated", "name", "brand"])
+    frame["dateUpdated"] = pd.to_datetime(frame["dateUpdated"], utc=True)
+    deltalake.write_deltalake(str(path), frame, **kwargs)
+
+
+def table_rows(path: Path) -> list[tuple[str, str, object]]:
+    frame = deltalake.DeltaTable(str(path)).to_pandas()
+    return sorted(
+        (i, n, None if pd.isna(b) else b)
+        for i, n, b in zip(frame["id"], frame["name"], frame["brand"], strict=True)
+    )
+
+
+def test_a_partitioned_table_of_another_tool_keeps_its_partitions(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    table = tmp_path / "table"
+    another_tools_table(
+        table,
+        [("A", "2026-11-01T00:00:00Z", "a-old", "acme"),
+         ("Y", "2026-11-01T00:00:00Z", "y-kept", "acme"),  # shares A's file: rewritten
+         ("X", "2026-11-01T00:00:00Z", "x-kept", "zeta")],
+        partition_by=["brand"],
+    )  # fmt: skip
+    header = "id,dateUpdated,name,brand\n"
+    first = serve(
+        sandbox,
+        tmp_path,
+        ["A,2026-11-10T00:00:00Z,a-new,b/1 é%\nG,2026-11-10T00:00:00Z,g-new,\n"],
+        header,
+    )
+    summary = merge(sandbox, first, table)
+    assert summary.records_replaced == 1 and summary.records_added == 1  # type: ignore[attr-defined]
+    assert table_rows(table) == [
+        ("A", "a-new", "b/1 é%"), ("G", "g-new", None), ("X", "x-kept", "zeta"), ("Y", "y-kept", "acme"),
+    ]  # fmt: skip
+    written = deltalake.DeltaTable(str(table))
+    assert written.metadata().partition_columns == ["brand"]
+    only = written.to_pandas(filters=[("brand", "=", "zeta")])
+    assert only["id"].tolist() == ["X"]
+    # and a second merge into the table as it now is
+    second = serve(sandbox, tmp_path, ["Y,2026-11-12T00:00:00Z,y-new,acme\n"], header)
+    assert merge(sandbox, second, table).records_replaced == 1  # type: ignore[attr-defined]
+    assert ("Y", "y-new", "acme") in table_rows(table) and len(table_rows(table)) == 4
+
+
+def test_a_check_constraint_is_refused_before_anything_is_downloaded(
+    sandbox: Sandbox, two: tuple[int, int], tmp_path: Path
+) -> None:
+    from datafiniti_loader import UnsupportedTable
+
+    table = tmp_path / "table"
+    frame = pd.DataFrame(
+        {"id": ["Z"], "dateUpdated": pd.to_datetime(["2026-01-01"], utc=True), "value": [5]}
+    )
+    deltalake.write_deltalake(str(table), frame)
+    deltalake.DeltaTable(str(table)).alter.add_constraint({"value_gt_0": "value > 0"})
+    version = deltalake.DeltaTable(str(table)).version()
+    with pytest.raises(UnsupportedTable, match=r"CHECK constraint\(s\) \['value_gt_0'\]"):
+        merge(sandbox, two[0], table)
+    assert deltalake.DeltaTable(str(table)).version() == version and bucket_gets(sandbox) == 0
+
+
+@pytest.mark.parametrize(
+    ("kind", "said"),
+    [
+        ("generated", r"generated column \('double' = value \* 2\)"),
+        ("column mapping", r"column mapping \(delta.columnMapping.mode = name\)"),
+        ("deletion vectors", r"writer feature\(s\) \['deletionVectors'\]"),
+        ("change data feed", "change data feed"),
+    ],
+)
+def test_tables_with_rules_this_library_cannot_keep_are_refused_by_name(
+    sandbox: Sandbox, two: tuple[int, int], tmp_path: Path, kind: str, said: str
+) -> None:
+    from deltalake import Field, Schema
+    from deltalake.schema import PrimitiveType
+
+    from datafiniti_loader import UnsupportedTable
+
+    table = tmp_path / "table"
+    fields = [Field("id", PrimitiveType("string")), Field("dateUpdated", PrimitiveType("timestamp")),
+              Field("value", PrimitiveType("long"))]  # fmt: skip
+    configuration = {
+        "column mapping": {"delta.columnMapping.mode": "name"},
+        "deletion vectors": {"delta.enableDeletionVectors": "true"},
+        "change data feed": {"delta.enableChangeDataFeed": "true"},
+    }.get(kind)
+    if kind == "generated":
+        fields.append(
+            Field(
+                "double",
+                PrimitiveType("long"),
+                metadata={"delta.generationExpression": "value * 2"},
+            )
+        )
+    deltalake.DeltaTable.create(str(table), schema=Schema(fields), configuration=configuration)
+    with pytest.raises(UnsupportedTable, match=said):
+        merge(sandbox, two[0], table)
+    assert deltalake.DeltaTable(str(table)).version() == 0 and bucket_gets(sandbox) == 0
+
+
+def test_an_append_only_table_takes_new_records_and_refuses_replacing_them(
+    sandbox: Sandbox, two: tuple[int, int], tmp_path: Path
+) -> None:
+    from datafiniti_loader import UnsupportedTable
+
+    first, second = two
+    table = tmp_path / "table"
+    merge(sandbox, first, table)
+    deltalake.DeltaTable(str(table)).alter.set_table_properties({"delta.appendOnly": "true"})
+    version = deltalake.DeltaTable(str(table)).version()
+    with pytest.raises(UnsupportedTable, match=r"append-only.*replace the rows of 3 record"):
+        merge(sandbox, second, table)
+    assert deltalake.DeltaTable(str(table)).version() == version
+    assert merge(sandbox, second, table, mode="append").committed  # type: ignore[attr-defined]
+    only_new = serve(sandbox, tmp_path, ["Q,2026-11-20T00:00:00Z,q-new,20\n"])
+    assert merge(sandbox, only_new, table).records_added == 1  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("values", "column"),
+    [
+        # one partition: B's file is written again, its partition value read back from the log
+        ([7, 7], "value"),
+        ([False, False], "flag"),
+        ([pd.Timestamp("2026-03-04").date()] * 2, "day"),
+    ],
+)
+def test_partition_columns_of_other_types_keep_their_values(
+    sandbox: Sandbox, tmp_path: Path, values: list, column: str
+) -> None:
+    table = tmp_path / "table"
+    frame = pd.DataFrame(
+        {"id": ["A", "B"], "dateUpdated": pd.to_datetime(["2026-11-01"] * 2, utc=True),
+         "name": ["a-old", "b-kept"], column: values}
+    )  # fmt: skip
+    deltalake.write_deltalake(str(table), frame, partition_by=[column])
+    newer = serve(sandbox, tmp_path, ["A,2026-11-10T00:00:00Z,a-new\n"], "id,dateUpdated,name\n")
+    merge(sandbox, newer, table)
+    got = deltalake.DeltaTable(str(table)).to_pandas().sort_values("id")
+    assert got["name"].tolist() == ["a-new", "b-kept"]
+    assert pd.isna(got[column].iloc[0]) and got[column].iloc[1] == values[1]
+
+
+def test_a_table_partitioned_by_a_timestamp_is_refused(
+    sandbox: Sandbox, two: tuple[int, int], tmp_path: Path
+) -> None:
+    from datafiniti_loader import UnsupportedTable
+
+    table = tmp_path / "table"
+    another_tools_table(
+        table, [("A", "2026-11-01T00:00:00Z", "a", "x")], partition_by=["dateUpdated"]
+    )
+    with pytest.raises(UnsupportedTable, match="partitioned by 'dateUpdated' of type timestamp"):
+        merge(sandbox, two[0], table)

@@ -32,6 +32,7 @@ from .errors import (
     StorageError,
     TableConflict,
     TargetExists,
+    UnsupportedTable,
 )
 
 if TYPE_CHECKING:
@@ -82,6 +83,7 @@ __all__ = [
     "StorageError",
     "TableConflict",
     "TargetExists",
+    "UnsupportedTable",
     "__version__",
     "count",
     "create_download",

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 from .deltafiles import DataFiles, create_table, rewritten
 from .deltaplan import against_table, delta_types, plan_write, rows_to_write
+from .deltarules import check_adds_only, check_writable
 from .errors import DatafinitiError, StorageError, TableConflict
 from .loader import LoadSource, RowCounter, data_schema, log_summary, with_provenance
 from .prefetch import prefetched
@@ -133,6 +134,10 @@ def write_delta(
     _deltalake()
     shown = _shown(path)
     table = _open(path, storage_options)
+    partition_by: list[str] = []
+    if table is not None:
+        check_writable(table, shown)  # before anything is downloaded or written
+        partition_by = list(table.metadata().partition_columns)
     requests = tuple(source.request_ids)
     merged_before = merged_requests(table) if table is not None and mode == "merge" else set()
     if table is not None and mode == "merge" and set(requests) <= merged_before:
@@ -149,11 +154,13 @@ def write_delta(
     changed: list[str] = []
     if table is not None and mode != "overwrite":
         schema, changed = against_table(schema, table)
+    if table is not None:
+        _keep_append_only(table, shown, mode, changed, plan.replaced)
     logger.info(
         "%s into %s: %d record(s) new, %d newer than the table's, %d not newer",
         mode, shown, plan.added, plan.replaced, plan.unchanged,
     )  # fmt: skip
-    files = DataFiles(path, storage_options)
+    files = DataFiles(path, storage_options, partition_by)
     try:  # a failure anywhere (a bad value, Ctrl-C, a lost race) leaves none of our files
         actions: list[Any] = []
         if table is not None and mode != "overwrite":
@@ -176,7 +183,10 @@ def write_delta(
             if table is None:
                 create_table(path, schema, actions, storage_options, props)
             else:
-                table.create_write_transaction(actions, how, schema, commit_properties=props)
+                table.create_write_transaction(
+                    actions, how, schema, partition_by=partition_by or None,
+                    commit_properties=props,
+                )  # fmt: skip
 
         _commit(files, about, shown, commit)
     except BaseException:
@@ -188,6 +198,21 @@ def write_delta(
         shown, version, True, mode, counter.rows, plan.added, plan.replaced, plan.unchanged,
         requests,
     )  # fmt: skip
+
+
+def _keep_append_only(
+    table: DeltaTable, shown: str, mode: str, changed: list[str], replaced: int
+) -> None:
+    """Refuse, on an append-only table, a write that would remove any of its files."""
+    why = ""
+    if mode == "overwrite":
+        why = "replace every file"
+    elif changed:
+        why = f"change its schema ({', '.join(changed)}), which writes every file again"
+    elif mode == "merge" and replaced:
+        why = f"replace the rows of {replaced:,} record(s) with newer copies"
+    if why:
+        check_adds_only(table, shown, why)
 
 
 def merged_requests(table: DeltaTable) -> set[int]:

@@ -15,16 +15,17 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from .dedupe import ID_COLUMN, record_ids
 from .parquet import write_row_groups
-from .schema import conform
+from .schema import cast_column, conform
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
@@ -42,14 +43,10 @@ def rewritten(
     """
     actions: list[Any] = []
     for old in _files_holding(table, files, drop, every=every):
-        actions += files.write(_without(files.read(old.path), drop, schema), schema)
+        actions += files.write(_without(files.read(old, schema), drop, schema), schema)
         if not every:
             actions.append(_removal(old))
     return actions
-
-
-#: Arrow bytes per data file (Parquet compresses them several times).
-_FILE_BYTES = 256 * 1024 * 1024
 
 
 #: Arrow bytes per data file (Parquet compresses them several times).
@@ -85,9 +82,12 @@ class DataFiles:
     this write's own).
     """
 
-    def __init__(self, path: str, storage_options: dict[str, str] | None) -> None:
+    def __init__(
+        self, path: str, storage_options: dict[str, str] | None, partition_by: Sequence[str] = ()
+    ) -> None:
         self._path = str(path)
         self._options = storage_options
+        self._partition_by = list(partition_by)
         self._made_dir = False
         self._handler: Any = None
         self.written: list[str] = []
@@ -113,6 +113,8 @@ class DataFiles:
         """
         from deltalake.transaction import AddAction
 
+        if self._partition_by:
+            return self._write_partitioned(batches, schema)
         actions = []
         pending = _Batches(batches)
         while pending.has_more():
@@ -125,12 +127,52 @@ class DataFiles:
             actions.append(AddAction(name, size, {}, int(time.time() * 1000), True, stats))
         return actions
 
-    def read(self, name: str) -> Iterator[pa.RecordBatch]:
-        """A data file of the table, a batch at a time."""
+    def _write_partitioned(self, batches: Iterator[pa.RecordBatch], schema: pa.Schema) -> list[Any]:
+        """Data files of ``batches``, each in its partition's directory (pyarrow's dataset writer).
+
+        The files hold no partition column: its value is in the directory's name
+        and in the add action, as Delta keeps it.
+        """
+        import pyarrow.dataset as pds
+        from deltalake.transaction import AddAction
+
+        visited: list[Any] = []
+        key = pa.schema([schema.field(name) for name in self._partition_by])
+        try:
+            pds.write_dataset(
+                batches, "", schema=schema, format="parquet", filesystem=self._fs,
+                partitioning=pds.partitioning(key, flavor="hive"),
+                basename_template=f"part-{uuid.uuid4()}-{{i}}.parquet",
+                use_threads=False, preserve_order=True, max_partitions=MAX_PARTITIONS,
+                existing_data_behavior="overwrite_or_ignore", file_visitor=visited.append,
+            )  # fmt: skip
+        finally:  # a failure midway: what was written goes with the rest of this write
+            self.written += [f.path.lstrip("/") for f in visited]
+        now = int(time.time() * 1000)
+        return [
+            AddAction(
+                f.path.lstrip("/"),
+                f.size,
+                _partition_values(f.path),
+                now,
+                True,
+                json.dumps({"numRecords": f.metadata.num_rows}),
+            )
+            for f in visited
+        ]
+
+    def read(self, file: _FileRef, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+        """A data file of the table, a batch at a time, with its partition's columns."""
         import pyarrow.parquet as pq
 
-        with self._fs.open_input_file(name) as handle:
-            yield from pq.ParquetFile(handle).iter_batches(batch_size=2048, use_threads=False)
+        with self._fs.open_input_file(file.path) as handle:
+            for batch in pq.ParquetFile(handle).iter_batches(batch_size=2048, use_threads=False):
+                for name, value in file.partition_values.items():
+                    batch = batch.append_column(
+                        schema.field(name),
+                        _constant(value, schema.field(name).type, batch.num_rows),
+                    )
+                yield batch
 
     def ids_in(self, name: str) -> pa.Array:
         """The record ids of a data file (one column: small)."""
@@ -155,17 +197,43 @@ def _files_holding(
 ) -> Iterator[Any]:
     """The table's active files that hold any of ``ids`` (all of them when ``every``)."""
     actions = pa.table(table.get_add_actions(flatten=True))
-    for name, size in zip(
-        actions["path"].to_pylist(), actions["size_bytes"].to_pylist(), strict=True
-    ):
+    prefix = "partition."
+    keys = [name for name in actions.column_names if name.startswith(prefix)]
+    for row in actions.select(["path", "size_bytes", *keys]).to_pylist():
+        # The log keeps paths as URIs; the storage handler takes them as the files are named.
+        name = unquote(row["path"])
         if every or (len(ids) and pc.any(pc.is_in(files.ids_in(name), value_set=ids)).as_py()):
-            yield _FileRef(name, int(size))
+            values = {key[len(prefix) :]: row[key] for key in keys}
+            yield _FileRef(name, int(row["size_bytes"]), values)
 
 
 @dataclass(frozen=True)
 class _FileRef:
-    path: str
+    path: str  # as the file is named in the table's directory (not URI-encoded)
     size: int
+    partition_values: dict[str, Any] = field(default_factory=dict)
+
+
+#: Partitions one batch may be written into (pyarrow's default is 1,024).
+MAX_PARTITIONS = 1 << 16
+_NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
+
+
+def _partition_values(path: str) -> dict[str, str | None]:
+    """A written file's partition values, from its hive directories (``brand=a%2Fb/...``)."""
+    values: dict[str, str | None] = {}
+    for segment in path.strip("/").split("/")[:-1]:
+        name, _, value = segment.partition("=")
+        values[unquote(name)] = None if value == _NULL_PARTITION else unquote(value)
+    return values
+
+
+def _constant(value: Any, type_: pa.DataType, rows: int) -> pa.Array:
+    """A partition value, as the column's type, repeated for every row of a batch."""
+    if value is None:
+        return pa.nulls(rows, type_)
+    one = cast_column(pa.array([str(value)], pa.string()), type_)
+    return pa.repeat(one[0], rows) if rows else pa.array([], type_)
 
 
 def _removal(old: _FileRef) -> Any:

@@ -113,8 +113,8 @@ def _table_keys(table: DeltaTable) -> pa.Table:
     parts = [_EMPTY_KEYS.rename_columns(["id", "when", "request"])]
     for batch in table.to_pyarrow_dataset().to_batches(columns=columns):
         ids = record_ids(batch.column(ID_COLUMN))
-        requests = (
-            batch.column("_request_id")
+        requests = (  # rows another tool wrote carry no request: they lose every tie
+            pc.fill_null(batch.column("_request_id"), 0)
             if "_request_id" in columns
             else pa.array([0] * batch.num_rows, pa.int64())
         )

@@ -29,6 +29,7 @@ __all__ = [
     "StorageError",
     "TableConflict",
     "TargetExists",
+    "UnsupportedTable",
     "register_secret",
     "scrub",
 ]
@@ -168,6 +169,15 @@ class TargetExists(StorageError, FileExistsError):
 
     Either ``overwrite`` was not asked for, or what is there is not a dataset
     this library wrote (it never deletes files it did not write).
+    """
+
+
+class UnsupportedTable(DatafinitiError):
+    """The Delta table has a rule this library's writes cannot keep (named in the message).
+
+    A CHECK constraint, a generated column, column mapping, deletion vectors...:
+    the table is refused before anything is downloaded or written, never
+    committed around.
     """
 
 
