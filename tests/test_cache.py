@@ -275,3 +275,29 @@ def test_a_lock_file_planted_as_a_symlink_creates_nothing_elsewhere(
     with pytest.raises(StorageError, match="symbolic link"):
         loader.load(rid)
     assert not elsewhere.exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "broken", "fixed"),
+    [
+        ("9_1.csv", b"id,name\n1,a\n2,b,c\n", b"id,name\n1,a\n2,b\n"),
+        ("9_1.txt", b'{"id":"1"}\n{"id":\n', b'{"id":"1"}\n{"id":"2"}\n'),
+    ],
+)
+def test_a_complete_file_that_cannot_be_read_is_dropped_from_the_cache(
+    loader: Loader, sandbox: Sandbox, cache_dir: Path, tmp_path: Path, name, broken, fixed
+) -> None:
+    from datafiniti_loader import ParseError
+
+    source = tmp_path / name
+    source.write_bytes(broken)
+    rid = sandbox.add_request([source])
+    with pytest.raises(ParseError, match="cached copy was removed"):
+        loader.load(rid)
+    assert [p.name for p in cache_dir.rglob(f"*-{rid}_1.*")] == [f".0-1-{rid}_1.{name[-3:]}.lock"]
+    source.write_bytes(fixed)  # served anew (Datafiniti re-wrote it, or a proxy stopped mangling)
+    served = next(iter(sandbox.objects.values()))
+    served.size, served.etag = len(fixed), '"fixed"'
+    sandbox.log.clear()
+    assert len(loader.load(rid)) == 2
+    assert [e.status for e in sandbox.log if e.server == "bucket"] == [200]

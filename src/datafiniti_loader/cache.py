@@ -106,6 +106,10 @@ class FileStore(ABC):
     def commit_parsed(self, file: ResultFile, part: Path, verdicts: Any = None) -> None:
         """Make a finished parsed copy the file's own, with its column-type verdicts if given."""
 
+    def forget(self, file: ResultFile) -> bool:
+        """Drop a copy that cannot be read (complete, but malformed); whether one was kept."""
+        return False
+
     def close(self) -> None:  # noqa: B027 - most stores hold nothing per load
         """Release what the store holds for this load only."""
 
@@ -337,6 +341,27 @@ class FileCache(FileStore):
                     path.unlink(missing_ok=True)
 
     # -- damage --------------------------------------------------------------
+
+    def forget(self, file: ResultFile) -> bool:
+        """Delete the entry of a file that could not be read, so the next load fetches it anew.
+
+        Its bytes were what the bucket served, whole, but a malformed file (a
+        truncated upload on Datafiniti's side, a proxy's rewrite) kept would fail
+        every later load without ever asking the bucket again.
+        """
+        entry = self._entry(file)
+        if not entry.data.exists():
+            return False
+        logger.warning(
+            "%s (request %d) could not be read; removing its cached copy", file.name,
+            file.request_id,
+        )  # fmt: skip
+        with self._lock:
+            self._sound_parsed.pop(entry.parsed, None)
+        for path in (entry.data, entry.record, entry.parsed, entry.parsed_record):
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+        return True
 
     def _discard(
         self, entry: _Entry, file: ResultFile, why: str, *, parsed_only: bool = False

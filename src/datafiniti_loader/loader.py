@@ -28,11 +28,11 @@ from .config import CacheSetting, resolve_cache_dir
 from .dedupe import NewestCopies
 from .download import DEFAULT_MAX_WORKERS, Download
 from .dtypes import arrow_types, explain_failure
-from .errors import ColumnConflict, ColumnNotFound, ConfigurationError
+from .errors import ColumnConflict, ColumnNotFound, ConfigurationError, ParseError
 from .models import DownloadRequest, FileKey, ResultFile
 from .parsed import open_parsed, tee_parsed
 from .progress import Progress, WaitProgress, want_progress
-from .readers import read_file
+from .readers import FileBatches, read_file
 from .retry import RetryPolicy
 from .schema import (
     PROVENANCE_SCHEMA,
@@ -130,7 +130,11 @@ class LoadSource:
             kept = copy.verdicts if read.text else None
             verdicts = None if kept is None else SchemaBuilder.from_text_verdicts(kept)
             return FileRead(read.batches, read.text, verdicts)
-        fresh = read_file(path, file.name, file.format)
+        try:
+            fresh = read_file(path, file.name, file.format)
+        except ParseError as exc:
+            raise _unreadable(store, file, exc) from None
+        fresh = FileBatches(_forgotten_if_unreadable(fresh.batches, store, file), fresh.text)
         if self.keep_parsed:
             text = fresh.text
 
@@ -220,6 +224,27 @@ class LoadSource:
         finally:
             close_batches(read.batches)
         return found
+
+
+def _forgotten_if_unreadable(
+    batches: Iterator[pa.RecordBatch], store: FileStore, file: ResultFile
+) -> Iterator[pa.RecordBatch]:
+    """``batches``; a file found malformed on the way is dropped from the store."""
+    try:
+        yield from batches
+    except ParseError as exc:
+        raise _unreadable(store, file, exc) from None
+
+
+def _unreadable(store: FileStore, file: ResultFile, error: ParseError) -> ParseError:
+    """``error``, saying so when the file's cached copy was removed."""
+    if not store.forget(file):
+        return error
+    return ParseError(
+        f"{error} Its cached copy was removed: the next load downloads it again.",
+        file=error.file,
+        line=error.line,
+    )
 
 
 def close_batches(batches: Iterator[object]) -> None:
