@@ -237,3 +237,23 @@ def test_a_data_column_named_like_provenance_is_one_rule_in_every_output(
     import pyarrow.parquet as pq
 
     assert pq.read_table(tmp_path / "out")["_source_row"].to_pylist() == ["x7"]
+
+
+def test_a_malformed_date_created_is_null_provenance_not_a_failed_load(
+    loader: Loader, sandbox: Sandbox, fixture_files, caplog
+) -> None:
+    import requests
+
+    rid = sandbox.add_request(fixture_files["products"])
+    answer = requests.get(
+        f"{sandbox.api_url}/results/{rid}", auth=(sandbox.token, ""), timeout=5
+    ).json()
+    answer[0]["date_created"] = "0000-00-00"
+    sandbox.faults.api_bodies.append((200, "application/json", json.dumps(answer).encode()))
+    with caplog.at_level(logging.WARNING, logger="datafiniti_loader"):
+        frame = loader.load(rid)
+    assert len(frame) == 72
+    first = frame[frame["_source_file"] == f"{rid}_1.csv"]
+    assert first["_result_created_at"].isna().all()
+    assert frame[frame["_source_file"] == f"{rid}_2.csv"]["_result_created_at"].notna().all()
+    assert "date_created is not a date" in caplog.text and "0000-00-00" in caplog.text

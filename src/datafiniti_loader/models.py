@@ -6,11 +6,14 @@ query string, which holds the signature and the temporary credentials.
 
 from __future__ import annotations
 
+import logging
+
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
 
 __all__ = [
     "DATA_TYPES",
@@ -22,6 +25,8 @@ __all__ = [
     "redact_url",
     "whole_number",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: The data types, as the plural in the API's paths.
 DATA_TYPES = ("products", "businesses", "properties", "people")
@@ -70,6 +75,19 @@ def parse_api_date(value: Any) -> datetime | None:
         )
     except (ValueError, OverflowError, OSError):
         raise ValueError(f"unrecognised date {str(value)[:40]!r}") from None
+
+
+def _provenance_date(value: Any, name: str) -> datetime | None:
+    """A result's ``date_created``; one that is no date (``0000-00-00``) is null, with a warning.
+
+    The date is only provenance (the bucket, not this date, decides expiry):
+    a malformed one must not fail a load whose data is fine.
+    """
+    try:
+        return parse_api_date(value)
+    except ValueError as exc:
+        logger.warning("%s: the API's date_created is not a date (%s); left null", name, exc)
+        return None
 
 
 def whole_number(value: Any, what: str) -> int:
@@ -165,7 +183,7 @@ class ResultFile:
             url=url,
             name=name,
             format=format_from_name(name),
-            date_created=parse_api_date(raw.get("date_created")),
+            date_created=_provenance_date(raw.get("date_created"), name),
             position=position,
         )
 
