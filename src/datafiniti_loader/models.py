@@ -7,13 +7,11 @@ query string, which holds the signature and the temporary credentials.
 from __future__ import annotations
 
 import logging
-
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote, urlsplit
-
 
 __all__ = [
     "DATA_TYPES",
