@@ -69,8 +69,6 @@ def test_results_that_are_not_what_datafiniti_sends_say_so(
     [
         {"id": "seven", "url": "http://127.0.0.1:9/b/1_1.csv", "date_created": "2017-1-11"},
         {"id": [7], "url": "http://127.0.0.1:9/b/1_1.csv", "date_created": "2017-1-11"},
-        {"id": 7, "url": "http://127.0.0.1:9/b/1_1.csv", "date_created": 10**30},
-        {"id": 7, "url": "http://127.0.0.1:9/b/1_1.csv", "date_created": "99999-1-1 00:00:00"},
         {"id": 7, "date_created": "2017-1-11"},
         "a string where a result should be",
     ],
@@ -239,8 +237,9 @@ def test_a_data_column_named_like_provenance_is_one_rule_in_every_output(
     assert pq.read_table(tmp_path / "out")["_source_row"].to_pylist() == ["x7"]
 
 
+@pytest.mark.parametrize("date", ["0000-00-00", 10**30, "99999-1-1 00:00:00"])
 def test_a_malformed_date_created_is_null_provenance_not_a_failed_load(
-    loader: Loader, sandbox: Sandbox, fixture_files, caplog
+    loader: Loader, sandbox: Sandbox, fixture_files, caplog, date: object
 ) -> None:
     import requests
 
@@ -248,7 +247,7 @@ def test_a_malformed_date_created_is_null_provenance_not_a_failed_load(
     answer = requests.get(
         f"{sandbox.api_url}/results/{rid}", auth=(sandbox.token, ""), timeout=5
     ).json()
-    answer[0]["date_created"] = "0000-00-00"
+    answer[0]["date_created"] = date
     sandbox.faults.api_bodies.append((200, "application/json", json.dumps(answer).encode()))
     with caplog.at_level(logging.WARNING, logger="datafiniti_loader"):
         frame = loader.load(rid)
@@ -256,4 +255,4 @@ def test_a_malformed_date_created_is_null_provenance_not_a_failed_load(
     first = frame[frame["_source_file"] == f"{rid}_1.csv"]
     assert first["_result_created_at"].isna().all()
     assert frame[frame["_source_file"] == f"{rid}_2.csv"]["_result_created_at"].notna().all()
-    assert "date_created is not a date" in caplog.text and "0000-00-00" in caplog.text
+    assert "date_created is not a date" in caplog.text and str(date)[:12] in caplog.text
