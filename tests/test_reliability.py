@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
@@ -283,11 +284,14 @@ class _Proxy(http.server.BaseHTTPRequestHandler):
     """A forward proxy for plain HTTP that relays the request line exactly as received."""
 
     seen: ClassVar[list[str]] = []
+    #: Names the proxy knows (``api.remote.test``: a remote host, served from loopback).
+    hosts: ClassVar[dict[str, str]] = {}
 
     def do_GET(self) -> None:
         _Proxy.seen.append(self.path.split("?", 1)[0])
         url = urllib.parse.urlsplit(self.path)
-        with socket.create_connection((url.hostname, url.port)) as upstream:
+        host = _Proxy.hosts.get(url.hostname or "", url.hostname)
+        with socket.create_connection((host, url.port)) as upstream:
             target = url.path + ("?" + url.query if url.query else "")
             headers = "".join(
                 f"{k}: {v}\r\n" for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP
@@ -552,3 +556,91 @@ def test_the_orphan_sweep_removes_only_directories_the_library_marked_on_this_ho
     assert not swept.exists() and not swept_scratch.exists()
     # the published dataset carries no marker; the load's own scratch is gone or going
     assert not (tmp_path / "exports" / ".datafiniti-loader-owner").exists()
+
+
+@pytest.fixture
+def remote(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The sandbox's API as a remote host, ``api.remote.test``, reached through a proxy."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Proxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{server.server_address[1]}")
+    monkeypatch.setenv("DATAFINITI_ALLOW_INSECURE_HTTP", "1")  # a test rig: plain http
+    monkeypatch.setattr(_Proxy, "hosts", {"api.remote.test": "127.0.0.1"})
+    yield sandbox.api_url.replace("127.0.0.1", "api.remote.test")
+    server.shutdown()
+
+
+def test_a_remote_api_cannot_send_downloads_to_this_machine(
+    loader: Loader, sandbox: Sandbox, fixture_files, remote: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rid = sandbox.add_request(fixture_files["businesses"])
+    with pytest.raises(DatafinitiError, match=r"points from api.remote.test to 127.0.0.1"):
+        loader.load(rid, api_url=remote, cache=False)
+    assert not [e for e in sandbox.log if e.server == "bucket"]  # nothing was asked of it
+    monkeypatch.setenv("DATAFINITI_ALLOW_LOCAL_URLS", "1")  # the opt-out, for such a rig
+    assert len(loader.load(rid, api_url=remote, cache=False)) == 30
+
+
+def test_a_remote_api_cannot_redirect_to_this_machine(sandbox: Sandbox, remote: str) -> None:
+    sandbox.faults.api_redirect = f"{sandbox.bucket_url}/somewhere"
+    with pytest.raises(
+        DatafinitiError, match=r"redirect points from api\.remote\.test to 127\.0\.0\.1"
+    ):
+        Client(sandbox.token, remote, retry=FAST_RETRY).results(1)
+    assert not [e for e in sandbox.log if e.server == "bucket"]
+
+
+class _Redirector(http.server.BaseHTTPRequestHandler):
+    """A bucket that redirects every GET to ``target``."""
+
+    target: ClassVar[str] = ""
+
+    def do_GET(self) -> None:
+        self.send_response(302)
+        self.send_header("Location", _Redirector.target)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_remote_bucket_cannot_redirect_to_this_machine(
+    sandbox: Sandbox, remote: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datafiniti_loader.bucketfs import BucketFileSystem, RedirectRefused
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Redirector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(_Proxy, "hosts", {"bucket.remote.test": "127.0.0.1"})
+        monkeypatch.setattr(_Redirector, "target", f"{sandbox.bucket_url}/datafiniti-downloads/x")
+        url = f"http://bucket.remote.test:{server.server_address[1]}/file.csv?X-Amz-Signature=s"
+        with pytest.raises(
+            RedirectRefused, match=r"points from bucket\.remote\.test to 127\.0\.0\.1"
+        ):
+            BucketFileSystem().open(url)
+        assert not [e for e in sandbox.log if e.server == "bucket"]
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "refused"),
+    [
+        ("https://api.datafiniti.co/v3", "http://169.254.169.254/latest", "local network"),
+        ("https://s3.amazonaws.com/b/k", "http://[fe80::1]/k", "local network"),
+        ("https://s3.amazonaws.com/b/k", "http://localhost:8080/k", "local network"),
+        ("https://s3.amazonaws.com/b/k", "http://evil.example/k", "plain http://evil.example"),
+        ("https://s3.amazonaws.com/b/k", "http://s3.amazonaws.com/k", ""),  # same host
+        ("https://s3.amazonaws.com/b/k", "https://other.example/k", ""),
+        ("http://127.0.0.1:9/v3", "http://127.0.0.1:10/k", ""),  # the sandbox's own
+    ],
+)
+def test_which_hops_are_refused(source: str, target: str, refused: str) -> None:
+    from datafiniti_loader.config import unsafe_hop
+
+    reason = unsafe_hop(source, target)
+    assert (refused in reason) if refused else reason == ""

@@ -14,6 +14,8 @@ What a pre-signed URL needs, and gets here:
   (``%7E`` to ``~``), and S3 checks the signature over what it receives.
 - No ``Authorization`` header, ever (S3 answers 400 when one arrives beside a
   signature): no credentials from ``~/.netrc``, none added on a redirect.
+- No redirect from a remote host to this machine or its link-local network,
+  nor from https:// to plain http:// on another host (:class:`RedirectRefused`).
 - No HEAD (S3 refuses it on a URL signed for GET) and no probing read.
 - ``Accept-Encoding: identity``: the bytes on disk are the object's bytes,
   so ``Range`` offsets and sizes count the same bytes.
@@ -44,9 +46,16 @@ from fsspec.spec import AbstractFileSystem
 from requests.adapters import HTTPAdapter
 
 from ._version import __version__
-from .config import ca_bundle
+from .config import ca_bundle, unsafe_hop
 
-__all__ = ["BucketError", "BucketFile", "BucketFileSystem", "BucketUnreachable", "TlsRejected"]
+__all__ = [
+    "BucketError",
+    "BucketFile",
+    "BucketFileSystem",
+    "BucketUnreachable",
+    "RedirectRefused",
+    "TlsRejected",
+]
 
 _ERROR_BODY_BYTES = 64 * 1024  # S3's XML errors are a few hundred bytes
 _POOL_SIZE = 32  # connections kept per host: more than any sensible max_workers
@@ -73,6 +82,10 @@ class BucketUnreachable(OSError):
 
 class TlsRejected(BucketUnreachable):
     """The bucket's TLS certificate did not verify against the trusted CAs."""
+
+
+class RedirectRefused(Exception):
+    """The bucket redirected where no download may go (see :func:`~.config.unsafe_hop`)."""
 
 
 class BucketFile(io.RawIOBase):
@@ -203,6 +216,11 @@ class _BucketSession(requests.Session):
         self.mount("http://", adapter)
 
     def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: Any) -> None:
+        # Called for every redirect before it is followed: refuse where it may not go.
+        reason = unsafe_hop(str(response.url), str(prepared_request.url))
+        if reason:
+            response.close()
+            raise RedirectRefused(f"the bucket's redirect {reason}")
         # requests would add ~/.netrc credentials for the redirect's host
         _no_credentials(prepared_request)
 

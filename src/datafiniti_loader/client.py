@@ -8,8 +8,9 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from .config import resolve_api_url, resolve_token
+from .config import resolve_api_url, resolve_token, unsafe_hop
 from .errors import (
+    ApiError,
     NoResults,
     RequestFailed,
     RequestNotFound,
@@ -131,6 +132,13 @@ class Client:
         listing = self._version.results(self._http, rid)
         if listing.request is not None:  # v4 fills files in while running: status decides
             self._raise_for_state(listing.request)
+        for file in listing.files:
+            reason = unsafe_hop(self.api_url, file.url)
+            if reason:
+                raise ApiError(
+                    f"Result {file.name} of request {rid} {reason}; nothing was downloaded "
+                    "from it. Check the API URL (DATAFINITI_API_URL, api_url= or --api-url)."
+                )
         if listing.files:
             return ResultFiles(replace(f, position=n) for n, f in enumerate(listing.files))
         # No files: the request says whether it runs, failed, or has none.

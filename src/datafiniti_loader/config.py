@@ -21,6 +21,10 @@ CACHE_DIR_ENV = "DATAFINITI_CACHE_DIR"
 #: Set to 1 to let the token travel over plain http:// to a host other than this machine.
 ALLOW_HTTP_ENV = "DATAFINITI_ALLOW_INSECURE_HTTP"
 
+#: Set to 1 to let a remote API's result URLs, and redirects from a remote host,
+#: point at this machine or its link-local network (a test rig behind a remote API).
+ALLOW_LOCAL_ENV = "DATAFINITI_ALLOW_LOCAL_URLS"
+
 CacheSetting = str | os.PathLike[str] | bool | None
 
 
@@ -33,6 +37,46 @@ def is_loopback(url: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def is_local(url: str) -> bool:
+    """True when ``url`` points at this machine or its link-local network (``169.254.x.x``).
+
+    Host names are not resolved (no lookup leaves the machine for this):
+    ``localhost`` counts, other names do not.
+    """
+    host = urlsplit(url).hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_link_local or address.is_unspecified
+
+
+def unsafe_hop(source: str, target: str) -> str:
+    """Why a client sent from ``source`` to ``target`` must not go; ``""`` when it may.
+
+    A remote API or bucket has no business sending the client to this machine
+    or its link-local network (a cloud's metadata service answers at
+    169.254.169.254), nor from https:// to plain http:// on another host,
+    where the bytes could be read or altered on the way. Each has its opt-out
+    for a test rig: :data:`ALLOW_LOCAL_ENV`, :data:`ALLOW_HTTP_ENV`.
+    """
+    src, dst = urlsplit(source), urlsplit(target)
+    if is_local(target) and not is_local(source) and os.environ.get(ALLOW_LOCAL_ENV) != "1":
+        return (
+            f"points from {src.hostname} to {dst.hostname}, an address of this machine or "
+            f"its local network (set {ALLOW_LOCAL_ENV}=1 for a test rig that does this)"
+        )
+    downgrade = src.scheme == "https" and dst.scheme == "http" and src.hostname != dst.hostname
+    if downgrade and os.environ.get(ALLOW_HTTP_ENV) != "1":
+        return (
+            f"points from https://{src.hostname} to plain http://{dst.hostname} (set "
+            f"{ALLOW_HTTP_ENV}=1 for a test rig that does this)"
+        )
+    return ""
 
 
 def resolve_api_url(api_url: str | None = None) -> str:

@@ -16,7 +16,7 @@ import requests
 import urllib3
 
 from ._version import __version__
-from .config import ca_bundle
+from .config import ca_bundle, unsafe_hop
 from .errors import (
     ApiError,
     AuthenticationError,
@@ -120,7 +120,7 @@ class ApiSession:
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self.policy = policy or RetryPolicy()
-        self._session = requests.Session()
+        self._session = _ApiHttpSession()
         if bearer:  # API v4
             self._session.headers["Authorization"] = f"Bearer {token}"
         else:  # API v3: HTTP Basic, the token as user name, no password
@@ -289,6 +289,21 @@ class ApiSession:
                 status=response.status_code,
             )
         return result
+
+
+class _ApiHttpSession(requests.Session):
+    """requests' session, refusing redirects where no API call may go (before following them)."""
+
+    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: Any) -> None:
+        reason = unsafe_hop(str(response.url), str(prepared_request.url))
+        if reason:
+            response.close()
+            raise ApiError(
+                f"The API's redirect {reason}; it was not followed. Check the API URL "
+                "(DATAFINITI_API_URL, api_url= or --api-url) and any proxy in between."
+            )
+        # requests drops the token when the redirect leaves the API's host
+        super().rebuild_auth(prepared_request, response)  # type: ignore[no-untyped-call]
 
 
 def _maybe_created(what: str, status: int | None = None) -> DatafinitiError:

@@ -29,7 +29,14 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
-from .bucketfs import BucketError, BucketFile, BucketFileSystem, BucketUnreachable, TlsRejected
+from .bucketfs import (
+    BucketError,
+    BucketFile,
+    BucketFileSystem,
+    BucketUnreachable,
+    RedirectRefused,
+    TlsRejected,
+)
 from .config import is_loopback
 from .errors import DownloadError, StorageError
 from .models import ResultFile
@@ -247,6 +254,8 @@ class Transport:
             return body
         except BucketError as exc:
             failure = _status_failure(file, exc)
+        except RedirectRefused as exc:
+            failure = DownloadError(f"Could not download {file.name} (result {file.id}): {exc}.")
         except TlsRejected:
             failure = DownloadError(
                 f"TLS certificate verification failed downloading {file.name}. If a proxy "
