@@ -256,3 +256,15 @@ def test_a_malformed_date_created_is_null_provenance_not_a_failed_load(
     assert first["_result_created_at"].isna().all()
     assert frame[frame["_source_file"] == f"{rid}_2.csv"]["_result_created_at"].notna().all()
     assert "date_created is not a date" in caplog.text and str(date)[:12] in caplog.text
+
+
+def test_an_api_answer_past_the_size_limit_is_refused_unread(
+    sandbox: Sandbox, fixture_files
+) -> None:
+    rid = sandbox.add_request(fixture_files["businesses"])
+    element = b'{"id": 1, "url": "http://127.0.0.1:9/b/1_1.csv"},'
+    huge = b"[" + element * (34_000_000 // len(element)) + b"{}]"  # over 32 MiB
+    sandbox.faults.api_bodies.append((200, "application/json", huge))
+    with pytest.raises(ApiError, match=r"larger than 32 MB"):
+        client_for(sandbox).results(rid)
+    assert len(client_for(sandbox).results(rid)) == 1  # the next answer is read as ever

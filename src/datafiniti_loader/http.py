@@ -7,6 +7,7 @@ the host, and the file transport never sees the session at all.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
@@ -32,6 +33,9 @@ __all__ = ["ApiResponse", "ApiSession"]
 logger = logging.getLogger(__name__)
 
 _HEAD_CHARS = 120
+#: The largest API answer read: a listing of thousands of result files is a
+#: few megabytes; a larger body is a proxy's or a hostile server's, not Datafiniti's.
+MAX_BODY_BYTES = 32 * 1024 * 1024
 
 
 class ApiResponse:
@@ -235,6 +239,7 @@ class ApiSession:
                 json=json,
                 timeout=timeout,
                 allow_redirects=follow_redirects,
+                stream=True,  # read by _finish, up to MAX_BODY_BYTES
             )
             return response, None
         except requests.exceptions.SSLError:
@@ -258,11 +263,13 @@ class ApiSession:
         return None, failure
 
     def _finish(self, path: str, response: requests.Response) -> ApiResponse:
+        raw = self._read_body(path, response)
         try:
-            body = response.json()
+            body = json.loads(raw)
         except (ValueError, RecursionError):
             body = None
-        head = scrub(response.text[:_HEAD_CHARS], self._token)
+        text = raw[: _HEAD_CHARS * 4].decode(response.encoding or "utf-8", "replace")
+        head = scrub(text[:_HEAD_CHARS], self._token)
         said = ""
         if isinstance(body, dict):
             said = scrub(str(body.get("message") or body.get("error") or "")[:200], self._token)
@@ -289,6 +296,28 @@ class ApiSession:
                 status=response.status_code,
             )
         return result
+
+    def _read_body(self, path: str, response: requests.Response) -> bytes:
+        """The answer's body (decompressed), refused past :data:`MAX_BODY_BYTES`."""
+        failure: DatafinitiError
+        try:
+            body = response.raw.read(MAX_BODY_BYTES + 1, decode_content=True)
+            if len(body) <= MAX_BODY_BYTES:
+                return bytes(body)  # read to its end: the connection goes back to the pool
+            response.close()
+            failure = ApiError(
+                f"The API's answer to /{path} is larger than {MAX_BODY_BYTES >> 20} MB, far "
+                "beyond what Datafiniti sends; it was not read further. Check the API URL "
+                "(DATAFINITI_API_URL, api_url= or --api-url) and any proxy in between.",
+                status=response.status_code,
+            )
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            response.close()
+            failure = DatafinitiError(
+                f"The connection to {self._host} broke while reading the answer to /{path} "
+                f"({type(exc).__name__}). Try again."
+            )
+        raise failure
 
 
 class _ApiHttpSession(requests.Session):
