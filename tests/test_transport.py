@@ -305,3 +305,22 @@ def test_a_resume_the_bucket_answers_from_another_version_restarts_from_zero(
     (cached,) = cache_dir.rglob(f"*-{rid}_1.csv")
     assert cached.read_bytes() == changed
     pd.testing.assert_frame_equal(loaded, loader.load(rid, cache=False))
+
+
+def test_a_body_slower_than_the_minimum_rate_is_cut_off_and_resumed(
+    loader: Loader, sandbox: Sandbox, fixture_files
+) -> None:
+    from datafiniti_loader import RetryPolicy
+
+    rid = sandbox.add_request(fixture_files["products"][:1])
+    slow = RetryPolicy(attempts=2, backoff=0.01, read_timeout=10, min_rate=200_000, rate_window=0.3)
+    sandbox.faults.throttle = 20_000  # bytes/s: no read timeout would ever fire
+    with pytest.raises(
+        DownloadError, match=r"after 2 tries: the body arrived at .* under the minimum rate"
+    ):
+        loader.load(rid, retry=slow)
+    gets = bucket_gets(sandbox)
+    assert [e.status for e in gets] == [200, 206] and gets[1].range  # the second try resumed
+    sandbox.faults.throttle = None
+    assert len(loader.load(rid, retry=slow)) == 48
+    assert RetryPolicy().min_rate is None  # off unless asked for

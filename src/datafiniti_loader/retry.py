@@ -32,6 +32,13 @@ class RetryPolicy:
     connect_timeout, read_timeout : float
         Seconds to connect, and seconds of silence while reading. There is
         deliberately no total timeout: a large file may take long to arrive.
+    min_rate : float or None
+        Bytes per second a download must keep up, measured over each
+        ``rate_window`` seconds; a slower body (a server dripping a byte at a
+        time, which no read timeout catches) is cut off and tried again,
+        resuming from the bytes it brought. ``None`` (the default): no minimum.
+    rate_window : float
+        Seconds over which ``min_rate`` is measured.
     """
 
     attempts: int = 5
@@ -39,6 +46,8 @@ class RetryPolicy:
     max_delay: float = 30.0
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
+    min_rate: float | None = None
+    rate_window: float = 60.0
 
     def delay(self, retry: int, retry_after: str | None = None) -> float:
         """Seconds to wait before retry number ``retry`` (0-based)."""

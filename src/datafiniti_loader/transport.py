@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -272,7 +273,7 @@ class Transport:
         except OSError as exc:
             raise _unwritable(path, exc) from None
         with out:
-            return _drain(body, out, attempt, self.on_bytes, self._cancelled)
+            return _drain(body, out, attempt, self.on_bytes, self._cancelled, self.policy)
 
 
 def _status_failure(file: ResultFile, error: BucketError) -> Exception:
@@ -381,8 +382,10 @@ def _drain(
     attempt: _Attempt,
     on_bytes: Callable[[int], None] | None,
     cancelled: threading.Event,
+    policy: RetryPolicy,
 ) -> int:
     written = 0
+    pace = _Pace(policy.min_rate, policy.rate_window)
     while True:
         if cancelled.is_set():
             raise DownloadCancelled("the load was abandoned")
@@ -398,6 +401,32 @@ def _drain(
         written += len(chunk)
         if on_bytes is not None:
             on_bytes(len(chunk))
+        pace.check(len(chunk))
+
+
+class _Pace:
+    """The ``min_rate`` rule of :class:`RetryPolicy`, checked as bytes arrive."""
+
+    def __init__(self, min_rate: float | None, window: float) -> None:
+        self._min_rate = min_rate
+        self._window = window
+        self._since = time.monotonic()
+        self._bytes = 0
+
+    def check(self, arrived: int) -> None:
+        if self._min_rate is None:
+            return
+        self._bytes += arrived
+        elapsed = time.monotonic() - self._since
+        if elapsed < self._window:
+            return
+        rate = self._bytes / elapsed
+        if rate < self._min_rate:
+            raise _Retryable(
+                f"the body arrived at {rate:,.0f} bytes/s over {elapsed:.1f} s, under the "
+                f"minimum rate of {self._min_rate:,.0f} (RetryPolicy.min_rate)"
+            )
+        self._since, self._bytes = time.monotonic(), 0
 
 
 def sha256_of(path: Path) -> str:
