@@ -400,3 +400,16 @@ def test_a_large_file_with_lone_cr_line_ends_converts_every_row(
     assert table.column_names[:4] == ["id", "name", "text", "postalCode"]
     assert table["postalCode"].to_pylist() == ["02134"] * 90_000
     assert table["text"][89_999].as_py() == "a\r\nquoted cell"
+
+
+def test_more_partition_values_than_pyarrows_default_limit_all_write(
+    loader: Loader, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    source = tmp_path / "9_1.csv"
+    source.write_text("id,brand\n" + "".join(f"{n},brand {n:04d}\n" for n in range(3000)))
+    rid = sandbox.add_request([source])
+    summary = loader.parquet(rid, tmp_path / "out", partition_by="brand")
+    assert summary.rows == 3000
+    assert len([p for p in (tmp_path / "out").iterdir() if p.name.startswith("brand=")]) == 3000
+    table = pds.dataset(tmp_path / "out", partitioning="hive").to_table()
+    assert sorted(table["id"].to_pylist()) == list(range(3000))

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .dedupe import ID_COLUMN, record_ids
-from .parquet import write_row_groups
+from .parquet import MAX_PARTITIONS, write_row_groups
 from .schema import cast_column, conform
 
 if TYPE_CHECKING:
@@ -214,8 +214,6 @@ class _FileRef:
     partition_values: dict[str, Any] = field(default_factory=dict)
 
 
-#: Partitions one batch may be written into (pyarrow's default is 1,024).
-MAX_PARTITIONS = 1 << 16
 _NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 
 

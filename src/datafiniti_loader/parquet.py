@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from ._version import __version__
-from .errors import DatafinitiError, StorageError
+from .errors import ConfigurationError, DatafinitiError, StorageError
 from .loader import (
     LoadSource,
     RowCounter,
@@ -294,23 +294,39 @@ def write_row_groups(batches: Iterable[pa.RecordBatch], sink: Any, schema: pa.Sc
     return rows
 
 
+#: Partitions one batch of rows may be written into. pyarrow's default, 1,024, is
+#: fewer than the brands of many a products download. Memory stays bounded all the
+#: same: pyarrow keeps at most 900 files open, closing the least recent first.
+MAX_PARTITIONS = 1 << 16
+
+
 def _write_partitioned(
     batches: Iterable[pa.RecordBatch], fs: Any, staging: str, schema: pa.Schema, by: list[str]
 ) -> None:
     """Hive-style directories through pyarrow's dataset writer (which buffers more)."""
-    pds.write_dataset(
-        batches,
-        staging,
-        schema=schema,
-        format="parquet",
-        filesystem=pafs.PyFileSystem(pafs.FSSpecHandler(fs)),
-        partitioning=by,
-        partitioning_flavor="hive",
-        basename_template="part-{i}.parquet",
-        use_threads=False,
-        preserve_order=True,
-        existing_data_behavior="overwrite_or_ignore",
-    )
+    try:
+        pds.write_dataset(
+            batches,
+            staging,
+            schema=schema,
+            format="parquet",
+            filesystem=pafs.PyFileSystem(pafs.FSSpecHandler(fs)),
+            partitioning=by,
+            partitioning_flavor="hive",
+            basename_template="part-{i}.parquet",
+            use_threads=False,
+            preserve_order=True,
+            existing_data_behavior="overwrite_or_ignore",
+            max_partitions=MAX_PARTITIONS,
+        )
+    except pa.ArrowInvalid as exc:
+        if "partitions" not in str(exc):
+            raise
+        raise ConfigurationError(
+            f"partition_by={by} (--partition-by) makes more than {MAX_PARTITIONS:,} "
+            "partitions in one batch of rows; nothing was written. Partition by columns "
+            "with fewer distinct values."
+        ) from None
 
 
 def _all_batches(
