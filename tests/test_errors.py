@@ -268,3 +268,25 @@ def test_an_api_answer_past_the_size_limit_is_refused_unread(
     with pytest.raises(ApiError, match=r"larger than 32 MB"):
         client_for(sandbox).results(rid)
     assert len(client_for(sandbox).results(rid)) == 1  # the next answer is read as ever
+
+
+def test_a_header_of_a_million_columns_is_refused_before_any_row_is_read(
+    loader: Loader, sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datafiniti_loader import ParseError
+
+    wide = tmp_path / "9_1.csv"
+    wide.write_text(",".join(f"c{i}" for i in range(1_000_000)) + "\n" + "1," * 999_999 + "1\n")
+    rid = sandbox.add_request([wide])
+    with pytest.raises(
+        ParseError, match=r"1,000,000 columns, more than the 20,000.*DATAFINITI_MAX_COLUMNS"
+    ):
+        loader.parquet(rid, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    narrow = tmp_path / "9_2.txt"
+    narrow.write_text('{"a":1,"b":2,"c":3}\n')
+    monkeypatch.setenv("DATAFINITI_MAX_COLUMNS", "2")  # the limit is the user's to move
+    with pytest.raises(ParseError, match="3 columns, more than the 2"):
+        loader.load(sandbox.add_request([narrow]))
+    monkeypatch.setenv("DATAFINITI_MAX_COLUMNS", "3")
+    assert loader.load(sandbox.add_request([narrow]))["c"].tolist() == [3]

@@ -23,9 +23,12 @@ from .csvfile import iter_csv_batches
 from .jsonfile import read_json_table
 
 __all__ = [
+    "DEFAULT_MAX_COLUMNS",
     "DEFAULT_MAX_GZIP_RATIO",
+    "MAX_COLUMNS_ENV",
     "MAX_GZIP_RATIO_ENV",
     "FileBatches",
+    "check_width",
     "detect_format",
     "open_bytes",
     "read_file",
@@ -113,6 +116,27 @@ def _max_ratio() -> int:
     return int(value) if value.isdigit() and int(value) > 0 else DEFAULT_MAX_GZIP_RATIO
 
 
+#: The most columns a result file may have (Datafiniti's have tens to hundreds;
+#: every column costs type checks, so a damaged or hostile header of a million
+#: columns would cost minutes and gigabytes before any row is read).
+DEFAULT_MAX_COLUMNS = 20_000
+MAX_COLUMNS_ENV = "DATAFINITI_MAX_COLUMNS"
+
+
+def check_width(columns: int, name: str) -> None:
+    """Refuse a file with more columns than :data:`DEFAULT_MAX_COLUMNS` (or the env's limit)."""
+    value = os.environ.get(MAX_COLUMNS_ENV, "")
+    limit = int(value) if value.isdigit() and int(value) > 0 else DEFAULT_MAX_COLUMNS
+    if columns > limit:
+        raise ParseError(
+            f"{name}: has {columns:,} columns, more than the {limit:,} this library reads "
+            "(Datafiniti files have tens to hundreds): it may be damaged or not a "
+            f"Datafiniti file, and was not read further. If it is genuine, allow more with "
+            f"{MAX_COLUMNS_ENV}=<columns>.",
+            file=name,
+        )
+
+
 def detect_format(path: Path, declared: str) -> str:
     """``"csv"`` or ``"json"``: the name's word, unless the content plainly says otherwise."""
     with open_bytes(path) as stream:
@@ -138,4 +162,5 @@ def read_file(path: Path, name: str, declared_format: str) -> FileBatches:
     if fmt == "csv":
         return FileBatches(iter_csv_batches(path, name), text=True)
     table = read_json_table(path, name)
+    check_width(table.num_columns, name)
     return FileBatches(iter(table.to_batches(max_chunksize=65536)), text=False)

@@ -277,8 +277,11 @@ def parse_header(raw: bytes, name: str) -> list[str]:
             file=name,
             line=1,
         ) from None
-    rows = list(csv.reader(io.StringIO(text, newline="")))
-    return _unique(rows[0]) if rows else []
+    from . import check_width
+
+    first = next(csv.reader(io.StringIO(text, newline="")), [])
+    check_width(len(first), name)
+    return _unique(first)
 
 
 def _unique(names: list[str]) -> list[str]:
