@@ -93,15 +93,23 @@ def test_changed_object_restarts_instead_of_splicing(
     pd.testing.assert_frame_equal(original_etag_response, baseline)
 
 
-def test_an_object_changed_between_loads_is_fetched_whole_and_hashed_anew(
-    loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path, cache_dir: Path
-) -> None:
+def given_up_with_40k_kept(
+    loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path
+) -> tuple[Path, int]:
+    """A copy of a fixture served as a request whose load gave up, keeping 40,000 bytes."""
     copy = tmp_path / "p.csv"
     copy.write_bytes(fixture_files["products"][0].read_bytes())
     rid = sandbox.add_request([copy])
-    sandbox.faults.drops.extend([10_000] * 4)  # the load gives up, keeping 40,000 bytes
+    sandbox.faults.drops.extend([10_000] * 4)
     with pytest.raises(DownloadError, match="40,000 bytes received are kept"):
         loader.load(rid)
+    return copy, rid
+
+
+def test_an_object_changed_between_loads_is_fetched_whole_and_hashed_anew(
+    loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path, cache_dir: Path
+) -> None:
+    copy, rid = given_up_with_40k_kept(loader, sandbox, fixture_files, tmp_path)
     changed = fixture_files["businesses"][0].read_bytes()
     copy.write_bytes(changed)
     served = next(iter(sandbox.objects.values()))
@@ -285,12 +293,7 @@ def test_a_page_served_with_200_is_not_loaded_as_data(
 def test_a_resume_the_bucket_answers_from_another_version_restarts_from_zero(
     loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path, cache_dir: Path
 ) -> None:
-    copy = tmp_path / "p.csv"
-    copy.write_bytes(fixture_files["products"][0].read_bytes())
-    rid = sandbox.add_request([copy])
-    sandbox.faults.drops.extend([10_000] * 4)  # the load gives up, keeping 40,000 bytes
-    with pytest.raises(DownloadError):
-        loader.load(rid)
+    copy, rid = given_up_with_40k_kept(loader, sandbox, fixture_files, tmp_path)
     changed = copy.read_bytes().replace(b"e", b"E")  # another version, as long
     copy.write_bytes(changed)
     served = next(iter(sandbox.objects.values()))
