@@ -41,7 +41,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .models import FileKey, ResultFile
-from .nofollow import open_lock_file
+from .nofollow import open_lock_file, open_new
 from .orphans import mark_owned, remove_orphans
 from .parsed import PARSED_FORMAT
 from .transport import Fetched, Partial, sha256_of
@@ -544,7 +544,8 @@ def _json_digest(value: Any) -> str:
 def _write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
     try:
-        tmp.write_text(text, encoding="utf-8")
+        with open_new(tmp) as out:
+            out.write(text.encode("utf-8"))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

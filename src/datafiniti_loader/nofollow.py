@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 from .errors import StorageError
 
-__all__ = ["open_lock_file", "open_to_write"]
+__all__ = ["open_lock_file", "open_new", "open_to_write"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +30,11 @@ def open_to_write(path: Path, *, append: bool) -> BinaryIO:
     """``path`` opened to append to (or emptied first), never through a symbolic link."""
     flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
     return os.fdopen(_open(path, flags), "ab" if append else "wb")
+
+
+def open_new(path: Path) -> BinaryIO:
+    """A file that must not exist yet (``O_EXCL``): nothing planted at ``path`` is written."""
+    return os.fdopen(_open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb")
 
 
 def open_lock_file(path: Path) -> BinaryIO:
