@@ -25,7 +25,7 @@ def peak_rss_mb() -> float:
 
 
 def long_record(megabytes: int) -> str:
-    from datafiniti_loader.readers.csvfile import iter_csv_batches
+    from datafiniti_loader.read.csvfile import iter_csv_batches
 
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / "long.csv"
@@ -46,7 +46,7 @@ def wide_table(columns: int) -> str:
     import numpy as np
     import pyarrow as pa
 
-    from datafiniti_loader.outputs import to_pandas
+    from datafiniti_loader.sinks.outputs import to_pandas
 
     table = pa.table({f"c{i}": pa.array(np.arange(100)) for i in range(columns)})
     started = time.perf_counter()

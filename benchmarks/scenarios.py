@@ -185,7 +185,7 @@ if __name__ == "__main__":
     if name == "to_delta":  # its own import, paid before the clock like the others
         import deltalake  # noqa: F401
 
-        import datafiniti_loader.delta  # noqa: F401
+        import datafiniti_loader.sinks.delta  # noqa: F401
 
     started = time.perf_counter()
     rows = SCENARIOS[name](config)

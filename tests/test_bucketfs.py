@@ -15,7 +15,7 @@ from typing import ClassVar
 import pytest
 
 from conftest import Loader
-from datafiniti_loader.bucketfs import BucketError, BucketFileSystem, BucketUnreachable
+from datafiniti_loader.fetch.bucketfs import BucketError, BucketFileSystem, BucketUnreachable
 from datafiniti_loader.sandbox import Sandbox
 from test_client import client_for
 

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import Loader
 from datafiniti_loader import DownloadError, StorageError
-from datafiniti_loader.cache import FileCache
+from datafiniti_loader.fetch.cache import FileCache
 from datafiniti_loader.sandbox import Sandbox
 
 LOAD_TO_PICKLE = r"""
@@ -177,7 +177,7 @@ def test_a_warm_reload_uses_the_kept_type_verdicts_and_gets_the_same_frame(
     cache_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from datafiniti_loader.schema import SchemaBuilder
+    from datafiniti_loader.read.schema import SchemaBuilder
 
     rid = sandbox.add_request(fixture_files["products"])
     cold = loader.load(rid)

@@ -247,7 +247,7 @@ def test_a_merge_rewrites_only_the_files_holding_a_replaced_record(
 ) -> None:
     import json
 
-    from datafiniti_loader import deltafiles
+    from datafiniti_loader.sinks import deltafiles
 
     monkeypatch.setattr(deltafiles, "_FILE_BYTES", 1)  # a data file per batch: one per result file
     parts = [

@@ -1,7 +1,7 @@
 from datetime import UTC, datetime, timedelta
 
 from datafiniti_loader.display import expires_in, files_table
-from datafiniti_loader.models import DownloadRequest, ResultFile, ResultFiles
+from datafiniti_loader.remote.models import DownloadRequest, ResultFile, ResultFiles
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 SIGNED = "https://bucket/6073/6073_1.csv?X-Amz-Signature=abc&X-Amz-Security-Token=x%2By"

@@ -188,7 +188,7 @@ def test_a_plain_http_result_url_on_another_host_is_warned_about(
     rid = sandbox.add_request(fixture_files["businesses"])
     client = client_for(sandbox)
     (file,) = client.results(rid)
-    from datafiniti_loader.transport import Transport
+    from datafiniti_loader.fetch.transport import Transport
 
     remote = type(file)(**{**file.__dict__, "url": file.url.replace("127.0.0.1", "bucket.example")})
     transport = Transport(FAST_RETRY)

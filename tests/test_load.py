@@ -148,7 +148,7 @@ def test_unknown_output_is_refused(loader: Loader, sandbox: Sandbox) -> None:
 def test_wait_polls_then_loads(
     loader: Loader, sandbox: Sandbox, fixture_files, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import datafiniti_loader.client as client_module
+    import datafiniti_loader.remote.client as client_module
 
     monkeypatch.setattr(client_module, "DEFAULT_POLL_INTERVAL", 0.01)
     rid = sandbox.add_request(fixture_files["businesses"], pending_polls=3)
@@ -324,7 +324,7 @@ def test_waiting_shows_the_requests_status(
     loader: Loader, sandbox: Sandbox, fixture_files, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
-    import datafiniti_loader.client as client_module
+    import datafiniti_loader.remote.client as client_module
 
     monkeypatch.setattr(client_module, "DEFAULT_POLL_INTERVAL", 0.01)
     rid = sandbox.add_request(fixture_files["businesses"], pending_polls=2)

@@ -2,7 +2,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from datafiniti_loader.models import (
+from datafiniti_loader.remote.models import (
     DownloadRequest,
     ResultFile,
     file_name_from_url,

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from datafiniti_loader.prefetch import prefetched
+from datafiniti_loader.sinks.prefetch import prefetched
 
 
 def test_items_arrive_in_order_made_on_another_thread() -> None:

@@ -22,7 +22,7 @@ from datafiniti_loader import (
     count,
     create_download,
 )
-from datafiniti_loader.client import poll_pause
+from datafiniti_loader.remote.client import poll_pause
 from datafiniti_loader.sandbox import Sandbox
 
 

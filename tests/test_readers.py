@@ -13,10 +13,10 @@ import pyarrow as pa
 import pytest
 
 from datafiniti_loader import ParseError
-from datafiniti_loader.readers import read_file
-from datafiniti_loader.readers.csvfile import iter_csv_batches
-from datafiniti_loader.readers.csvrecords import record_chunks
-from datafiniti_loader.readers.jsonfile import read_json_table
+from datafiniti_loader.read.csvfile import iter_csv_batches
+from datafiniti_loader.read.csvrecords import record_chunks
+from datafiniti_loader.read.files import read_file
+from datafiniti_loader.read.jsonfile import read_json_table
 
 
 def csv_rows(path: Path, chunk_bytes: int = 1 << 20) -> list[list[str | None]]:
@@ -227,7 +227,7 @@ def test_a_gzip_bomb_is_refused_at_the_limit_and_the_limit_can_be_raised(
 ) -> None:
     import gzip
 
-    import datafiniti_loader.readers as readers
+    import datafiniti_loader.read.files as readers
 
     monkeypatch.setattr(readers, "GZIP_FLOOR_BYTES", 8 * 1024 * 1024)
     bomb = tmp_path / "bomb.txt"
@@ -303,7 +303,7 @@ _RESTS = [io.BytesIO, pa.BufferReader]
 
 @pytest.mark.parametrize("rest", _RESTS)
 def test_reads_handed_to_pyarrow_never_end_with_a_carriage_return(rest: Any) -> None:
-    from datafiniti_loader.readers.csvfile import _NoFinalCR
+    from datafiniti_loader.read.csvfile import _NoFinalCR
 
     data = bytes(random.Random(3).choice(b'ab"\r\n,') for _ in range(50_000)) + b"\r"
     stream = _NoFinalCR(data[:100], rest(data[100:]))
@@ -317,7 +317,7 @@ def test_reads_handed_to_pyarrow_never_end_with_a_carriage_return(rest: Any) -> 
 @pytest.mark.parametrize("rest", _RESTS)
 @pytest.mark.parametrize("first", [100, 1_000])  # what the header's read left: less or more
 def test_guarded_reads_are_never_longer_than_asked(first: int, rest: Any) -> None:
-    from datafiniti_loader.readers.csvfile import _NoFinalCR
+    from datafiniti_loader.read.csvfile import _NoFinalCR
 
     data = bytes(random.Random(5).choice(b'ab"\r\n,') for _ in range(5_000))
     stream = _NoFinalCR(data[:first], rest(data[first:]))
@@ -342,7 +342,7 @@ def test_a_run_of_carriage_returns_longer_than_a_block_is_read_carefully(
 @pytest.fixture
 def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     """Batches handed on every few kilobytes, so a fallback happens after rows went out."""
-    from datafiniti_loader.readers import csvfile
+    from datafiniti_loader.read import csvfile
 
     monkeypatch.setattr(csvfile, "BATCH_BYTES", 4096)
 

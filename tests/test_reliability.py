@@ -610,7 +610,7 @@ class _Redirector(http.server.BaseHTTPRequestHandler):
 def test_a_remote_bucket_cannot_redirect_to_this_machine(
     sandbox: Sandbox, remote: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from datafiniti_loader.bucketfs import BucketFileSystem, RedirectRefused
+    from datafiniti_loader.fetch.bucketfs import BucketFileSystem, RedirectRefused
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Redirector)
     threading.Thread(target=server.serve_forever, daemon=True).start()

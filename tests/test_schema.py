@@ -3,7 +3,7 @@
 import pyarrow as pa
 import pytest
 
-from datafiniti_loader.schema import Provenance, SchemaBuilder, add_provenance, conform
+from datafiniti_loader.read.schema import Provenance, SchemaBuilder, add_provenance, conform
 
 
 def decide(*columns: list[str | None]) -> pa.DataType:

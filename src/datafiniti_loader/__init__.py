@@ -37,11 +37,11 @@ from .errors import (
 
 if TYPE_CHECKING:
     from .api import count, create_download, delta_history, load_results, to_delta, to_parquet
-    from .client import Client
-    from .delta import DeltaSummary
-    from .models import DownloadRequest, ResultFile
-    from .parquet import ParquetSummary
+    from .remote.client import Client
+    from .remote.models import DownloadRequest, ResultFile
     from .retry import RetryPolicy
+    from .sinks.delta import DeltaSummary
+    from .sinks.parquet import ParquetSummary
 
 logging.getLogger("datafiniti_loader").addHandler(logging.NullHandler())
 
@@ -50,13 +50,13 @@ _LAZY = {
     "create_download": "api",
     "delta_history": "api",
     "to_delta": "api",
-    "DeltaSummary": "delta",
+    "DeltaSummary": "sinks.delta",
     "load_results": "api",
     "to_parquet": "api",
-    "Client": "client",
-    "DownloadRequest": "models",
-    "ResultFile": "models",
-    "ParquetSummary": "parquet",
+    "Client": "remote.client",
+    "DownloadRequest": "remote.models",
+    "ResultFile": "remote.models",
+    "ParquetSummary": "sinks.parquet",
     "RetryPolicy": "retry",
 }
 

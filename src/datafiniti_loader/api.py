@@ -5,20 +5,20 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from .client import Client
 from .config import CacheSetting
 from .errors import ConfigurationError
 from .loader import LoadOptions, Sources, open_load, read_table, request_ids
-from .outputs import OUTPUTS, to_pandas, to_polars
-from .parquet import ParquetSummary, write_parquet
+from .remote.client import Client
 from .retry import RetryPolicy
+from .sinks.outputs import OUTPUTS, to_pandas, to_polars
+from .sinks.parquet import ParquetSummary, write_parquet
 
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-    from .delta import DeltaSummary
-    from .models import DownloadRequest
+    from .remote.models import DownloadRequest
+    from .sinks.delta import DeltaSummary
 
 __all__ = ["count", "create_download", "load_results", "to_delta", "to_parquet"]
 
@@ -164,7 +164,7 @@ def load_results(
         )
     options = LoadOptions(token, api_url, wait, cache, max_workers, progress, retry, dedupe, dtype)
     if output == "dask":
-        from .dask import load_dask
+        from .sinks.dask import load_dask
 
         if dedupe:
             raise ConfigurationError(
@@ -301,7 +301,7 @@ def to_delta(
     columns the table does not have yet (and every column of a new table).
     Needs the ``[delta]`` extra.
     """
-    from .delta import DELTA_MODES, write_delta
+    from .sinks.delta import DELTA_MODES, write_delta
 
     if mode not in DELTA_MODES:
         raise ConfigurationError(f"mode must be one of {', '.join(DELTA_MODES)}; got {mode!r}.")
@@ -317,7 +317,7 @@ def to_delta(
 
 def delta_history(path: str, storage_options: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """A Delta table's versions, newest first: operation, time, requests merged, rows inserted."""
-    from .delta import history
+    from .sinks.delta import history
 
     return history(path, storage_options)
 

@@ -256,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_query_arguments(parser: argparse.ArgumentParser) -> None:
     """QUERY and ``--type``, for ``count`` and ``download``."""
-    from .models import DATA_TYPES  # a light module: --help loads no HTTP stack
+    from .remote.models import DATA_TYPES  # a light module: --help loads no HTTP stack
 
     parser.add_argument("query", help="a Datafiniti query, e.g. 'brand:Sony AND country:US'")
     parser.add_argument(
@@ -388,8 +388,8 @@ def _run(args: argparse.Namespace) -> int:
             requests = ", ".join(map(str, entry["request_ids"])) or "-"
             say(f"{entry['version']:<8} {entry['operation']:<10} {rows:>9}  {requests}")
         return 0
-    from .client import Client
     from .display import files_table
+    from .remote.client import Client
 
     with Client(token=args.token, api_url=args.api_url) as client:
         if args.verb == "count":
@@ -411,9 +411,9 @@ def _run(args: argparse.Namespace) -> int:
 
 def _download(args: argparse.Namespace) -> int:
     """Count (v4), ask, create, and with ``--wait`` or ``--output`` wait and write Parquet."""
-    from .client import Client
     from .loader import wait_for
-    from .versions import Query
+    from .remote.client import Client
+    from .remote.versions import Query
 
     wanted = Query.checked(args.query, args.data_type, args.records, args.format, args.view)
     with Client(token=args.token, api_url=args.api_url) as client:
@@ -501,7 +501,7 @@ def _write_parquet(
 
 
 def _cache(args: argparse.Namespace) -> int:
-    from .cache import FileCache
+    from .fetch.cache import FileCache
 
     root = resolve_cache_dir(_cache_setting(args))
     if root is None:

@@ -14,7 +14,7 @@ from .errors import ConfigurationError
 from .sandbox import Sandbox
 
 if TYPE_CHECKING:
-    from .models import DownloadRequest
+    from .remote.models import DownloadRequest
 
 __all__ = ["run_demo", "serve_sandbox"]
 
@@ -95,8 +95,8 @@ def _content_ids(files: Sequence[Path]) -> list[int | None]:
 def run_demo(output: str, *, cache: CacheSetting = None, quiet: bool = False) -> int:
     """Load a multi-file request into pandas, convert it to Parquet, and say what happened."""
     from .api import load_results, to_parquet
-    from .client import Client
     from .display import files_table
+    from .remote.client import Client
 
     sandbox, ids = _start(None)
     scratch = tempfile.TemporaryDirectory(prefix="datafiniti-demo-cache-")

@@ -1,21 +1,69 @@
-"""How results look to people: a text table for terminals, an HTML table for notebooks."""
+"""How results look to people: a text table for terminals, an HTML table for notebooks.
+
+The renderers take any object with the fields they show (:class:`ShownFile`,
+:class:`ShownRequest`), so that this module needs none of the library's own:
+the models (:mod:`~datafiniti_loader.remote.models`) and the sinks' summaries
+use it, and it uses nothing of theirs.
+"""
 
 from __future__ import annotations
 
 import html
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from .models import DownloadRequest, ResultFile
 
-__all__ = ["expires_in", "files_html", "files_table", "request_html"]
+class ShownFile(Protocol):
+    """What a files table shows of a result file."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def format(self) -> str: ...
+    @property
+    def date_created(self) -> datetime | None: ...
+    @property
+    def expires_at(self) -> datetime | None: ...
+
+
+class ShownRequest(Protocol):
+    """What a request's table shows of a download request."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def error(self) -> str: ...
+    @property
+    def progress(self) -> float | None: ...
+    @property
+    def num_downloaded(self) -> int: ...
+    @property
+    def num_requested(self) -> int: ...
+    @property
+    def data_type(self) -> str: ...
+    @property
+    def data_format(self) -> str: ...
+
+
+__all__ = [
+    "ShownFile",
+    "ShownRequest",
+    "expires_in",
+    "files_html",
+    "files_table",
+    "request_html",
+    "summary_html",
+]
 
 _HEADER = ("ID", "NAME", "FORMAT", "CREATED (UTC)", "EXPIRES IN")
 
 
-def expires_in(file: ResultFile, now: datetime | None = None) -> str:
+def expires_in(file: ShownFile, now: datetime | None = None) -> str:
     """``6d 23h``, ``3h 5m``, ``45m`` or ``expired``."""
     if file.expires_at is None:
         return "?"
@@ -29,7 +77,7 @@ def expires_in(file: ResultFile, now: datetime | None = None) -> str:
     return f"{hours}h {rest // 60}m" if hours else f"{rest // 60}m"
 
 
-def _rows(files: Iterable[ResultFile], now: datetime | None) -> list[tuple[str, ...]]:
+def _rows(files: Iterable[ShownFile], now: datetime | None) -> list[tuple[str, ...]]:
     return [
         (
             str(f.id),
@@ -42,7 +90,7 @@ def _rows(files: Iterable[ResultFile], now: datetime | None) -> list[tuple[str, 
     ]
 
 
-def files_table(files: Iterable[ResultFile], now: datetime | None = None) -> str:
+def files_table(files: Iterable[ShownFile], now: datetime | None = None) -> str:
     """A plain-text table: id, name, format, created, expires in."""
     rows = [_HEADER, *_rows(files, now)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(_HEADER))]
@@ -59,12 +107,12 @@ def _html_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def files_html(files: Iterable[ResultFile], now: datetime | None = None) -> str:
+def files_html(files: Iterable[ShownFile], now: datetime | None = None) -> str:
     """The same table as HTML, for Jupyter."""
     return _html_table(_HEADER, _rows(files, now))
 
 
-def request_html(request: DownloadRequest) -> str:
+def request_html(request: ShownRequest) -> str:
     """A download request's status as a small HTML table."""
     progress = request.progress
     rows = [

@@ -1,10 +1,10 @@
 """A load from request id to Arrow: resolve files, fetch them, read, type across files.
 
-The stages run one way: :class:`~datafiniti_loader.client.Client` (request id
-to result files), :class:`~datafiniti_loader.download.Download` (files to
-local copies), :mod:`~datafiniti_loader.readers` (local copies to batches),
-:mod:`~datafiniti_loader.schema` (one schema for all, plus provenance). The
-sinks (:mod:`~datafiniti_loader.outputs`, :mod:`~datafiniti_loader.parquet`)
+The stages run one way: :class:`~datafiniti_loader.remote.client.Client` (request id
+to result files), :class:`~datafiniti_loader.fetch.download.Download` (files to
+local copies), :mod:`~datafiniti_loader.read.files` (local copies to batches),
+:mod:`~datafiniti_loader.read.schema` (one schema for all, plus provenance). The
+sinks (:mod:`~datafiniti_loader.sinks.outputs`, :mod:`~datafiniti_loader.sinks.parquet`)
 take it from there.
 """
 
@@ -22,19 +22,17 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from .cache import FileCache, FileStore, ScratchStore
-from .client import Client, normalize_request_id
 from .config import CacheSetting, resolve_cache_dir
-from .dedupe import NewestCopies
-from .download import DEFAULT_MAX_WORKERS, Download
-from .dtypes import arrow_types, explain_failure
 from .errors import ColumnConflict, ColumnNotFound, ConfigurationError, ParseError
-from .models import DownloadRequest, FileKey, ResultFile
-from .parsed import open_parsed, tee_parsed
+from .fetch.cache import FileCache, FileStore, ScratchStore
+from .fetch.download import DEFAULT_MAX_WORKERS, Download
+from .fetch.transport import Transport
 from .progress import Progress, WaitProgress, want_progress
-from .readers import FileBatches, read_file
-from .retry import RetryPolicy
-from .schema import (
+from .read.dedupe import NewestCopies
+from .read.dtypes import arrow_types, explain_failure
+from .read.files import FileBatches, read_file
+from .read.parsed import open_parsed, tee_parsed
+from .read.schema import (
     PROVENANCE_SCHEMA,
     Provenance,
     SchemaBuilder,
@@ -42,7 +40,9 @@ from .schema import (
     conform,
     release_arrow_memory,
 )
-from .transport import Transport
+from .remote.client import Client, normalize_request_id
+from .remote.models import DownloadRequest, FileKey, ResultFile
+from .retry import RetryPolicy
 
 __all__ = [
     "FileRead",

@@ -15,7 +15,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .models import DownloadRequest
+    from .remote.models import DownloadRequest
 
 __all__ = ["Progress", "WaitProgress", "want_progress"]
 

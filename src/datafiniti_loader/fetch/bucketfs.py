@@ -45,8 +45,8 @@ import urllib3
 from fsspec.spec import AbstractFileSystem
 from requests.adapters import HTTPAdapter
 
-from ._version import __version__
-from .config import ca_bundle, unsafe_hop
+from .._version import __version__
+from ..config import ca_bundle, unsafe_hop
 
 __all__ = [
     "BucketError",

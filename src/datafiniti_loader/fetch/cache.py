@@ -40,10 +40,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .models import FileKey, ResultFile
+from ..read.parsed import PARSED_FORMAT
+from ..remote.models import FileKey, ResultFile
 from .nofollow import open_lock_file, open_new
 from .orphans import mark_owned, remove_orphans
-from .parsed import PARSED_FORMAT
 from .transport import Fetched, Partial, sha256_of
 
 try:  # POSIX; elsewhere concurrent loads of one file each download it

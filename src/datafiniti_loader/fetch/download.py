@@ -22,11 +22,11 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import DatafinitiError, ResultExpired, StorageError
+from ..progress import Progress
+from ..remote.client import Client
+from ..remote.models import FileKey, ResultFile
 from .cache import FileStore
-from .client import Client
-from .errors import DatafinitiError, ResultExpired, StorageError
-from .models import FileKey, ResultFile
-from .progress import Progress
 from .transport import Fetched, Partial, Transport, UrlExpired
 
 __all__ = ["DEFAULT_MAX_WORKERS", "Download", "DownloadStats"]

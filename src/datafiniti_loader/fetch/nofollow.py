@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import StorageError
+from ..errors import StorageError
 
 __all__ = ["open_lock_file", "open_new", "open_to_write"]
 

@@ -30,6 +30,10 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
+from ..config import is_loopback
+from ..errors import DownloadError, StorageError
+from ..remote.models import ResultFile
+from ..retry import RETRYABLE_STATUSES, RetryPolicy
 from .bucketfs import (
     BucketError,
     BucketFile,
@@ -38,11 +42,7 @@ from .bucketfs import (
     RedirectRefused,
     TlsRejected,
 )
-from .config import is_loopback
-from .errors import DownloadError, StorageError
-from .models import ResultFile
 from .nofollow import open_to_write
-from .retry import RETRYABLE_STATUSES, RetryPolicy
 
 __all__ = [
     "DownloadCancelled",

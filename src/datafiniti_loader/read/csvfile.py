@@ -92,7 +92,7 @@ def iter_csv_batches(
 
 
 def _streamed(path: Path, name: str, block_bytes: int) -> Iterator[pa.RecordBatch]:
-    from . import open_bytes
+    from .files import open_bytes
 
     with open_bytes(path, name, arrow=True) as stream:
         head = stream.read(block_bytes)

@@ -224,7 +224,7 @@ def record_batches(
     path: Path, name: str, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES
 ) -> Iterator[pa.RecordBatch]:
     """Record batches of ``path`` with every column as nullable text (empty cell = null)."""
-    from . import open_bytes
+    from .files import open_bytes
 
     with open_bytes(path, name) as stream:
         chunks = record_chunks(stream, chunk_bytes)
@@ -277,7 +277,7 @@ def parse_header(raw: bytes, name: str) -> list[str]:
             file=name,
             line=1,
         ) from None
-    from . import check_width
+    from .files import check_width
 
     first = next(csv.reader(io.StringIO(text, newline="")), [])
     check_width(len(first), name)
@@ -371,7 +371,7 @@ def _finish(
 
 def _line_at(path: Path, position: int) -> int:
     """The 1-based line number of byte ``position`` (an error path: the file is read again)."""
-    from . import open_bytes
+    from .files import open_bytes
 
     lines = 1
     with open_bytes(path) as stream:

@@ -20,8 +20,8 @@ import threading
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .errors import ColumnNotFound, ParseError
-from .models import ResultFile
+from ..errors import ColumnNotFound, ParseError
+from ..remote.models import ResultFile
 from .schema import timestamp_from_text
 
 __all__ = [

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 
 import pyarrow as pa
 
-from .errors import ConfigurationError, ParseError
-from .models import ResultFile
+from ..errors import ConfigurationError, ParseError
+from ..remote.models import ResultFile
 from .schema import cast_column
 
 __all__ = ["DTYPES", "arrow_types", "explain_failure"]

@@ -1,7 +1,7 @@
 """Readers: a downloaded result file to Arrow record batches.
 
 CSV batches hold every cell as text (types are decided later, across files,
-by :mod:`datafiniti_loader.schema`); JSON batches arrive typed. Each reader
+by :mod:`datafiniti_loader.read.schema`); JSON batches arrive typed. Each reader
 raises :class:`~datafiniti_loader.errors.ParseError` naming the file and the
 line or record when a file cannot be read.
 """

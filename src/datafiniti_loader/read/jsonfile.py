@@ -31,7 +31,7 @@ _WHITESPACE = b" \t\r\n"
 
 def read_json_table(path: Path, name: str) -> pa.Table:
     """Read a JSON result file as one table, one row per record."""
-    from . import open_bytes
+    from .files import open_bytes
 
     with open_bytes(path, name) as stream:
         data = stream.read()

@@ -21,7 +21,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from .readers import FileBatches
+from .files import FileBatches
 
 __all__ = ["PARSED_FORMAT", "open_parsed", "tee_parsed"]
 

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .readers.jsonfile import json_text
+from .jsonfile import json_text
 
 __all__ = [
     "PROVENANCE_COLUMNS",

@@ -8,17 +8,17 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from .config import resolve_api_url, resolve_token, unsafe_hop
-from .errors import (
+from ..config import resolve_api_url, resolve_token, unsafe_hop
+from ..errors import (
     ApiError,
     NoResults,
     RequestFailed,
     RequestNotFound,
     RequestNotReady,
 )
+from ..retry import RetryPolicy
 from .http import ApiSession
 from .models import DownloadRequest, ResultFiles
-from .retry import RetryPolicy
 from .versions import Query, for_url
 
 __all__ = ["Client"]

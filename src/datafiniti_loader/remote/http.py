@@ -16,9 +16,9 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 
-from ._version import __version__
-from .config import ca_bundle, unsafe_hop
-from .errors import (
+from .._version import __version__
+from ..config import ca_bundle, unsafe_hop
+from ..errors import (
     ApiError,
     AuthenticationError,
     DatafinitiError,
@@ -26,7 +26,7 @@ from .errors import (
     register_secret,
     scrub,
 )
-from .retry import RETRYABLE_STATUSES, RetryPolicy
+from ..retry import RETRYABLE_STATUSES, RetryPolicy
 
 __all__ = ["ApiResponse", "ApiSession"]
 

@@ -196,7 +196,7 @@ class ResultFile:
     __str__ = __repr__
 
     def _repr_html_(self) -> str:
-        from .display import files_html
+        from ..display import files_html
 
         return files_html([self])
 
@@ -205,12 +205,12 @@ class ResultFiles(list[ResultFile]):
     """A request's result files: a plain list that shows as a table in notebooks."""
 
     def __str__(self) -> str:
-        from .display import files_table
+        from ..display import files_table
 
         return files_table(self)
 
     def _repr_html_(self) -> str:
-        from .display import files_html
+        from ..display import files_html
 
         return files_html(self)
 
@@ -266,7 +266,7 @@ class DownloadRequest:
         return min(1.0, self.num_downloaded / self.num_requested)
 
     def _repr_html_(self) -> str:
-        from .display import request_html
+        from ..display import request_html
 
         return request_html(self)
 

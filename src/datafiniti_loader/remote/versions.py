@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
 from urllib.parse import urlsplit
 
-from .errors import ApiError, ConfigurationError, NoResults, RequestNotFound
+from ..errors import ApiError, ConfigurationError, NoResults, RequestNotFound
 from .http import ApiResponse, ApiSession
 from .models import DATA_TYPES, DownloadRequest, ResultFile, whole_number
 

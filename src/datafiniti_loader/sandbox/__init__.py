@@ -458,8 +458,8 @@ def _etag(path: Path) -> str:
 
 
 def _count_records(obj: ServedObject) -> int:
-    from ..models import format_from_name
-    from ..readers import read_file
+    from ..read.files import read_file
+    from ..remote.models import format_from_name
 
     # A record spans several rows in flat views: count its ids, as Datafiniti counts records.
     read = read_file(obj.path, obj.name, format_from_name(obj.name))

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote
 
 if TYPE_CHECKING:
-    from . import Sandbox
+    from ..sandbox import Sandbox
 
 __all__ = ["ApiHandler", "BucketHandler", "Faults", "LogEntry", "SandboxServer"]
 

@@ -18,16 +18,16 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from .cache import FileCache, FileStore, ScratchStore
-from .client import Client
-from .config import resolve_cache_dir, resolve_token
-from .download import Download
-from .loader import LoadOptions, Sources, data_schema, open_load, typed_batches, with_provenance
-from .models import ResultFile
+from ..config import resolve_cache_dir, resolve_token
+from ..fetch.cache import FileCache, FileStore, ScratchStore
+from ..fetch.download import Download
+from ..fetch.transport import Transport
+from ..loader import LoadOptions, Sources, data_schema, open_load, typed_batches, with_provenance
+from ..read.files import read_file
+from ..remote.client import Client
+from ..remote.models import ResultFile
+from ..retry import RetryPolicy
 from .outputs import to_pandas
-from .readers import read_file
-from .retry import RetryPolicy
-from .transport import Transport
 
 __all__ = ["load_dask"]
 

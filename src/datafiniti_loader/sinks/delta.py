@@ -29,12 +29,12 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ._version import __version__
+from .._version import __version__
+from ..errors import DatafinitiError, StorageError, TableConflict
+from ..loader import LoadSource, RowCounter, data_schema, log_summary, with_provenance
 from .deltafiles import DataFiles, create_table, rewritten
 from .deltaplan import against_table, delta_types, plan_write, rows_to_write
 from .deltarules import check_adds_only, check_writable
-from .errors import DatafinitiError, StorageError, TableConflict
-from .loader import LoadSource, RowCounter, data_schema, log_summary, with_provenance
 from .prefetch import prefetched
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ class DeltaSummary:
         return f"DeltaSummary({self.describe()})"
 
     def _repr_html_(self) -> str:
-        from .display import summary_html
+        from ..display import summary_html
 
         return summary_html(
             [

@@ -23,9 +23,9 @@ from urllib.parse import unquote
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .dedupe import ID_COLUMN, record_ids
+from ..read.dedupe import ID_COLUMN, record_ids
+from ..read.schema import cast_column, conform
 from .parquet import MAX_PARTITIONS, write_row_groups
-from .schema import cast_column, conform
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable

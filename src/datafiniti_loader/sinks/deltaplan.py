@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .dedupe import ID_COLUMN, UPDATED_COLUMN, newest_per_id, record_dates, record_ids
-from .errors import ColumnNotFound
-from .loader import LoadSource, typed_batches
-from .schema import PROVENANCE_SCHEMA, conform, release_arrow_memory
+from ..errors import ColumnNotFound
+from ..loader import LoadSource, typed_batches
+from ..read.dedupe import ID_COLUMN, UPDATED_COLUMN, newest_per_id, record_dates, record_ids
+from ..read.schema import PROVENANCE_SCHEMA, conform, release_arrow_memory
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from .dedupe import ID_COLUMN
-from .errors import UnsupportedTable
+from ..errors import UnsupportedTable
+from ..read.dedupe import ID_COLUMN
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable

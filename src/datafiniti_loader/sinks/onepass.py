@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from .errors import ColumnNotFound
-from .loader import (
+from ..errors import ColumnNotFound
+from ..loader import (
     FileRead,
     LoadSource,
     Scan,
@@ -31,9 +31,9 @@ from .loader import (
     data_schema,
     typed_batches,
 )
-from .models import ResultFile
+from ..read.schema import SchemaBuilder, release_arrow_memory
+from ..remote.models import ResultFile
 from .prefetch import prefetched
-from .schema import SchemaBuilder, release_arrow_memory
 
 __all__ = ["OnePass"]
 

@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from .schema import PROVENANCE_SCHEMA
+from ..read.schema import PROVENANCE_SCHEMA
 
 __all__ = ["OUTPUTS", "to_pandas", "to_polars"]
 

@@ -33,9 +33,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from ._version import __version__
-from .errors import ConfigurationError, DatafinitiError, StorageError
-from .loader import (
+from .._version import __version__
+from ..errors import ConfigurationError, DatafinitiError, StorageError
+from ..loader import (
     LoadSource,
     RowCounter,
     Scan,
@@ -45,7 +45,8 @@ from .loader import (
     typed_batches,
     with_provenance,
 )
-from .models import FileKey
+from ..read.schema import PROVENANCE_SCHEMA, release_arrow_memory
+from ..remote.models import FileKey
 from .onepass import OnePass
 from .prefetch import prefetched
 from .publish import (
@@ -58,7 +59,6 @@ from .publish import (
     sweep_orphans,
     write_manifest,
 )
-from .schema import PROVENANCE_SCHEMA, release_arrow_memory
 
 __all__ = ["ParquetSummary", "write_parquet", "write_row_groups"]
 
@@ -112,7 +112,7 @@ class ParquetSummary:
         )
 
     def _repr_html_(self) -> str:
-        from .display import summary_html
+        from ..display import summary_html
 
         return summary_html(
             [

@@ -33,8 +33,8 @@ from typing import Any
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from .errors import TargetExists
-from .orphans import OWNER_MARKER, mark_owned, remove_orphans
+from ..errors import TargetExists
+from ..fetch.orphans import OWNER_MARKER, mark_owned, remove_orphans
 
 __all__ = [
     "MANIFEST",
