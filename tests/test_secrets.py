@@ -167,3 +167,25 @@ def test_load_options_never_show_the_token() -> None:
 
     options = LoadOptions(token="tok-3f9a8b7c6d5e")
     assert "tok-3f9a8b7c6d5e" not in repr(options) and "tok-3f9a8b7c6d5e" not in str(options)
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("GET /b/k.csv?X-Amz-Signature=abc&X-Amz-Credential=k", "GET /b/k.csv?..."),
+        ("https://bucket/k.csv?Signature=abc", "https://bucket/k.csv?..."),
+        ("see X-Amz-Security-Token=FQoGZXIvYXdz", "see X-Amz-Security-Token=***"),
+        ("Authorization: Basic dG9rZW4xMjM0NTY3OA==", "Authorization: Basic ***"),
+        ("Bearer eyJhbGciOiJIUzI1NiJ9.x.y", "Bearer ***"),
+        ("sent token=abcdef1234567890", "sent token=***"),
+        # the library's own advice, and plain words, are left as they are
+        ("Check the token= argument (--token)", "Check the token= argument (--token)"),
+        ("Basic authentication failed", "Basic authentication failed"),
+        ("Did you mean 'credential'?", "Did you mean 'credential'?"),
+    ],
+)
+def test_what_the_scrubber_cuts_and_what_it_leaves(text: str, shown: str) -> None:
+    from datafiniti_loader.errors import scrub
+
+    assert scrub(text) == shown
+    assert str(DatafinitiError(text)) == shown

@@ -40,7 +40,11 @@ _URL_QUERY = re.compile(r"(https?://[^\s\"'<>?]*)\?[^\s\"'<>]*")
 _SIGNING = r"(?:signature|x-amz-|awsaccesskeyid|credential|security-?token|x-goog-)"
 _SIGNED_QUERY = re.compile(rf"\?[^\s\"'<>]*?{_SIGNING}[^\s\"'<>]*", re.IGNORECASE)
 _SIGNING_PARAM = re.compile(rf"(\b{_SIGNING}[\w-]*=)[^\s&\"'<>]+", re.IGNORECASE)
-_CREDENTIALS = re.compile(r"\b((?:Basic|Bearer|token)[\s:=]+)[A-Za-z0-9+/=._~-]{8,}", re.IGNORECASE)
+# A credential after its scheme (``Basic xyz``), or a token given as ``token=xyz``:
+# eight characters or more, with a digit or a base64 sign (not a word like "failed").
+_CREDENTIALS = re.compile(
+    r"\b((?:Basic|Bearer)\s+|token[=:])(?=[\w+/=.~-]*[\d+/=])[\w+/=.~-]{8,}", re.IGNORECASE
+)
 _SHORTEST_SECRET = 6
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()
