@@ -95,6 +95,9 @@ class LoadSource:
     newest: NewestCopies | None = None
     #: The column types asked for with ``dtype=``.
     dtypes: dict[str, pa.DataType] = field(default_factory=dict)
+    #: Per JSON file whose chunks typed a field in several ways: the fields to read
+    #: as their JSON text, as the whole-file reader gives them (found by the scan).
+    json_text: dict[FileKey, frozenset[str]] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -131,7 +134,9 @@ class LoadSource:
             verdicts = None if kept is None else SchemaBuilder.from_text_verdicts(kept)
             return FileRead(read.batches, read.text, verdicts)
         try:
-            fresh = read_file(path, file.name, file.format)
+            fresh = read_file(
+                path, file.name, file.format, text_columns=self.json_text.get(file.key, frozenset())
+            )
         except ParseError as exc:
             raise _unreadable(store, file, exc) from None
         fresh = FileBatches(_forgotten_if_unreadable(fresh.batches, store, file), fresh.text)
@@ -191,7 +196,10 @@ class LoadSource:
         """One file's part of :meth:`scan` (on a thread of its own there); ``stop`` ends it."""
         seen = SchemaBuilder()
         read = self.batches_of(file, path, mapped=keep, observer=seen)
-        return self.scan_read(file, read, read.verdicts or seen, keep, stop)
+        found = self.scan_read(file, read, read.verdicts or seen, keep, stop)
+        if keep and file.key in self.json_text:  # the batches kept must be the whole file's
+            found.held = list(self.batches_of(file, path).batches)
+        return found
 
     def scan_read(
         self,
@@ -223,7 +231,20 @@ class LoadSource:
                     streamed.passed(batch)
         finally:
             close_batches(read.batches)
+        if not read.text:
+            self.note_json_text(file, verdicts)
         return found
+
+    def note_json_text(self, file: ResultFile, verdicts: SchemaBuilder) -> bool:
+        """Remember the JSON fields ``file`` (its ``verdicts``) makes text; whether it has any.
+
+        Its first reading typed them chunk by chunk; every later one reads them
+        as their JSON text, as the whole file has them.
+        """
+        conflicts = verdicts.text_conflicts()
+        if conflicts:
+            self.json_text[file.key] = conflicts
+        return bool(conflicts)
 
 
 def _forgotten_if_unreadable(

@@ -8,10 +8,11 @@ line or record when a file cannot be read.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
@@ -20,7 +21,7 @@ import pyarrow as pa
 
 from ..errors import ParseError
 from .csvfile import iter_csv_batches
-from .jsonfile import read_json_table
+from .jsonfile import json_batches
 
 __all__ = [
     "DEFAULT_MAX_COLUMNS",
@@ -156,11 +157,25 @@ class FileBatches:
     text: bool
 
 
-def read_file(path: Path, name: str, declared_format: str) -> FileBatches:
-    """Stream ``path`` as record batches; ``name`` is used in error messages."""
+def read_file(
+    path: Path, name: str, declared_format: str, *, text_columns: frozenset[str] = frozenset()
+) -> FileBatches:
+    """Stream ``path`` as record batches; ``name`` is used in error messages.
+
+    ``text_columns``: JSON fields to read as their JSON text in every record,
+    the whole file having values of several types there (see
+    :mod:`~datafiniti_loader.read.jsonlines`).
+    """
     fmt = detect_format(path, declared_format)
     if fmt == "csv":
         return FileBatches(iter_csv_batches(path, name), text=True)
-    table = read_json_table(path, name)
-    check_width(table.num_columns, name)
-    return FileBatches(iter(table.to_batches(max_chunksize=65536)), text=False)
+    return FileBatches(
+        _checked_width(json_batches(path, name, text_columns=text_columns), name), text=False
+    )
+
+
+def _checked_width(batches: Generator[pa.RecordBatch], name: str) -> Iterator[pa.RecordBatch]:
+    with contextlib.closing(batches):  # closed with this one: the reads stop at once
+        for batch in batches:
+            check_width(batch.num_columns, name)
+            yield batch

@@ -135,7 +135,7 @@ class _CopyWriter:
             if writer is not None:
                 writer.close()
                 self._wrote = True
-        except OSError as exc:
+        except (OSError, pa.ArrowInvalid) as exc:  # a full disk; JSON chunks of other types
             logger.debug("no parsed copy %s: %s", self._part.name, exc)
             self._failed = True
             self._drain()

@@ -106,6 +106,7 @@ class _ColumnVerdict:
     typed: pa.DataType | None = None  # type of JSON (already typed) values
     text_seen: bool = False
     typed_seen: bool = False
+    typed_not_text: bool = False  # a JSON batch typed it as something other than text
 
     def observe_text(self, values: pa.Array) -> None:
         self.text_seen = True
@@ -128,6 +129,7 @@ class _ColumnVerdict:
                 mine = self.text_candidates
                 theirs = set(other.text_candidates)
                 self.text_candidates = theirs if mine is None else mine & theirs
+        self.typed_not_text |= other.typed_not_text
         if other.typed_seen:
             self.typed_seen = True
             if other.typed is not None:
@@ -137,6 +139,8 @@ class _ColumnVerdict:
         self.typed_seen = True
         if pa.types.is_null(type_):
             return
+        if not (pa.types.is_string(type_) or pa.types.is_large_string(type_)):
+            self.typed_not_text = True
         self.typed = type_ if self.typed is None else _widen(self.typed, type_)
 
     def decide(self) -> pa.DataType:
@@ -222,6 +226,18 @@ class SchemaBuilder:
         except (TypeError, ValueError):
             return None
         return builder
+
+    def text_conflicts(self) -> frozenset[str]:
+        """JSON fields typed as something other than text by some batch, yet text in all.
+
+        Within one file, these are the fields whose values the whole-file reader
+        gives as their JSON text as written (see :mod:`.jsonlines`).
+        """
+        return frozenset(
+            name
+            for name, verdict in self._columns.items()
+            if verdict.typed_not_text and pa.types.is_string(verdict.decide())
+        )
 
     @property
     def column_names(self) -> list[str]:

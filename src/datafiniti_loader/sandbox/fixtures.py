@@ -233,6 +233,35 @@ def write_large_csv(path: str | Path, size: int, *, seed: int = 0) -> Path:
     return path
 
 
+def write_large_json(path: str | Path, size: int, *, seed: int = 0, drift: bool = False) -> Path:
+    """Write Datafiniti-like JSON Lines of about ``size`` bytes (memory tests, benchmarks).
+
+    Nested product records (prices, reviews with dates, features), one in
+    fifty with 40 reviews and a 40 kB review text, repeat with fresh ids.
+    With ``drift``, a review's ``numHelpful`` turns from a number into text in
+    the last tenth, as fields of real downloads drift: the whole file then
+    holds that field's values as their JSON text.
+    """
+    rng = random.Random(seed)
+    records = [_product_record(rng, n, long=n % 50 == 3) for n in range(200)]
+    for record in records:
+        record["weight"] = str(record["weight"])  # one type, as in real downloads
+    templates = [json.dumps(r, ensure_ascii=False) for r in records]
+    path = Path(path)
+    written, copy = 0, 0
+    with open(path, "w", encoding="utf-8") as out:
+        while written < size:
+            line = templates[copy % len(templates)]
+            drifted = drift and written > size * 0.9 and copy % 7 == 0
+            help_field = '"numHelpful": "12+"' if drifted else f'"numHelpful": {copy % 9}'
+            line = line.replace('"rating"', help_field + ', "rating"', 1)
+            line = line.replace('"id": "AVpf', f'"id": "AV{copy}-', 1) + "\n"
+            out.write(line)
+            written += len(line.encode())
+            copy += 1
+    return path
+
+
 def write_fixtures(directory: str | Path) -> dict[str, list[Path]]:
     """Write every fixture file into ``directory``; return the demo requests' files."""
     directory = Path(directory)

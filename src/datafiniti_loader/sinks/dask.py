@@ -54,6 +54,7 @@ class _Partition:
     schema: pa.Schema
     data_columns: int
     provenance: bool
+    text_columns: frozenset[str] = frozenset()
 
 
 def _load_partition(part: _Partition) -> pd.DataFrame:
@@ -67,7 +68,7 @@ def _load_partition(part: _Partition) -> pd.DataFrame:
             download = Download(client, [part.file], store, Transport(part.retry), max_workers=1)
             path = download.fetch(part.file)
             data = pa.schema(list(part.schema)[: part.data_columns])
-            read = read_file(path, part.file.name, part.file.format)
+            read = read_file(path, part.file.name, part.file.format, text_columns=part.text_columns)
             batches = list(typed_batches(part.file, read.batches, data, part.provenance))
             return to_pandas(pa.Table.from_batches(batches, schema=part.schema))
     finally:
@@ -95,6 +96,7 @@ def load_dask(
         schema = with_provenance(data) if provenance else data
         client = source.client
         files = source.files
+        json_text = source.json_text
     secret = _Token(resolve_token(options.token, client.api_url))
     cache_dir = resolve_cache_dir(options.cache)
     parts = [
@@ -107,6 +109,7 @@ def load_dask(
             schema=schema,
             data_columns=len(data),
             provenance=provenance,
+            text_columns=json_text.get(f.key, frozenset()),
         )
         for f in files
     ]

@@ -119,7 +119,10 @@ class OnePass:
             decided = self._decided(verdicts)
             if self._data is None:
                 self._data = decided
-            if decided is None or not decided.equals(self._data):
+            # A JSON field typed in several ways in this file is its JSON text as written,
+            # which only a second reading of the file gives.
+            mixed = not read.text and bool(verdicts.text_conflicts())
+            if decided is None or not decided.equals(self._data) or mixed:
                 logger.debug("%s changed the column types: converting in two passes", file.name)
                 self.changed = True
                 return
