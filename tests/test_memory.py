@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from datafiniti_loader.sandbox.fixtures import write_large_csv
+from datafiniti_loader.sandbox.fixtures import write_large_csv, write_large_json
 
 pytestmark = [
     pytest.mark.slow,
@@ -108,3 +108,32 @@ def test_delta_merge_memory_stays_bounded(generated: dict[str, list[Path]], tmp_
     assert done.returncode == 0, done.stderr
     peak = int(done.stdout.split()[-1]) / 1024
     assert peak < 450, f"peak {peak:.0f} MB creating and merging into a Delta table"
+
+
+@pytest.fixture(scope="module")
+def generated_json(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("large_json")
+    return {
+        "small": write_large_json(root / "small.txt", 40_000_000, seed=1),
+        "large": write_large_json(root / "large.txt", 300_000_000, seed=2),
+        "drift": write_large_json(root / "drift.txt", 100_000_000, seed=3, drift=True),
+    }
+
+
+def test_json_lines_convert_in_memory_flat_in_the_files_size(
+    generated_json: dict[str, Path], tmp_path: Path
+) -> None:
+    small = peak_rss_mb(tmp_path / "small", [generated_json["small"]])
+    large = peak_rss_mb(tmp_path / "large", [generated_json["large"]])
+    assert generated_json["large"].stat().st_size > 290_000_000
+    assert large < 400, f"peak {large:.0f} MB converting one 300 MB JSON Lines file"
+    assert large - small < 60, f"peak grew from {small:.0f} to {large:.0f} MB"
+
+
+def test_json_lines_whose_fields_drift_still_convert_in_bounded_memory(
+    generated_json: dict[str, Path], tmp_path: Path
+) -> None:
+    # reviews.numHelpful turns to text in the last tenth: every chunk is read again
+    # with reviews as its JSON text, as the whole-file reader gives it.
+    peak = peak_rss_mb(tmp_path / "drift", [generated_json["drift"]])
+    assert peak < 400, f"peak {peak:.0f} MB converting 100 MB of drifting JSON Lines"
