@@ -158,8 +158,52 @@ def render(report: dict[str, Any]) -> str:
             f"| {d['merge_mb']:.0f} ({verdict(d['merge_mb'] <= 450)}) | {d['parquet_s']:.2f} | {d['ratio']:.2f} |",
             "",
         ]
+    if "json" in report:
+        lines += _json_section(report["json"])
     lines += footnotes("\n".join(lines))
     return "\n".join(lines)
+
+
+#: The JSON issue's targets: ours / baseline, and the peak of a conversion.
+JSON_TARGETS = {"load": 1.5, "parquet": 1.5, "pandas": 0.6, "peak_mb": 400}
+JSON_BASELINES = {
+    "load": ('`load_results(output="arrow")`', "`pyarrow.json.read_json`, local file"),
+    "parquet": ("`to_parquet`", "`read_json` + `pyarrow.parquet.write_table`, local file"),
+    "pandas": ("`load_results()` (pandas)", "the naive loop (requests, `json.loads`, DataFrame)"),
+}
+
+
+def _json_section(j: dict[str, Any]) -> list[str]:
+    lines = [
+        f"### JSON Lines: one {j['gb']:.2f} GB file of generated nested records",
+        "",
+        "| ours | baseline | ours s | baseline s | ratio (target) | ours peak MB | baseline peak MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for what, (ours, base) in JSON_BASELINES.items():
+        r, target = j[what], JSON_TARGETS[what]
+        lines.append(
+            f"| {ours} | {base} | {r['ours_s']:.2f} | {r['base_s']:.2f} "
+            f"| {_ratio(r['ratio'], target)} (<= {target}: {verdict(r['ratio'] <= target)}) "
+            f"| {r['ours_mb']:.0f} | {r['base_mb']:.0f} |"
+        )
+    if "download_s" in j:
+        lines += [
+            "",
+            f"Downloading the file alone (our transport, over loopback, to disk) took "
+            f"{j['download_s']:.2f} s of each of our runs; pyarrow's baselines read it "
+            "from local disk.",
+        ]
+    if "big" in j:
+        b, peak = j["big"], j["parquet"]["ours_mb"]
+        flat = b["ours_mb"] <= JSON_TARGETS["peak_mb"] and b["ours_mb"] - peak < 60
+        lines += [
+            "",
+            f"`to_parquet` of one {b['gb']:.2f} GB JSON Lines file: {b['ours_s']:.2f} s, peak "
+            f"{b['ours_mb']:.0f} MB against {peak:.0f} MB for the {j['gb']:.2f} GB one "
+            f"(target <= {JSON_TARGETS['peak_mb']} MB, flat: {verdict(flat)}).",
+        ]
+    return [*lines, ""]
 
 
 def main() -> int:

@@ -27,7 +27,7 @@ import pyarrow
 
 import datafiniti_loader
 from datafiniti_loader.sandbox import Sandbox
-from datafiniti_loader.sandbox.fixtures import write_large_csv
+from datafiniti_loader.sandbox.fixtures import write_large_csv, write_large_json
 
 HERE = Path(__file__).resolve().parent
 REAL = HERE.parent.parent / "shared" / "datafiniti-real"
@@ -220,6 +220,59 @@ def bench_workers(bench: Bench, files: list[Path], throttle: float) -> dict[str,
             for w in (1, 2, 4, 8)}  # fmt: skip
 
 
+def bench_json(bench: Bench, workdir: Path, quick: bool) -> dict[str, Any]:
+    """JSON Lines: load and conversion against pyarrow's reader, and memory flat in size."""
+    sizes = {"main": 100_000_000 if quick else 400_000_000, "big": 1_600_000_000}
+    files = {}
+    for name, size in sizes.items():
+        if quick and name == "big":
+            continue
+        path = workdir / "generated" / f"json_{size // 1_000_000}mb.txt"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_large_json(path, size, seed=len(name))
+        files[name] = path
+    main = files["main"]
+    rid = bench.sandbox.add_request([main])
+    print(f"JSON Lines: one {main.stat().st_size / 1e9:.2f} GB file")
+    pairs = {
+        "load": ("load_arrow", "pyarrow_read_json"),
+        "parquet": ("to_parquet", "pyarrow_json_parquet"),
+        "pandas": ("load_results", "json_naive_loop"),
+    }
+    for _ in range(bench.rounds):
+        bench.run("json/download", "fetch_only", {"request_id": rid, "workers": 1})
+        for what, methods in pairs.items():
+            for method in methods:
+                out = workdir / "out" / f"json_{method}"
+                bench.run(f"json/{what}/{method}", method,
+                          {"request_id": rid, "files": [main], "out": out})  # fmt: skip
+                shutil.rmtree(out, ignore_errors=True)
+    result: dict[str, Any] = {
+        "gb": main.stat().st_size / 1e9,
+        "download_s": bench.median("json/download"),
+    }
+    for what, (ours, theirs) in pairs.items():
+        mine, base = f"json/{what}/{ours}", f"json/{what}/{theirs}"
+        result[what] = {
+            "ours_s": bench.median(mine), "base_s": bench.median(base),
+            "ratio": bench.median(mine) / bench.median(base),
+            "ours_mb": bench.median(mine, "peak_mb"), "base_mb": bench.median(base, "peak_mb"),
+        }  # fmt: skip
+    if "big" in files:
+        big = bench.sandbox.add_request([files["big"]])
+        out = workdir / "out" / "json_big"
+        for _ in range(bench.rounds):
+            bench.run("json/parquet-big", "to_parquet", {"request_id": big, "out": out})
+            shutil.rmtree(out, ignore_errors=True)
+        result["big"] = {
+            "gb": files["big"].stat().st_size / 1e9,
+            "ours_s": bench.median("json/parquet-big"),
+            "ours_mb": bench.median("json/parquet-big", "peak_mb"),
+        }
+    return result
+
+
 def machine() -> dict[str, Any]:
     cpu = "?"
     if Path("/proc/cpuinfo").exists():
@@ -244,7 +297,7 @@ def main() -> int:
         "run's outputs, removed after it",
     )
     parser.add_argument("--sizes", default="0.25,0.5,1,2", help="to_parquet input sizes in GB")
-    parser.add_argument("--only", default="load,parquet,cache,workers,delta")
+    parser.add_argument("--only", default="load,parquet,cache,workers,delta,json")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "latest.json")
     parser.add_argument(
         "--quick",
@@ -257,7 +310,7 @@ def main() -> int:
         args.rounds, args.sizes, args.only = (
             1,
             "0.25",
-            "load,parquet,cache",
+            "load,parquet,cache,json",
         )  # no delta: ~1 min alone
         if args.out == HERE / "results" / "latest.json":
             args.out = HERE / "results" / "quick.json"
@@ -296,6 +349,8 @@ def main() -> int:
             report["parquet"] = rows
         if "workers" in only:
             report["workers"] = bench_workers(bench, small, throttle=20e6)
+        if "json" in only:
+            report["json"] = bench_json(bench, args.workdir, args.quick)
         if "delta" in only:
             updates = [
                 _ensure(args.workdir / "generated" / f"update_{n}.csv", seed=100 + n)

@@ -150,6 +150,52 @@ def download_pyarrow_parquet(cfg: dict[str, Any]) -> int:
     )
 
 
+def load_arrow(cfg: dict[str, Any]) -> int:
+    from datafiniti_loader import load_results
+
+    table = load_results(
+        cfg["request_id"], token=cfg["token"], api_url=cfg["api_url"], cache=False,
+        progress=False, output="arrow",
+    )  # fmt: skip
+    return int(table.num_rows)
+
+
+def json_naive_loop(cfg: dict[str, Any]) -> int:
+    """The loop a user writes for JSON: get each URL, json.loads each line, one DataFrame."""
+    import pandas as pd
+    import requests
+
+    listing = requests.get(
+        f"{cfg['api_url']}/results/{cfg['request_id']}", auth=(cfg["token"], ""), timeout=60
+    )
+    records = []
+    for result in listing.json():
+        body = requests.get(result["url"], timeout=600).content
+        records += [json.loads(line) for line in body.splitlines() if line.strip()]
+    return len(pd.DataFrame(records))
+
+
+def pyarrow_read_json(cfg: dict[str, Any]) -> int:
+    """pyarrow's own multi-threaded JSON reader on the same local files (no exactness rules)."""
+    import pyarrow.json as pjson
+
+    return sum(pjson.read_json(p).num_rows for p in cfg["files"])
+
+
+def pyarrow_json_parquet(cfg: dict[str, Any]) -> int:
+    """``read_json`` then ``write_table``, file by file, on the same local files."""
+    import pyarrow.json as pjson
+    import pyarrow.parquet as pq
+
+    Path(cfg["out"]).mkdir(parents=True, exist_ok=True)
+    rows = 0
+    for n, path in enumerate(cfg["files"]):
+        table = pjson.read_json(path)
+        pq.write_table(table, f"{cfg['out']}/part-{n}.parquet")
+        rows += table.num_rows
+    return rows
+
+
 def fetch_only(cfg: dict[str, Any]) -> int:
     """Only the downloads (for the worker-scaling figure)."""
     return sum(1 for _ in _downloaded(cfg))
@@ -167,6 +213,10 @@ SCENARIOS = {
         download_pyarrow_load,
         download_pyarrow_parquet,
         fetch_only,
+        load_arrow,
+        json_naive_loop,
+        pyarrow_read_json,
+        pyarrow_json_parquet,
     )
 }
 
@@ -175,6 +225,7 @@ if __name__ == "__main__":
     # Every scenario pays the same imports before the clock starts.
     import pandas  # noqa: F401
     import pyarrow.csv
+    import pyarrow.json
     import pyarrow.parquet  # noqa: F401
     import requests  # noqa: F401
 
