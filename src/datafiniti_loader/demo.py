@@ -55,6 +55,19 @@ def serve_sandbox(
         raise ConfigurationError(
             f"Cannot listen on port {port}: {exc.strerror or exc}. Choose another --port."
         ) from None
+    try:  # from here, Ctrl-C at any moment (even while these lines print) is a normal stop
+        _announce(sandbox, serve, fixtures)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:  # Ctrl-C is how a sandbox is meant to stop
+        print("sandbox stopped", flush=True)
+    finally:
+        sandbox.close()
+    return 0
+
+
+def _announce(sandbox: Sandbox, serve: Sequence[Path], fixtures: Path | None) -> None:
+    """Serve the files and print how to point a client at them."""
     if serve:
         files = [Path(p) for p in serve]
         ids = {"your files": sandbox.add_request(files, result_ids=_content_ids(files))}
@@ -72,14 +85,6 @@ def serve_sandbox(
         print("any query downloads (and counts) the fixtures of its type, e.g.")
         print("try: datafiniti-loader download 'brand:Sony' --type products --records 50 --wait")
     print(f"API v4 (count, cancel): DATAFINITI_API_URL={sandbox.api_url_v4}", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:  # Ctrl-C is how a sandbox is meant to stop
-        print("sandbox stopped", flush=True)
-    finally:
-        sandbox.close()
-    return 0
 
 
 def _content_ids(files: Sequence[Path]) -> list[int | None]:
