@@ -36,12 +36,21 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .api import count, create_download, delta_history, load_results, to_delta, to_parquet
+    from .api import (
+        count,
+        create_download,
+        delta_history,
+        load_results,
+        load_tables,
+        to_delta,
+        to_parquet,
+    )
     from .remote.client import Client
     from .remote.models import DownloadRequest, ResultFile
     from .retry import RetryPolicy
     from .sinks.delta import DeltaSummary
     from .sinks.parquet import ParquetSummary
+    from .sinks.tables import Tables
 
 logging.getLogger("datafiniti_loader").addHandler(logging.NullHandler())
 
@@ -52,6 +61,8 @@ _LAZY = {
     "to_delta": "api",
     "DeltaSummary": "sinks.delta",
     "load_results": "api",
+    "load_tables": "api",
+    "Tables": "sinks.tables",
     "to_parquet": "api",
     "Client": "remote.client",
     "DownloadRequest": "remote.models",
@@ -82,6 +93,7 @@ __all__ = [
     "RetryPolicy",
     "StorageError",
     "TableConflict",
+    "Tables",
     "TargetExists",
     "UnsupportedTable",
     "__version__",
@@ -89,6 +101,7 @@ __all__ = [
     "create_download",
     "delta_history",
     "load_results",
+    "load_tables",
     "to_delta",
     "to_parquet",
 ]

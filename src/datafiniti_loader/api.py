@@ -8,10 +8,12 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 from .config import CacheSetting
 from .errors import ConfigurationError
 from .loader import LoadOptions, Sources, open_load, read_table, request_ids
+from .read.tidy import tidy
 from .remote.client import Client
 from .retry import RetryPolicy
 from .sinks.outputs import OUTPUTS, to_pandas, to_polars
 from .sinks.parquet import ParquetSummary, write_parquet
+from .sinks.tables import TABLE_OUTPUTS, Tables, tables_from
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -20,7 +22,7 @@ if TYPE_CHECKING:
     from .remote.models import DownloadRequest
     from .sinks.delta import DeltaSummary
 
-__all__ = ["count", "create_download", "load_results", "to_delta", "to_parquet"]
+__all__ = ["count", "create_download", "load_results", "load_tables", "to_delta", "to_parquet"]
 
 
 @overload
@@ -178,6 +180,89 @@ def load_results(
     with open_load(request_id, options) as source:
         # No local name holds the table, so to_pandas can free it as it converts.
         return sink(read_table(source, columns, provenance))
+
+
+def load_tables(
+    request_id: Sources,
+    *,
+    token: str | None = None,
+    api_url: str | None = None,
+    output: str = "pandas",
+    columns: Sequence[str] | None = None,
+    provenance: bool = True,
+    wait: bool | float = False,
+    cache: CacheSetting = None,
+    max_workers: int | None = None,
+    progress: bool | None = None,
+    retry: RetryPolicy | None = None,
+    dedupe: bool = False,
+    dtype: Mapping[str, str] | None = None,
+) -> Tables:
+    """Load a download as tidy tables: one row per record, one table per nested list.
+
+    Datafiniti's CSV views give one row per review (or price, menu item...),
+    repeating the record's fields on each; JSON keeps lists of objects nested.
+    Both become the same tables:
+
+    - ``"records"``: one row per record ``id`` (per request; with ``dedupe``,
+      one per id overall), its own fields (scalars, and lists of scalars as the
+      flat load keeps them), taken from its first row;
+    - one table per list of objects, named by the field (``"reviews"``,
+      ``"prices"``, ``"features"``...): ``_record_id``, ``_index`` (the
+      element's position in its record), then the element's fields without the
+      prefix (``reviews.rating`` -> ``rating``; an element's own id stays
+      ``id``). Lists inside an element stay values of its row, and so do lists
+      of objects nested deeper. A CSV cell holding a JSON array of objects is
+      such a list too, unless the file also has dotted columns of that name
+      (which then make the table, and the cell stays a record field);
+    - ``"conflicts"``: values of a record's fields that differ between its
+      rows (``_record_id``, ``column``, ``value`` as text, ``_source_file``,
+      ``_source_row``); the record keeps its first row's value, and a WARNING
+      says how many differ.
+
+    Every table ends with ``_request_id``, ``_source_file`` and ``_source_row``
+    (a record's: its first row's), unless ``provenance=False``.
+
+    Parameters
+    ----------
+    request_id, token, api_url, wait, cache, max_workers, progress, retry, dedupe
+        As for :func:`load_results`.
+    output : {"pandas", "arrow", "polars"}
+        The kind of every frame. Default ``"pandas"``.
+    columns : list of str, optional
+        Flat names (``"reviews.rating"``) to keep; ``id`` is always kept.
+    provenance : bool
+        End every table with its provenance columns. Default True.
+    dtype : dict, optional
+        Types by flat name, as for :func:`load_results`: ``{"reviews.rating":
+        "Int64"}`` types the ``rating`` column of ``reviews``.
+
+    Returns
+    -------
+    Tables
+        A read-only mapping from table name to frame.
+
+    Raises
+    ------
+    ColumnNotFound
+        The files have no ``id`` column (read them flat with :func:`load_results`).
+
+    Examples
+    --------
+    >>> tables = load_tables(6073)                                  # doctest: +SKIP
+    >>> tables["reviews"].groupby("_record_id")["rating"].mean()    # doctest: +SKIP
+    """
+    if output not in TABLE_OUTPUTS:
+        raise ConfigurationError(
+            f"output must be one of {', '.join(map(repr, TABLE_OUTPUTS))} for tables; "
+            f"got {output!r}."
+        )
+    if columns is not None:
+        columns = list(dict.fromkeys(["id", *([columns] if isinstance(columns, str) else columns)]))
+    options = LoadOptions(token, api_url, wait, cache, max_workers, progress, retry, dedupe, dtype)
+    with open_load(request_id, options) as source:
+        tidy_tables = tidy(read_table(source, columns, True), per_request=not dedupe)
+    return tables_from(tidy_tables, output, provenance)
 
 
 def to_parquet(

@@ -56,6 +56,7 @@ __all__ = [
     "expires_in",
     "files_html",
     "files_table",
+    "html_table",
     "request_html",
     "summary_html",
 ]
@@ -99,7 +100,8 @@ def files_table(files: Iterable[ShownFile], now: datetime | None = None) -> str:
     )
 
 
-def _html_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+def html_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """Rows of text as an HTML table (every cell escaped)."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
@@ -109,7 +111,7 @@ def _html_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
 
 def files_html(files: Iterable[ShownFile], now: datetime | None = None) -> str:
     """The same table as HTML, for Jupyter."""
-    return _html_table(_HEADER, _rows(files, now))
+    return html_table(_HEADER, _rows(files, now))
 
 
 def request_html(request: ShownRequest) -> str:
@@ -122,9 +124,9 @@ def request_html(request: ShownRequest) -> str:
         ("records", f"{request.num_downloaded:,} of {request.num_requested:,}"),
         ("type", f"{request.data_type} {request.data_format}".strip()),
     ]
-    return _html_table(("", "download request"), rows)
+    return html_table(("", "download request"), rows)
 
 
 def summary_html(rows: Sequence[tuple[str, str]]) -> str:
     """A result's facts (what was written, where) as a small HTML table."""
-    return _html_table(("", "written"), rows)
+    return html_table(("", "written"), rows)
