@@ -80,7 +80,6 @@ def tidy(table: pa.Table, *, per_request: bool = True) -> dict[str, pa.Table]:
             "These result files have no 'id' column, which tidy tables need to tell "
             "records apart. Read them flat with load_results."
         )
-    table = table.combine_chunks()
     records = _records_of(table, per_request)
     fields = [c for c in table.column_names if c not in PROVENANCE_SCHEMA.names]
     groups = _dotted_groups(fields)
@@ -131,10 +130,28 @@ def _dotted_groups(fields: list[str]) -> dict[str, list[str]]:
     return groups
 
 
+def _rows(table: pa.Table, rows: np.ndarray) -> pa.Table:
+    """The ``rows`` (ascending) of ``table``, taken batch by batch.
+
+    Arrow's ``take`` over a table of many chunks joins each column's chunks
+    first (measured on the real files: 0.46 s of a 0.9 s split went there);
+    taking from each batch the rows it holds copies only those rows.
+    """
+    batches = table.to_batches()
+    starts = np.cumsum([0] + [b.num_rows for b in batches])
+    bounds = np.searchsorted(rows, starts)
+    parts = [
+        batch.take(pa.array(rows[bounds[n] : bounds[n + 1]] - starts[n]))
+        for n, batch in enumerate(batches)
+        if bounds[n + 1] > bounds[n]
+    ]
+    return pa.Table.from_batches(parts, schema=table.schema)
+
+
 def _with_provenance(table: pa.Table, rows: np.ndarray, data: pa.Table) -> pa.Table:
     """``data`` (already of ``rows``) followed by those rows' provenance."""
-    taken = data if data.num_rows == rows.size else data.take(pa.array(rows))
-    provenance = table.select(list(TIDY_PROVENANCE)).take(pa.array(rows))
+    taken = data if data.num_rows == rows.size else _rows(data, rows)
+    provenance = _rows(table.select(list(TIDY_PROVENANCE)), rows)
     return pa.Table.from_arrays(
         [*taken.columns, *provenance.columns], names=[*taken.column_names, *TIDY_PROVENANCE]
     )
@@ -142,7 +159,7 @@ def _with_provenance(table: pa.Table, rows: np.ndarray, data: pa.Table) -> pa.Ta
 
 def _child(table: pa.Table, rows: np.ndarray, index: np.ndarray, data: pa.Table) -> pa.Table:
     """A child table: ``_record_id``, ``_index``, ``data``, then the rows' provenance."""
-    record_id = table.column("id").take(pa.array(rows)).cast(pa.string())
+    record_id = _rows(table.select(["id"]), rows).column(0).cast(pa.string())
     head = pa.table({"_record_id": record_id, "_index": pa.array(index, pa.int64())})
     whole = pa.Table.from_arrays(
         [*head.columns, *data.columns], names=[*head.column_names, *data.column_names]
@@ -156,7 +173,7 @@ def _dotted_child(table: pa.Table, records: _Records, name: str, columns: list[s
     for column in columns:
         filled |= pc.is_valid(table.column(column)).to_numpy(zero_copy_only=False)
     rows = np.flatnonzero(filled)
-    data = table.select(columns).take(pa.array(rows))
+    data = _rows(table.select(columns), rows)
     data = data.rename_columns([c[len(name) + 1 :] for c in columns])
     return _child(table, rows, _positions(records.codes[rows]), data)
 
@@ -179,11 +196,15 @@ def _elements(table: pa.Table, name: str, records: _Records) -> pa.Table | None:
     several types, as the list's JSON text. Either way each record's list is
     taken from its first row.
     """
-    first = table.column(name).take(pa.array(records.first_rows)).combine_chunks()
-    if _is_list_of_structs(first.type):
+    column = table.column(name)
+    if _is_list_of_structs(column.type):
+        first = _rows(table.select([name]), records.first_rows).column(0).combine_chunks()
         return _exploded(table, first, records)
-    if pa.types.is_string(first.type) or pa.types.is_large_string(first.type):
-        parsed = _object_lists(first)
+    text = pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+    # Only text that all starts like an array is worth parsing (one vectorised look).
+    if text and pc.all(pc.starts_with(column, "[")).as_py():
+        firsts = _rows(table.select([name]), records.first_rows).column(0).combine_chunks()
+        parsed = _object_lists(firsts)
         if parsed is not None:
             return _from_text(table, parsed, records, name)
     return None
@@ -246,24 +267,22 @@ def _child_of_records(
 
 def _conflicts(table: pa.Table, records: _Records, columns: list[str]) -> pa.Table:
     """Every value of a record's own field that differs from the one its first row gave."""
-    first_of_row = pa.array(records.first_rows[records.codes])
-    later = records.first_rows[records.codes] != np.arange(table.num_rows)
+    first_of_row = records.first_rows[records.codes]
+    later = np.flatnonzero(first_of_row != np.arange(table.num_rows))
     parts = []
-    for name in columns:
-        values = table.column(name)
-        base = values.take(first_of_row)
-        differ = _differ(values, base).to_numpy(zero_copy_only=False) & later
-        rows = np.flatnonzero(differ)
+    for name in columns if later.size else ():
+        codes = _value_codes(table.column(name))
+        rows = later[codes[later] != codes[first_of_row[later]]]
         if rows.size:
-            taken = pa.array(rows)
+            taken = _rows(table.select(["id", name, "_source_file", "_source_row"]), rows)
             parts.append(
                 pa.table(
                     {
-                        "_record_id": table.column("id").take(taken).cast(pa.string()),
+                        "_record_id": taken.column(0).cast(pa.string()),
                         "column": pa.array([name] * rows.size, pa.string()),
-                        "value": to_text(values.take(taken).combine_chunks()),
-                        "_source_file": table.column("_source_file").take(taken).cast(pa.string()),
-                        "_source_row": table.column("_source_row").take(taken),
+                        "value": to_text(taken.column(1).combine_chunks()),
+                        "_source_file": taken.column(2).cast(pa.string()),
+                        "_source_row": taken.column(3),
                     }
                 )
             )
@@ -278,13 +297,17 @@ def _conflicts(table: pa.Table, records: _Records, columns: list[str]) -> pa.Tab
     return found
 
 
-def _differ(values: pa.ChunkedArray, base: pa.ChunkedArray) -> pa.Array:
-    """Row by row: whether ``values`` and ``base`` differ (a null differs from a value)."""
-    a, b = values.combine_chunks(), base.combine_chunks()
-    if pa.types.is_nested(a.type):
-        a, b = to_text(a), to_text(b)
-    if pa.types.is_dictionary(a.type):
-        a, b = a.cast(a.type.value_type), b.cast(b.type.value_type)
-    one_missing = pc.xor(pc.is_null(a), pc.is_null(b))
-    unequal = pc.fill_null(pc.not_equal(a, b), False)
-    return pc.or_(one_missing, unequal)
+def _value_codes(values: pa.ChunkedArray) -> np.ndarray:
+    """Per row, a number that is the same for equal values (-1 for a null).
+
+    Dictionary encoding (hashing, in Arrow) makes the comparison of every row
+    with its record's first row one numpy step per column, whatever the type.
+    """
+    if pa.types.is_dictionary(values.type):
+        values = values.cast(values.type.value_type)
+    if pa.types.is_nested(values.type):
+        values = pa.chunked_array([to_text(chunk) for chunk in values.chunks], pa.string())
+    encoded = pc.dictionary_encode(values).unify_dictionaries()
+    indices = pa.chunked_array([chunk.indices for chunk in encoded.chunks], pa.int32())
+    codes: np.ndarray = pc.fill_null(indices, -1).to_numpy().astype(np.int64)
+    return codes
