@@ -200,6 +200,32 @@ record `id`, only the rows of the copy with the newest `dateUpdated` stay
     ),
     (
         "md",
+        """## Tidy tables: one row per record, one table per list
+
+A CSV view has one row per review, the product's own fields repeated on each:
+`len(df)` counts reviews, not products, and a mean over rows weighs each
+product by its number of reviews. `load_tables` gives one row per record and
+one table per list of objects (`reviews`, `prices`...), keyed by `_record_id`;
+where a record's rows disagree, `conflicts` says so.""",
+    ),
+    (
+        "code",
+        """from datafiniti_loader import load_tables
+
+tables = load_tables(REQUEST_ID, **connection)
+print(f"{len(df):,} rows in the flat frame; {len(tables['records']):,} products, "
+      f"{len(tables['reviews']):,} reviews")
+tables""",
+    ),
+    (
+        "code",
+        """# The mean rating per product, done right: from the reviews, joined to the products.
+mean = tables["reviews"].groupby("_record_id")["rating"].mean().rename("mean_rating")
+products = tables["records"].set_index("id").join(mean)
+products[["name", "brand", "mean_rating"]].head()""",
+    ),
+    (
+        "md",
         """## Keeping a dataset current
 
 Result files expire after seven days; a table that absorbs each download
