@@ -160,6 +160,20 @@ def render(report: dict[str, Any]) -> str:
         ]
     if "json" in report:
         lines += _json_section(report["json"])
+    if report.get("tables"):
+        lines += [
+            "### `load_tables` vs `load_results` on the same request",
+            "",
+            "| data | GB | load_results s | load_tables s | ratio (target <= 1.3) | load_results MB | load_tables MB |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in report["tables"]:
+            lines.append(
+                f"| {r['data']} | {r['gb']:.2f} | {r['flat_s']:.2f} | {r['tables_s']:.2f} "
+                f"| {_ratio(r['ratio'], 1.3)} ({verdict(r['ratio'] <= 1.3)}) "
+                f"| {r['flat_mb']:.0f} | {r['tables_mb']:.0f} |"
+            )
+        lines.append("")
     lines += footnotes("\n".join(lines))
     return "\n".join(lines)
 

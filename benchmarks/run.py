@@ -273,6 +273,20 @@ def bench_json(bench: Bench, workdir: Path, quick: bool) -> dict[str, Any]:
     return result
 
 
+def bench_tables(bench: Bench, name: str, files: list[Path]) -> dict[str, Any]:
+    """load_tables against load_results on the same request (the flat load it starts from)."""
+    rid = bench.sandbox.add_request(files)
+    print(f"load_tables vs load_results: {name} ({size_gb(files):.2f} GB)")
+    for _ in range(bench.rounds):
+        for method in ("load_results", "load_tables"):
+            bench.run(f"tables/{name}/{method}", method, {"request_id": rid})
+    flat, tidy = (bench.median(f"tables/{name}/{m}") for m in ("load_results", "load_tables"))
+    return {"data": name, "gb": size_gb(files), "flat_s": flat, "tables_s": tidy,
+            "ratio": tidy / flat,
+            "flat_mb": bench.median(f"tables/{name}/load_results", "peak_mb"),
+            "tables_mb": bench.median(f"tables/{name}/load_tables", "peak_mb")}  # fmt: skip
+
+
 def machine() -> dict[str, Any]:
     cpu = "?"
     if Path("/proc/cpuinfo").exists():
@@ -297,7 +311,7 @@ def main() -> int:
         "run's outputs, removed after it",
     )
     parser.add_argument("--sizes", default="0.25,0.5,1,2", help="to_parquet input sizes in GB")
-    parser.add_argument("--only", default="load,parquet,cache,workers,delta,json")
+    parser.add_argument("--only", default="load,parquet,cache,workers,delta,json,tables")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "latest.json")
     parser.add_argument(
         "--quick",
@@ -310,7 +324,7 @@ def main() -> int:
         args.rounds, args.sizes, args.only = (
             1,
             "0.25",
-            "load,parquet,cache,json",
+            "load,parquet,cache,json,tables",
         )  # no delta: ~1 min alone
         if args.out == HERE / "results" / "latest.json":
             args.out = HERE / "results" / "quick.json"
@@ -351,6 +365,9 @@ def main() -> int:
             report["workers"] = bench_workers(bench, small, throttle=20e6)
         if "json" in only:
             report["json"] = bench_json(bench, args.workdir, args.quick)
+        if "tables" in only:
+            report["tables"] = [bench_tables(bench, "real", real)] if real else []
+            report["tables"].append(bench_tables(bench, "generated 0.27 GB", generated[:2]))
         if "delta" in only:
             updates = [
                 _ensure(args.workdir / "generated" / f"update_{n}.csv", seed=100 + n)

@@ -150,6 +150,16 @@ def download_pyarrow_parquet(cfg: dict[str, Any]) -> int:
     )
 
 
+def load_tables(cfg: dict[str, Any]) -> int:
+    from datafiniti_loader import load_tables
+
+    tables = load_tables(
+        cfg["request_id"], token=cfg["token"], api_url=cfg["api_url"], cache=False,
+        progress=False,
+    )  # fmt: skip
+    return len(tables["records"])
+
+
 def load_arrow(cfg: dict[str, Any]) -> int:
     from datafiniti_loader import load_results
 
@@ -214,6 +224,7 @@ SCENARIOS = {
         download_pyarrow_parquet,
         fetch_only,
         load_arrow,
+        load_tables,
         json_naive_loop,
         pyarrow_read_json,
         pyarrow_json_parquet,
