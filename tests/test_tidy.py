@@ -176,3 +176,26 @@ def test_outputs_names_dtype_and_the_tables_repr(
         tables["records"] = None  # type: ignore[index]
     frame = tables_of(loader, rid)["records"]
     assert isinstance(frame, pd.DataFrame) and str(frame["_source_file"].dtype) == "category"
+
+
+def test_a_records_rows_in_different_batches_of_a_large_file(
+    loader: Loader, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    filler = "".join(f"F{n},Filler,3,{'x' * 200}\n" for n in range(30_000))  # ~6 MB: batches
+    source = tmp_path / "9_1.csv"
+    source.write_text(
+        "id,name,reviews.rating,reviews.text\nA,Alpha,5,first\n" + filler + "A,Alpha,1,last\n"
+    )
+    assert source.stat().st_size > 6_000_000
+    rid = sandbox.add_request([source])
+    flat = loader.load(rid, output="arrow")
+    assert flat.column("id").num_chunks > 1  # the rows arrive in several batches
+    tables = tables_of(loader, rid, output="arrow")
+    import pyarrow.compute as pc
+
+    reviews = tables["reviews"].filter(pc.equal(tables["reviews"]["_record_id"], "A"))
+    assert reviews.select(["_index", "text", "_source_row"]).to_pylist() == [
+        {"_index": 0, "text": "first", "_source_row": 0},
+        {"_index": 1, "text": "last", "_source_row": 30_001},
+    ]
+    assert tables["records"].num_rows == 30_001
