@@ -355,3 +355,26 @@ def test_load_with_types_on_request(
     assert (
         run("load", rid, "-o", str(tmp_path / "x"), "--dtype", "nonsense", env=env).returncode == 2
     )
+
+
+def test_merge_and_history_without_the_delta_extra_say_which_extra_in_one_line(
+    tmp_path: Path,
+) -> None:
+    hidden = (
+        "import sys\nsys.modules['deltalake'] = None  # as if the [delta] extra were not installed\n"
+        "from datafiniti_loader.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    )
+    for args in (
+        ["history", str(tmp_path / "t")],
+        ["merge", "6073", "--into", str(tmp_path / "t")],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-c", hidden, *args], capture_output=True, text=True, timeout=60,
+            env={**os.environ, "DATAFINITI_API_TOKEN": "tok-123456", "DATAFINITI_API_URL": "http://127.0.0.1:9/v3"},
+        )  # fmt: skip
+        assert done.returncode == 1, done.stderr
+        assert (
+            "Traceback" not in done.stderr
+            and "pip install 'datafiniti-loader[delta]'" in done.stderr
+        )
+        assert len(done.stderr.strip().splitlines()) == 1

@@ -386,7 +386,9 @@ def to_delta(
     columns the table does not have yet (and every column of a new table).
     Needs the ``[delta]`` extra.
     """
-    from .sinks.delta import DELTA_MODES, write_delta
+    from .sinks.delta import DELTA_MODES, require_deltalake, write_delta
+
+    require_deltalake()  # before any download: without the extra, say so at once
 
     if mode not in DELTA_MODES:
         raise ConfigurationError(f"mode must be one of {', '.join(DELTA_MODES)}; got {mode!r}.")

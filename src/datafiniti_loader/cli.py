@@ -339,6 +339,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         say("datafiniti-loader: interrupted", file=sys.stderr)
         return 130
+    except ImportError as exc:  # an optional extra not installed: its message names it
+        if "datafiniti-loader[" not in str(exc):
+            raise
+        say(f"datafiniti-loader: error: {exc}", file=sys.stderr)
+        return 1
 
 
 def _cache_setting(args: argparse.Namespace) -> CacheSetting:

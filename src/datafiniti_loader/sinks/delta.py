@@ -40,7 +40,14 @@ from .prefetch import prefetched
 if TYPE_CHECKING:
     from deltalake import DeltaTable
 
-__all__ = ["DELTA_MODES", "DeltaSummary", "history", "merged_requests", "write_delta"]
+__all__ = [
+    "DELTA_MODES",
+    "DeltaSummary",
+    "history",
+    "merged_requests",
+    "require_deltalake",
+    "write_delta",
+]
 
 logger = logging.getLogger("datafiniti_loader")
 
@@ -131,7 +138,7 @@ def write_delta(
     adds the winning copies; a schema change (a new column, a column turned to
     text) writes every file again, as Delta takes a new schema only then.
     """
-    _deltalake()
+    require_deltalake()
     shown = _shown(path)
     table = _open(path, storage_options)
     partition_by: list[str] = []
@@ -232,6 +239,7 @@ def merged_requests(table: DeltaTable) -> set[int]:
 
 def history(path: str, storage_options: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """The table's versions, newest first: operation, time, requests merged, rows inserted."""
+    require_deltalake()  # without the extra: an ImportError naming it, not deltalake's own
     table = _open(path, storage_options)
     if table is None:
         raise DatafinitiError(f"There is no Delta table at {_shown(path)}.")
@@ -309,7 +317,8 @@ def _open(path: str, storage_options: dict[str, str] | None) -> DeltaTable | Non
         return None
 
 
-def _deltalake() -> Any:
+def require_deltalake() -> Any:
+    """The ``deltalake`` module, or an ImportError naming the extra that installs it."""
     try:
         import deltalake
     except ImportError:
