@@ -213,8 +213,10 @@ where a record's rows disagree, `conflicts` says so.""",
         """from datafiniti_loader import load_tables
 
 tables = load_tables(REQUEST_ID, **connection)
-print(f"{len(df):,} rows in the flat frame; {len(tables['records']):,} products, "
-      f"{len(tables['reviews']):,} reviews")
+print(
+    f"{len(df):,} rows in the flat frame; {len(tables['records']):,} products, "
+    f"{len(tables['reviews']):,} reviews"
+)
 tables""",
     ),
     (
