@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,11 +47,12 @@ def peak_rss_mb(out: Path, files: list[Path], *, dedupe: bool = False) -> float:
 
 
 @pytest.fixture(scope="module")
-def generated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
+def generated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, list[Path]]]:
     root = tmp_path_factory.mktemp("large")
     small = [write_large_csv(root / "small.csv", 40_000_000, seed=1)]
     large = [write_large_csv(root / f"large_{n}.csv", 100_000_000, seed=n) for n in range(3)]
-    return {"small": small, "large": large}
+    yield {"small": small, "large": large}
+    shutil.rmtree(root)  # 340 MB: not left for pytest's kept temporary directories
 
 
 def test_parquet_memory_is_bounded_and_flat(
@@ -111,13 +114,14 @@ def test_delta_merge_memory_stays_bounded(generated: dict[str, list[Path]], tmp_
 
 
 @pytest.fixture(scope="module")
-def generated_json(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def generated_json(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
     root = tmp_path_factory.mktemp("large_json")
-    return {
+    yield {
         "small": write_large_json(root / "small.txt", 40_000_000, seed=1),
         "large": write_large_json(root / "large.txt", 300_000_000, seed=2),
         "drift": write_large_json(root / "drift.txt", 100_000_000, seed=3, drift=True),
     }
+    shutil.rmtree(root)  # 440 MB: not left for pytest's kept temporary directories
 
 
 def test_json_lines_convert_in_memory_flat_in_the_files_size(
