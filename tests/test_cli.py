@@ -378,3 +378,28 @@ def test_merge_and_history_without_the_delta_extra_say_which_extra_in_one_line(
             and "pip install 'datafiniti-loader[delta]'" in done.stderr
         )
         assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_python_dash_m_runs_the_command_line() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "datafiniti_loader", "--version"], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and done.stdout.strip().startswith("datafiniti-loader")
+
+
+def test_output_piped_into_a_reader_that_stops_early_ends_quietly(
+    sandbox: Sandbox, env: dict[str, str], tmp_path: Path
+) -> None:
+    many = []
+    for n in range(2000):  # more lines than one pipe buffer (64 KiB) holds
+        path = tmp_path / f"f{n}.csv"
+        path.write_text("id\nA\n")
+        many.append(path)
+    rid = sandbox.add_request(many)
+    shell = f"{sys.executable} -m datafiniti_loader.cli files {rid} | head -2"
+    done = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", shell], capture_output=True, text=True, timeout=120,
+        env={**os.environ, **env},
+    )  # fmt: skip
+    assert len(done.stdout.splitlines()) == 2
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr

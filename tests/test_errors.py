@@ -290,3 +290,11 @@ def test_a_header_of_a_million_columns_is_refused_before_any_row_is_read(
         loader.load(sandbox.add_request([narrow]))
     monkeypatch.setenv("DATAFINITI_MAX_COLUMNS", "3")
     assert loader.load(sandbox.add_request([narrow]))["c"].tolist() == [3]
+
+
+def test_a_column_named_in_another_case_is_suggested(
+    loader: Loader, sandbox: Sandbox, fixture_files
+) -> None:
+    rid = sandbox.add_request(fixture_files["products"])
+    with pytest.raises(ColumnNotFound, match=r"\['ID', 'Name'\]\. Did you mean 'id'\?"):
+        loader.load(rid, columns=["ID", "Name"])

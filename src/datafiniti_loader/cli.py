@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import re
 import sys
 from collections.abc import Sequence, Set
@@ -339,6 +340,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         say("datafiniti-loader: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `datafiniti-loader files ID | head`: the reader has what it wanted
+        # What is left in stdout's buffer would fail again at exit: send it nowhere.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except ImportError as exc:  # an optional extra not installed: its message names it
         if "datafiniti-loader[" not in str(exc):
             raise

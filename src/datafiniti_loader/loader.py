@@ -398,8 +398,12 @@ def require_columns(wanted: Sequence[str], known: Sequence[str], problem: str) -
 
 
 def did_you_mean(name: str, choices: Sequence[str]) -> str:
-    """A hint for a mistyped column name: the closest names, else a sample of all."""
-    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.6)
+    """A hint for a mistyped column name: the closest names, else a sample of all.
+
+    Names that differ only in case come first (``ID`` for ``id``).
+    """
+    same = [c for c in choices if c.lower() == name.lower()]
+    close = same or difflib.get_close_matches(name, choices, n=3, cutoff=0.6)
     if close:
         return f"Did you mean {' or '.join(map(repr, close))}?"
     sample = ", ".join(choices[:15])
