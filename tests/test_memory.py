@@ -22,11 +22,12 @@ import sys
 from datafiniti_loader import to_parquet
 from datafiniti_loader.sandbox import Sandbox
 dedupe = sys.argv[2] == "dedupe"  # each file its own download, merged by record id
+tables = sys.argv[2] == "tables"  # one dataset per tidy table
 with Sandbox() as sandbox:
     files = sys.argv[3:]
     rid = [sandbox.add_request([f]) for f in files] if dedupe else sandbox.add_request(files)
     summary = to_parquet(rid, sys.argv[1], token=sandbox.token, api_url=sandbox.api_url,
-                         cache=False, progress=False, dedupe=dedupe)
+                         cache=False, progress=False, dedupe=dedupe, tables=tables)
 print(summary.rows)
 # VmHWM: this process's own peak RSS. (wait4's ru_maxrss would also count the
 # parent's pages shared before exec, so it reads the test runner's size.)
@@ -35,9 +36,11 @@ with open("/proc/self/status") as status:
 """
 
 
-def peak_rss_mb(out: Path, files: list[Path], *, dedupe: bool = False) -> float:
+def peak_rss_mb(
+    out: Path, files: list[Path], *, dedupe: bool = False, tables: bool = False
+) -> float:
     """Run a conversion in a fresh process; return its peak RSS in MB, as the kernel saw it."""
-    mode = "dedupe" if dedupe else "one"
+    mode = "dedupe" if dedupe else "tables" if tables else "one"
     done = subprocess.run(
         [sys.executable, "-c", CONVERT, str(out), mode, *map(str, files)],
         capture_output=True, text=True, timeout=300,
@@ -141,3 +144,14 @@ def test_json_lines_whose_fields_drift_still_convert_in_bounded_memory(
     # with reviews as its JSON text, as the whole-file reader gives it.
     peak = peak_rss_mb(tmp_path / "drift", [generated_json["drift"]])
     assert peak < 400, f"peak {peak:.0f} MB converting 100 MB of drifting JSON Lines"
+
+
+def test_tidy_tables_convert_in_bounded_memory(
+    generated: dict[str, list[Path]], generated_json: dict[str, Path], tmp_path: Path
+) -> None:
+    # A record's rows are spread over the three CSVs (their ids repeat): all of them
+    # must meet in one bucket, without the download in memory.
+    csv = peak_rss_mb(tmp_path / "csv", generated["large"], tables=True)
+    assert csv < 400, f"peak {csv:.0f} MB writing the tables of 300 MB of CSV"
+    jsonl = peak_rss_mb(tmp_path / "json", [generated_json["large"]], tables=True)
+    assert jsonl < 400, f"peak {jsonl:.0f} MB writing the tables of 300 MB of JSON Lines"

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from conftest import FIXTURES, Loader
@@ -199,3 +200,81 @@ def test_a_records_rows_in_different_batches_of_a_large_file(
         {"_index": 1, "text": "last", "_source_row": 30_001},
     ]
     assert tables["records"].num_rows == 30_001
+
+
+def _normalised(table: pa.Table) -> list[dict]:
+    """Rows in a fixed order, _source_file as text (Parquet keeps it as a dictionary too)."""
+    table = table.set_column(
+        table.schema.get_field_index("_source_file"), "_source_file",
+        table["_source_file"].cast(pa.string()),
+    )  # fmt: skip
+    keys = [("_source_file", "ascending"), ("_source_row", "ascending")]
+    if "_index" in table.column_names:
+        keys.append(("_index", "ascending"))
+    if "column" in table.column_names:
+        keys.append(("column", "ascending"))
+    return table.sort_by(keys).to_pylist()
+
+
+@pytest.mark.parametrize("bucket_bytes", [1 << 30, 3_000])
+def test_parquet_tables_hold_what_load_tables_gives_in_any_number_of_buckets(
+    loader: Loader, sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    bucket_bytes: int,
+) -> None:  # fmt: skip
+    import tempfile
+
+    import pyarrow.parquet as pq
+
+    from datafiniti_loader.sinks import tablesparquet
+
+    monkeypatch.setattr(tablesparquet, "BUCKET_BYTES", bucket_bytes)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    prices = '"[{""amountMax"": 9.99}, {""amountMax"": 12.5}]"'
+    rows = [f"P{n % 17},Name {n % 17},{prices},{n},text {n}" for n in range(200)]
+    rows.append(f"P1,Other name,{prices},5,late")  # a conflict
+    source = tmp_path / "9_1.csv"
+    source.write_text("id,name,prices,reviews.rating,reviews.text\n" + "\n".join(rows) + "\n")
+    jsonl = FIXTURES / "products_json_1.txt"
+    for files in ([source], [jsonl]):
+        rid = sandbox.add_request(files)
+        target = tmp_path / f"out-{rid}"
+        summary = loader.parquet(rid, target, tables=True)
+        expected = tables_of(loader, rid, output="arrow")
+        assert [name for name, _ in summary.tables] == list(expected)
+        for name, table in expected.items():
+            written = pq.read_table(target / name)
+            assert _normalised(written) == _normalised(table), name
+        assert sorted(p.name for p in target.iterdir()) == sorted(
+            [*expected, "_datafiniti_loader.json"]
+        )
+    assert list(scratch.iterdir()) == []  # the buckets' scratch files are gone
+
+
+def test_parquet_tables_of_files_without_ids_leave_nothing(
+    loader: Loader, sandbox: Sandbox, fixture_files, tmp_path: Path
+) -> None:
+    rid = sandbox.add_request(fixture_files["businesses"])
+    with pytest.raises(ColumnNotFound, match="load_results"):
+        loader.parquet(rid, tmp_path / "out", tables=True)
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def test_the_cli_writes_tables(sandbox: Sandbox, fixture_files, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    rid = sandbox.add_request(fixture_files["products"])
+    env = {**os.environ, "DATAFINITI_API_URL": sandbox.api_url, "DATAFINITI_API_TOKEN": sandbox.token,
+           "DATAFINITI_CACHE_DIR": str(tmp_path / "cache")}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "datafiniti_loader", "load", str(rid), "--tables", "--output",
+         str(tmp_path / "out"), "--quiet"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "wrote tables records (36 rows), reviews (72 rows), prices (72 rows)" in done.stdout
+    assert (tmp_path / "out" / "reviews" / "part-0.parquet").exists()

@@ -12,8 +12,9 @@ from .read.tidy import tidy
 from .remote.client import Client
 from .retry import RetryPolicy
 from .sinks.outputs import OUTPUTS, to_pandas, to_polars
-from .sinks.parquet import ParquetSummary, write_parquet
+from .sinks.parquet import ParquetSummary, dataset_metadata, write_parquet
 from .sinks.tables import TABLE_OUTPUTS, Tables, tables_from
+from .sinks.tablesparquet import check_options, write_tables
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -283,6 +284,7 @@ def to_parquet(
     retry: RetryPolicy | None = None,
     dedupe: bool = False,
     dtype: Mapping[str, str] | None = None,
+    tables: bool = False,
 ) -> ParquetSummary:
     """Convert a download request's results to a Parquet dataset, in bounded memory.
 
@@ -303,11 +305,18 @@ def to_parquet(
         Replace an existing dataset at ``path``. Default False: raise instead.
     storage_options : dict, optional
         Passed to fsspec for ``path``.
+    tables : bool
+        Write the tidy tables of :func:`load_tables` instead of the flat rows:
+        one dataset per table under ``path`` (``path/records/``,
+        ``path/reviews/``...), published together. Memory holds a fraction of
+        the download at a time; records are grouped by a hash of their id, so
+        their order is not the download's.
 
     Returns
     -------
     ParquetSummary
-        Rows, result files read, Parquet bytes written and the path.
+        Rows, result files read, Parquet bytes written and the path (with
+        ``tables=True``, each table's rows in ``tables``).
 
     Notes
     -----
@@ -317,6 +326,14 @@ def to_parquet(
     file names, row counts, library version and load time.
     """
     options = LoadOptions(token, api_url, wait, cache, max_workers, progress, retry, dedupe, dtype)
+    if tables:
+        check_options(partition_by)
+        with open_load(request_id, options) as source:
+            return write_tables(
+                source, path, columns=columns, provenance=provenance,
+                about=dataset_metadata(source), overwrite=overwrite,
+                storage_options=storage_options,
+            )  # fmt: skip
     with open_load(request_id, options) as source:
         return write_parquet(
             source,

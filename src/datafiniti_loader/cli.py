@@ -319,6 +319,11 @@ def _add_parquet_options(parser: argparse.ArgumentParser, *, required: bool) -> 
         "--no-provenance", action="store_true", help="leave out the _request_id ... columns"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    parser.add_argument(
+        "--tables",
+        action="store_true",
+        help="one dataset per tidy table under --output (records/, reviews/, ...)",
+    )
     _add_wait_option(parser)
     parser.add_argument("--max-workers", type=int, help="parallel downloads (default 4)")
 
@@ -502,7 +507,12 @@ def _write_parquet(
         overwrite=args.overwrite,
         dedupe=dedupe,
         dtype=args.dtype,
+        tables=args.tables,
     )
+    if summary.tables:
+        listed = ", ".join(f"{name} ({rows:,} rows)" for name, rows in summary.tables)
+        say(f"wrote tables {listed} to {summary.path} ({summary.bytes / 1e6:.1f} MB of Parquet)")
+        return 0
     say(
         f"wrote {summary.rows:,} rows x {summary.columns} columns from "
         f"{summary.result_files} result file(s) to {summary.path} "

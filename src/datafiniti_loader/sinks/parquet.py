@@ -60,7 +60,13 @@ from .publish import (
     write_manifest,
 )
 
-__all__ = ["ParquetSummary", "write_parquet", "write_row_groups"]
+__all__ = [
+    "ParquetSummary",
+    "dataset_metadata",
+    "unwritable",
+    "write_parquet",
+    "write_row_groups",
+]
 
 logger = logging.getLogger("datafiniti_loader")
 
@@ -88,7 +94,10 @@ class ParquetSummary:
     parquet_files : tuple of str
         The Parquet files written, relative to ``path``.
     columns : int
-        Columns written, provenance included.
+        Columns written, provenance included (of ``records``, for tables).
+    tables : tuple of (str, int)
+        With ``tables=True``: each table written and its rows (``rows`` is
+        then the records').
     """
 
     rows: int
@@ -97,6 +106,7 @@ class ParquetSummary:
     path: str
     parquet_files: tuple[str, ...] = ()
     columns: int = 0
+    tables: tuple[tuple[str, int], ...] = ()
 
     @property
     def result_files(self) -> int:
@@ -105,6 +115,12 @@ class ParquetSummary:
 
     def __repr__(self) -> str:
         written = len(self.parquet_files)
+        if self.tables:
+            listed = ", ".join(f"{name} {rows:,}" for name, rows in self.tables)
+            return (
+                f"ParquetSummary(tables {listed} (rows) from {self.files} result file(s) -> "
+                f"{written} Parquet file(s), {self.bytes / 1e6:,.1f} MB at {self.path})"
+            )
         return (
             f"ParquetSummary({self.rows:,} rows x {self.columns} columns from "
             f"{self.files} result file(s) -> {written} Parquet file(s), "
@@ -142,7 +158,7 @@ def write_parquet(
     _storage(path, lambda: sweep_orphans(fs, target))
     _storage(path, lambda: check_target(fs, target, str(path), overwrite))  # fail before work
     by = [partition_by] if isinstance(partition_by, str) else list(partition_by or [])
-    about = _metadata(source)
+    about = dataset_metadata(source)
     staging = staging_path(target)
     # A second pass, if one is needed, reads parsed copies instead of parsing again.
     # Written on a thread of their own, they cost a one-pass conversion no time (measured).
@@ -164,7 +180,7 @@ def write_parquet(
     except BaseException as exc:
         remove_staging(fs, staging)
         if isinstance(exc, OSError) and not isinstance(exc, DatafinitiError):
-            raise _unwritable(path, exc) from None
+            raise unwritable(path, exc) from None
         raise
     log_summary(source, written.rows, written.columns, target=str(path))
     shown = os.path.abspath(target) if isinstance(fs, LocalFileSystem) else str(path)
@@ -257,10 +273,11 @@ def _storage(path: str, action: Callable[[], object]) -> None:
     except OSError as exc:
         failure = exc
     if failure is not None:
-        raise _unwritable(path, failure)
+        raise unwritable(path, failure)
 
 
-def _unwritable(path: str, exc: OSError) -> StorageError:
+def unwritable(path: str, exc: OSError) -> StorageError:
+    """The StorageError for a dataset that could not be written at ``path``."""
     return StorageError(
         f"Could not write Parquet to {path}: {exc.strerror or exc}. Check the "
         "path, permissions and free space; nothing was left at the target."
@@ -339,7 +356,7 @@ def _all_batches(
             yield batch.replace_schema_metadata(schema.metadata)
 
 
-def _metadata(source: LoadSource) -> dict[str, Any]:
+def dataset_metadata(source: LoadSource) -> dict[str, Any]:
     """The footer's record of the load: known before any row is written, so no row counts."""
     single = {"request_id": source.request_ids[0]} if len(source.request_ids) == 1 else {}
     return {
