@@ -45,18 +45,24 @@ def two(sandbox: Sandbox, tmp_path: Path) -> tuple[int, int]:
     return serve(sandbox, tmp_path, FIRST), serve(sandbox, tmp_path, SECOND)
 
 
+def merged_in_order(
+    sandbox: Sandbox, two: tuple[int, int], target: Path, order: str, **kwargs: object
+) -> list[object]:
+    """The two downloads merged in ``order`` (or both at once); each merge's summary."""
+    first, second = two
+    if order == "both-at-once":
+        return [merge(sandbox, [second, first], target, **kwargs)]
+    ordered = two if order == "first-then-second" else (second, first)
+    return [merge(sandbox, rid, target, **kwargs) for rid in ordered]
+
+
 @pytest.mark.parametrize("order", ["first-then-second", "second-then-first", "both-at-once"])
 def test_merges_keep_each_records_newest_copy_whatever_the_order(
     sandbox: Sandbox, two: tuple[int, int], tmp_path: Path, order: str
 ) -> None:
     table = tmp_path / "table"
-    first, second = two
-    if order == "both-at-once":
-        merge(sandbox, [second, first], table)
-    else:
-        for rid in two if order == "first-then-second" else (second, first):
-            summary = merge(sandbox, rid, table)
-            assert summary.committed  # type: ignore[attr-defined]
+    for summary in merged_in_order(sandbox, two, table, order):
+        assert summary.committed  # type: ignore[attr-defined]
     # E is tied: the newer download (the higher request id) wins in every order.
     assert contents(table) == EXPECTED
 
@@ -450,3 +456,99 @@ def test_a_table_partitioned_by_a_timestamp_is_refused(
     )
     with pytest.raises(UnsupportedTable, match="partitioned by 'dateUpdated' of type timestamp"):
         merge(sandbox, two[0], table)
+
+
+def tidy_contents(root: Path) -> dict[str, list[tuple]]:
+    """Each Delta table under ``root``: its rows as (record, index or name, value), sorted."""
+    out = {}
+    records = deltalake.DeltaTable(str(root / "records")).to_pandas()
+    out["records"] = sorted(zip(records["id"].fillna(""), records["name"], strict=True))
+    prices = deltalake.DeltaTable(str(root / "prices")).to_pandas()
+    out["prices"] = sorted(
+        zip(prices["_record_id"].fillna(""), prices["_index"], prices["amountMax"], strict=True)
+    )
+    return out
+
+
+TIDY_EXPECTED = {
+    # A, B, C: the newest copies; D, F: only in one download; E: tied, the newer request.
+    "records": sorted(
+        [
+            ("A", "a-new"),
+            ("B", "b-new"),
+            ("C", "c-new"),
+            ("D", "d-only"),
+            ("E", "e-second"),
+            ("F", "f-only"),
+            ("", "no-id"),
+        ]
+    ),
+    # B's copy has more rows, C's fewer: every old price row of theirs is gone.
+    "prices": sorted(
+        [
+            ("A", 0, 1),
+            ("A", 1, 2),
+            ("B", 0, 11),
+            ("B", 1, 12),
+            ("C", 0, 13),
+            ("D", 0, 7),
+            ("E", 0, 14),
+            ("F", 0, 15),
+            ("", 0, 9),
+        ]
+    ),
+}
+
+
+@pytest.mark.parametrize("order", ["first-then-second", "second-then-first", "both-at-once"])
+def test_tables_merge_record_by_record_in_every_table(
+    sandbox: Sandbox, two: tuple[int, int], tmp_path: Path, order: str
+) -> None:
+    root = tmp_path / "lake"
+    first, _ = two
+    for summary in merged_in_order(sandbox, two, root, order, tables=True):
+        assert summary.committed  # type: ignore[attr-defined]
+    assert tidy_contents(root) == TIDY_EXPECTED
+    again = merge(sandbox, first, root, tables=True)
+    assert not again.committed  # type: ignore[attr-defined]
+    assert tidy_contents(root) == TIDY_EXPECTED
+
+
+def test_a_tables_merge_stopped_between_commits_is_completed_by_merging_again(
+    sandbox: Sandbox, two: tuple[int, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datafiniti_loader.sinks import deltatables
+
+    root = tmp_path / "lake"
+    first, second = two
+    merge(sandbox, first, root, tables=True)
+    real = deltatables._merge_table
+
+    def stop_at_records(path: str, name: str, *args: object, **kwargs: object) -> int:
+        if name == "records":
+            raise KeyboardInterrupt  # the user stops it after the other tables committed
+        return real(path, name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(deltatables, "_merge_table", stop_at_records)
+    with pytest.raises(KeyboardInterrupt):
+        merge(sandbox, second, root, tables=True)
+    monkeypatch.setattr(deltatables, "_merge_table", real)
+    prices_version = deltalake.DeltaTable(str(root / "prices")).version()
+    merge(sandbox, second, root, tables=True)
+    assert deltalake.DeltaTable(str(root / "prices")).version() == prices_version  # not twice
+    assert tidy_contents(root) == TIDY_EXPECTED
+
+
+def test_the_cli_merges_tables(sandbox: Sandbox, two: tuple[int, int], tmp_path: Path) -> None:
+    env = {**os.environ, "DATAFINITI_API_URL": sandbox.api_url, "DATAFINITI_API_TOKEN": sandbox.token,
+           "DATAFINITI_CACHE_DIR": str(tmp_path / "cache")}  # fmt: skip
+    root = tmp_path / "lake"
+    for rid in two:
+        done = subprocess.run(
+            [sys.executable, "-m", "datafiniti_loader", "merge", str(rid), "--into", str(root),
+             "--tables", "--quiet"],
+            capture_output=True, text=True, env=env, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "tables: prices, conflicts, records" in done.stdout
+    assert tidy_contents(root) == TIDY_EXPECTED

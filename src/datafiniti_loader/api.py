@@ -360,6 +360,7 @@ def to_delta(
     progress: bool | None = None,
     retry: RetryPolicy | None = None,
     dtype: Mapping[str, str] | None = None,
+    tables: bool = False,
 ) -> DeltaSummary:
     """Merge downloads into a Delta Lake table that lives on across downloads.
 
@@ -381,6 +382,14 @@ def to_delta(
         Passed to deltalake for ``path`` (credentials of an object store).
     token, api_url, wait, cache, max_workers, progress, retry, dtype
         As for :func:`load_results`.
+
+    tables : bool
+        Keep the tidy tables of :func:`load_tables`, one Delta table per name
+        under ``path`` (``path/records``, ``path/reviews``...), merged record
+        by record: a record's newest copy replaces its ``records`` row and all
+        of its rows in every other table. Tables are committed one at a time,
+        ``records`` last; a merge stopped between two commits is completed by
+        merging the same request again. Needs ``mode="merge"``.
 
     Returns
     -------
@@ -406,6 +415,10 @@ def to_delta(
     from .sinks.delta import DELTA_MODES, require_deltalake, write_delta
 
     require_deltalake()  # before any download: without the extra, say so at once
+    if tables and mode != "merge":
+        raise ConfigurationError(
+            "tables=True (--tables) merges record by record: mode must be 'merge'."
+        )
 
     if mode not in DELTA_MODES:
         raise ConfigurationError(f"mode must be one of {', '.join(DELTA_MODES)}; got {mode!r}.")
@@ -416,6 +429,10 @@ def to_delta(
         token, api_url, wait, cache, max_workers, progress, retry, mode == "merge", dtype
     )
     with open_load(sources, options) as source:
+        if tables:
+            from .sinks.deltatables import write_delta_tables
+
+            return write_delta_tables(source, path, storage_options=storage_options)
         return write_delta(source, path, mode=mode, storage_options=storage_options)
 
 

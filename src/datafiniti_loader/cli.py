@@ -199,6 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument(
         "--into", required=True, metavar="PATH", help="the Delta table (path or object-store URI)"
     )
+    merge.add_argument(
+        "--tables",
+        action="store_true",
+        help="one Delta table per tidy table under --into (records, reviews, ...)",
+    )
     _add_wait_option(merge)
     _add_dtype_option(merge)
 
@@ -392,6 +397,7 @@ def _run(args: argparse.Namespace) -> int:
             cache=_cache_setting(args),
             progress=False if args.quiet else None,
             dtype=args.dtype,
+            tables=args.tables,
         )
         say(summary.describe())
         return 0

@@ -104,7 +104,8 @@ def _records_of(table: pa.Table, per_request: bool) -> _Records:
         key = pc.binary_join_element_wise(requests, ids, "\x1f")
     if isinstance(key, pa.ChunkedArray):
         key = key.combine_chunks()
-    codes = pc.dictionary_encode(key).indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    indices = pc.fill_null(pc.dictionary_encode(key).indices, -1)  # no id: numbered below
+    codes = indices.to_numpy(zero_copy_only=False).astype(np.int64)
     missing = np.flatnonzero(pc.is_null(ids).to_numpy(zero_copy_only=False))
     if missing.size:  # no id: each such row is a record of its own
         logger.warning(
@@ -142,11 +143,15 @@ def _rows(table: pa.Table, rows: np.ndarray) -> pa.Table:
     batches = table.to_batches()
     starts = np.cumsum([0] + [b.num_rows for b in batches])
     bounds = np.searchsorted(rows, starts)
-    parts = [
-        batch.take(pa.array(rows[bounds[n] : bounds[n + 1]] - starts[n]))
-        for n, batch in enumerate(batches)
-        if bounds[n + 1] > bounds[n]
-    ]
+    parts = []
+    for n, batch in enumerate(batches):
+        local = rows[bounds[n] : bounds[n + 1]] - starts[n]
+        if not local.size:
+            continue
+        if local[-1] - local[0] + 1 == local.size:  # a run of rows: a view, no copy
+            parts.append(batch.slice(int(local[0]), int(local.size)))
+        else:
+            parts.append(batch.take(pa.array(local)))
     return pa.Table.from_batches(parts, schema=table.schema)
 
 

@@ -41,11 +41,16 @@ if TYPE_CHECKING:
     from deltalake import DeltaTable
 
 __all__ = [
+    "COMMIT_KEY",
     "DELTA_MODES",
     "DeltaSummary",
+    "commit_write",
     "history",
+    "keep_append_only",
     "merged_requests",
+    "open_table",
     "require_deltalake",
+    "shown_path",
     "write_delta",
 ]
 
@@ -100,6 +105,7 @@ class DeltaSummary:
             f"version {self.version} of {self.path}: {self.mode} of request(s) {what}: "
             f"{self.rows_inserted:,} rows inserted, {self.records_added:,} records added, "
             f"{self.records_replaced:,} replaced, {self.records_unchanged:,} unchanged"
+            + (f" ({self.note})" if self.note else "")
         )
 
     def __repr__(self) -> str:
@@ -139,8 +145,8 @@ def write_delta(
     text) writes every file again, as Delta takes a new schema only then.
     """
     require_deltalake()
-    shown = _shown(path)
-    table = _open(path, storage_options)
+    shown = shown_path(path)
+    table = open_table(path, storage_options)
     partition_by: list[str] = []
     if table is not None:
         check_writable(table, shown)  # before anything is downloaded or written
@@ -162,7 +168,7 @@ def write_delta(
     if table is not None and mode != "overwrite":
         schema, changed = against_table(schema, table)
     if table is not None:
-        _keep_append_only(table, shown, mode, changed, plan.replaced)
+        keep_append_only(table, shown, mode, changed, plan.replaced)
     logger.info(
         "%s into %s: %d record(s) new, %d newer than the table's, %d not newer",
         mode, shown, plan.added, plan.replaced, plan.unchanged,
@@ -195,7 +201,7 @@ def write_delta(
                     commit_properties=props,
                 )  # fmt: skip
 
-        _commit(files, about, shown, commit)
+        commit_write(files, about, shown, commit)
     except BaseException:
         files.discard()
         raise
@@ -207,7 +213,7 @@ def write_delta(
     )  # fmt: skip
 
 
-def _keep_append_only(
+def keep_append_only(
     table: DeltaTable, shown: str, mode: str, changed: list[str], replaced: int
 ) -> None:
     """Refuse, on an append-only table, a write that would remove any of its files."""
@@ -240,9 +246,9 @@ def merged_requests(table: DeltaTable) -> set[int]:
 def history(path: str, storage_options: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """The table's versions, newest first: operation, time, requests merged, rows inserted."""
     require_deltalake()  # without the extra: an ImportError naming it, not deltalake's own
-    table = _open(path, storage_options)
+    table = open_table(path, storage_options)
     if table is None:
-        raise DatafinitiError(f"There is no Delta table at {_shown(path)}.")
+        raise DatafinitiError(f"There is no Delta table at {shown_path(path)}.")
     out = []
     for commit in table.history():
         about = _about(commit)
@@ -275,7 +281,7 @@ def _about(commit: dict[str, Any]) -> dict[str, Any]:
     return about if isinstance(about, dict) else {}
 
 
-def _commit(files: DataFiles, about: dict[str, Any], shown: str, write: Any) -> None:
+def commit_write(files: DataFiles, about: dict[str, Any], shown: str, write: Any) -> None:
     """Commit with this library's metadata; on any failure remove the files written for it.
 
     The commit never retries past another writer's commit: a lost race is a
@@ -307,7 +313,8 @@ def _commit(files: DataFiles, about: dict[str, Any], shown: str, write: Any) -> 
     )
 
 
-def _open(path: str, storage_options: dict[str, str] | None) -> DeltaTable | None:
+def open_table(path: str, storage_options: dict[str, str] | None) -> DeltaTable | None:
+    """The Delta table at ``path``, or ``None`` where there is none yet."""
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
@@ -328,5 +335,6 @@ def require_deltalake() -> Any:
     return deltalake
 
 
-def _shown(path: str) -> str:
+def shown_path(path: str) -> str:
+    """``path`` as messages show it: absolute when local."""
     return os.path.abspath(path) if "://" not in str(path) else str(path)

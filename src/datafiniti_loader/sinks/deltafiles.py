@@ -43,7 +43,7 @@ def rewritten(
     """
     actions: list[Any] = []
     for old in _files_holding(table, files, drop, every=every):
-        actions += files.write(_without(files.read(old, schema), drop, schema), schema)
+        actions += files.write(_without(files.read(old, schema), drop, schema, files.key), schema)
         if not every:
             actions.append(_removal(old))
     return actions
@@ -83,8 +83,13 @@ class DataFiles:
     """
 
     def __init__(
-        self, path: str, storage_options: dict[str, str] | None, partition_by: Sequence[str] = ()
+        self,
+        path: str,
+        storage_options: dict[str, str] | None,
+        partition_by: Sequence[str] = (),
+        key: str = ID_COLUMN,
     ) -> None:
+        self.key = key  # the column naming a row's record (``_record_id`` in child tables)
         self._path = str(path)
         self._options = storage_options
         self._partition_by = list(partition_by)
@@ -179,7 +184,7 @@ class DataFiles:
         import pyarrow.parquet as pq
 
         with self._fs.open_input_file(name) as handle:
-            column = pq.read_table(handle, columns=[ID_COLUMN]).column(0)
+            column = pq.read_table(handle, columns=[self.key]).column(0)
         return record_ids(column.combine_chunks())
 
     def discard(self) -> None:
@@ -241,11 +246,11 @@ def _removal(old: _FileRef) -> Any:
 
 
 def _without(
-    batches: Iterator[pa.RecordBatch], drop: pa.Array, schema: pa.Schema
+    batches: Iterator[pa.RecordBatch], drop: pa.Array, schema: pa.Schema, key: str
 ) -> Iterator[pa.RecordBatch]:
-    """``batches`` without the rows of records in ``drop``, in ``schema``."""
+    """``batches`` without the rows of records in ``drop`` (by column ``key``), in ``schema``."""
     for batch in batches:
-        ids = record_ids(batch.column(ID_COLUMN))
+        ids = record_ids(batch.column(key))
         kept = batch.filter(pc.invert(pc.fill_null(pc.is_in(ids, value_set=drop), False)))
         if kept.num_rows:
             yield conform(kept, schema)

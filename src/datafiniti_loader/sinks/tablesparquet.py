@@ -21,7 +21,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ from .publish import (
     write_manifest,
 )
 
-__all__ = ["write_tables"]
+__all__ = ["check_options", "conformed", "tidy_parts", "unified_schema", "write_tables"]
 
 #: Bytes of input text per bucket: one bucket (and its tables) is in memory at once.
 BUCKET_BYTES = 32 * 1024 * 1024
@@ -72,20 +72,14 @@ def write_tables(
     if columns is not None:
         columns = list(dict.fromkeys(["id", *columns]))
     schema = data_schema(scan.builder, columns, True, source.dtypes)
-    if "id" not in schema.names:  # tidy() says what to do instead
-        tidy(schema.empty_table(), per_request=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f"datafiniti-loader-{os.getpid()}-tables-"))
-    mark_owned(scratch)
     staging = staging_path(target)
     try:
-        buckets = _spill_rows(source, schema, scratch, _bucket_count(source))
-        empty = pa.schema([*schema, *_provenance()]).empty_table()
-        parts = _spill_tables(buckets, scratch, empty, per_request=source.newest is None)
-        make_staging(fs, staging)
-        written = [
-            _write_table(fs, staging, name, files, provenance) for name, files in parts.items()
-        ]
-        relative = tuple(f"{name}/part-0.parquet" for name in parts)
+        with tidy_parts(source, schema) as parts:
+            make_staging(fs, staging)
+            written = [
+                _write_table(fs, staging, name, files, provenance) for name, files in parts.items()
+            ]
+        relative = tuple(f"{name}/part-0.parquet" for name, _, _ in written)
         rows = {name: count for name, count, _ in written}
         manifest = {**about, "tables": rows, "files": list(relative), "rows": rows["records"]}
         write_manifest(fs, staging, manifest)
@@ -95,8 +89,6 @@ def write_tables(
         if isinstance(exc, OSError) and not isinstance(exc, DatafinitiError):
             raise unwritable(path, exc) from None
         raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     columns_written = next(width for name, _, width in written if name == "records")
     log_summary(source, rows["records"], columns_written, target=str(path))
     shown = os.path.abspath(target) if isinstance(fs, LocalFileSystem) else str(path)
@@ -107,13 +99,47 @@ def write_tables(
     )  # fmt: skip
 
 
+@contextlib.contextmanager
+def tidy_parts(
+    source: LoadSource,
+    schema: pa.Schema,
+    keep: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None,
+) -> Iterator[dict[str, list[Path]]]:
+    """The download's tidy tables, each as parts in local scratch files, removed afterwards.
+
+    ``schema``: the flat data schema (a scan decided it); ``keep`` filters the
+    typed rows first (a Delta merge keeps only the winning copies).
+
+    Raises
+    ------
+    ColumnNotFound
+        The files have no ``id`` column.
+    """
+    if "id" not in schema.names:  # tidy() says what to do instead
+        tidy(schema.empty_table(), per_request=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f"datafiniti-loader-{os.getpid()}-tables-"))
+    mark_owned(scratch)
+    try:
+        buckets = _spill_rows(source, schema, scratch, _bucket_count(source), keep)
+        empty = pa.schema([*schema, *_provenance()]).empty_table()
+        yield _spill_tables(buckets, scratch, empty, per_request=source.newest is None)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def _bucket_count(source: LoadSource) -> int:
     """Buckets enough that each holds about :data:`BUCKET_BYTES` of the input."""
     size = sum(path.stat().st_size for _, path in source.download.local_files())
     return max(1, math.ceil(size / BUCKET_BYTES))
 
 
-def _spill_rows(source: LoadSource, schema: pa.Schema, scratch: Path, count: int) -> list[Path]:
+def _spill_rows(
+    source: LoadSource,
+    schema: pa.Schema,
+    scratch: Path,
+    count: int,
+    keep: Callable[[pa.RecordBatch], pa.RecordBatch] | None,
+) -> list[Path]:
     """Every typed row into the bucket of its record's key; the buckets' scratch files."""
     paths = [scratch / f"bucket-{n}.arrow" for n in range(count)]
     full = pa.schema([*schema, *_provenance()])
@@ -123,6 +149,8 @@ def _spill_rows(source: LoadSource, schema: pa.Schema, scratch: Path, count: int
         for file, path in source.download.local_files():
             read = source.batches_of(file, path)
             for batch in typed_batches(file, read.batches, schema, True, source.newest):
+                if keep is not None:
+                    batch = keep(batch)
                 for bucket, rows in _by_bucket(batch, count, per_request):
                     writers[bucket].add(rows)
                 release_arrow_memory()
@@ -223,16 +251,16 @@ def _write_table(
     fs: Any, staging: str, name: str, parts: list[Path], provenance: bool
 ) -> tuple[str, int, int]:
     """One table's parts as ``staging/name/part-0.parquet``; its name, rows and columns."""
-    schema = _unified(parts)
+    schema = unified_schema(parts)
     if not provenance:
         schema = pa.schema([f for f in schema if f.name not in TIDY_PROVENANCE])
     fs.makedirs(f"{staging}/{name}", exist_ok=True)
     with fs.open(f"{staging}/{name}/part-0.parquet", "wb") as handle:
-        rows = write_row_groups(_conformed(parts, schema), handle, schema)
+        rows = write_row_groups(conformed(parts, schema), handle, schema)
     return name, rows, len(schema)
 
 
-def _unified(parts: list[Path]) -> pa.Schema:
+def unified_schema(parts: list[Path]) -> pa.Schema:
     """The schema every part of a table conforms to: types widened where buckets differ."""
     schemas = []
     for part in parts:
@@ -246,7 +274,8 @@ def _unified(parts: list[Path]) -> pa.Schema:
     return seen.schema()
 
 
-def _conformed(parts: list[Path], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+def conformed(parts: list[Path], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """Every batch of a table's parts, conformed to ``schema``."""
     for part in parts:
         with pa.memory_map(str(part)) as source:
             for batch in ipc.open_stream(source):

@@ -1,0 +1,187 @@
+"""Sink: tidy tables merged into one Delta table per name (``path/records``, ``path/reviews``...).
+
+The newest-copy rule of :mod:`.delta`, record by record across the tables:
+which records win is decided once, against ``records`` (it has every
+record's ``id``, ``dateUpdated`` and request); a winning copy then replaces
+the record's ``records`` row **and** all of its rows in every other table
+(its old reviews are deleted even where the new copy has fewer, or none).
+
+Delta commits one table at a time. The child tables and ``conflicts`` are
+committed first and ``records`` last, each commit naming its requests: a
+merge stopped between two commits is completed by merging the same request
+again, since ``records`` (not yet committed) still gives the same winners and
+the tables already committed recognise the request and are left alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .._version import __version__
+from ..loader import LoadSource, RowCounter, data_schema
+from ..read.dedupe import ID_COLUMN, record_ids
+from .delta import (
+    DeltaSummary,
+    commit_write,
+    keep_append_only,
+    merged_requests,
+    open_table,
+    require_deltalake,
+    shown_path,
+)
+from .deltafiles import DataFiles, create_table, rewritten
+from .deltaplan import Plan, against_table, delta_types, plan_write
+from .deltarules import check_writable
+from .tablesparquet import conformed, tidy_parts, unified_schema
+
+if TYPE_CHECKING:
+    from deltalake import DeltaTable
+
+__all__ = ["write_delta_tables"]
+
+logger = logging.getLogger(__name__)
+
+RECORDS = "records"
+
+
+def write_delta_tables(
+    source: LoadSource, path: str, *, storage_options: dict[str, str] | None = None
+) -> DeltaSummary:
+    """Merge ``source``'s tidy tables into the Delta tables under ``path`` (see module docs)."""
+    require_deltalake()
+    root = str(path).rstrip("/")
+    shown = shown_path(root)
+    records = open_table(f"{root}/{RECORDS}", storage_options)
+    existing = _existing_tables(root, storage_options)
+    for name in existing:  # every table's rules, before anything is downloaded
+        table = open_table(f"{root}/{name}", storage_options)
+        if table is not None:
+            check_writable(table, shown_path(f"{root}/{name}"))
+    requests = tuple(source.request_ids)
+    if records is not None and set(requests) <= merged_requests(records):
+        note = f"request(s) {', '.join(map(str, requests))} already merged"
+        return DeltaSummary(shown, records.version(), False, "merge", requests=requests, note=note)
+    scan = source.scan(keep=False)
+    flat = data_schema(scan.builder, None, True, source.dtypes)
+    plan = plan_write(source, records)
+    merged_before = merged_requests(records) if records is not None else set()
+    keep = _winning_rows(plan.replace_ids, source, merged_before)
+    inserted = 0
+    with tidy_parts(source, flat, keep) as parts:
+        names = [n for n in dict.fromkeys([*parts, *existing]) if n != RECORDS] + [RECORDS]
+        for name in names:  # records last: its commit says the merge is whole
+            inserted_here = _merge_table(
+                f"{root}/{name}", name, parts.get(name, []), plan, requests, storage_options
+            )
+            if name == RECORDS:
+                inserted = inserted_here
+    records = open_table(f"{root}/{RECORDS}", storage_options)
+    assert records is not None
+    return DeltaSummary(
+        shown, records.version(), True, "merge", inserted, plan.added, plan.replaced,
+        plan.unchanged, requests, note=f"tables: {', '.join(names)}",
+    )  # fmt: skip
+
+
+def _existing_tables(root: str, storage_options: dict[str, str] | None) -> list[str]:
+    """The names of the Delta tables already under ``root``."""
+    fs, base = fsspec.core.url_to_fs(root, **(storage_options or {}))
+    if not fs.exists(base):
+        return []
+    names = []
+    for entry in sorted(fs.ls(base, detail=False)):
+        if fs.exists(f"{entry}/_delta_log"):
+            names.append(Path(entry).name)
+    return names
+
+
+def _winning_rows(replace_ids: pa.Array, source: LoadSource, merged_before: set[int]) -> Any:
+    """A filter of typed rows: the winning copies, and id-less rows of requests new to the table."""
+
+    def keep(batch: pa.RecordBatch) -> pa.RecordBatch:
+        ids = record_ids(batch.column(ID_COLUMN))
+        chosen = pc.fill_null(pc.is_in(ids, value_set=replace_ids), False)
+        fresh = pc.invert(pc.is_in(batch.column("_request_id"), value_set=pa.array(
+            sorted(merged_before), pa.int64())))  # fmt: skip
+        chosen = pc.or_(chosen, pc.and_(pc.is_null(ids), fresh))
+        return batch.filter(chosen)
+
+    return keep
+
+
+def _merge_table(
+    path: str,
+    name: str,
+    parts: list[Path],
+    plan: Plan,
+    requests: tuple[int, ...],
+    storage_options: dict[str, str] | None,
+) -> int:
+    """One table: the replaced records' rows out, the winning copies' rows in; rows inserted."""
+    table = open_table(path, storage_options)
+    if table is not None and set(requests) <= merged_requests(table):
+        logger.info("%s already holds request(s) %s: left as it is", name, requests)
+        return 0
+    shown = shown_path(path)
+    key = ID_COLUMN if name == RECORDS else "_record_id"
+    schema = delta_types(unified_schema(parts)) if parts else None
+    if schema is None:
+        if table is None:
+            return 0  # no rows for a table that does not exist: nothing to make
+        schema = pa.schema(table.schema().to_arrow())
+    changed: list[str] = []
+    if table is not None:
+        schema, changed = against_table(schema, table)
+        keep_append_only(table, shown, "merge", changed, plan.replaced)
+    partition_by = list(table.metadata().partition_columns) if table is not None else []
+    files = DataFiles(path, storage_options, partition_by, key=key)
+    try:
+        actions: list[Any] = []
+        if table is not None:
+            actions += rewritten(table, files, _ids(plan.existing_ids), schema, every=bool(changed))
+        counter = RowCounter(conformed(parts, schema))
+        actions += files.write(iter(counter), schema)
+        rows = counter.rows
+        about = {"request_ids": list(requests), "library": __version__, "mode": "merge",
+                 "rows_inserted": rows, "table": name, "schema_changed": changed}  # fmt: skip
+        _commit(table, path, files, schema, actions, changed, partition_by, about, shown,
+                storage_options)  # fmt: skip
+    except BaseException:
+        files.discard()
+        raise
+    return rows
+
+
+def _ids(values: pa.Array) -> pa.Array:
+    return values if len(values) else pa.array([], pa.string())
+
+
+def _commit(
+    table: DeltaTable | None,
+    path: str,
+    files: DataFiles,
+    schema: pa.Schema,
+    actions: list[Any],
+    changed: list[str],
+    partition_by: list[str],
+    about: dict[str, Any],
+    shown: str,
+    storage_options: dict[str, str] | None,
+) -> None:
+    how = "overwrite" if changed else "append"
+
+    def commit(props: Any) -> None:
+        if table is None:
+            create_table(path, schema, actions, storage_options, props)
+        else:
+            table.create_write_transaction(
+                actions, how, schema, partition_by=partition_by or None, commit_properties=props
+            )
+
+    commit_write(files, about, shown, commit)
