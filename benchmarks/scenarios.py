@@ -30,18 +30,22 @@ def load_results(cfg: dict[str, Any]) -> int:
     return len(frame)
 
 
-def naive_loop(cfg: dict[str, Any]) -> int:
-    """What Datafiniti's guides show: get each URL, read_csv on the bytes, concat."""
-    import pandas as pd
+def _naive_bodies(cfg: dict[str, Any]) -> Iterator[bytes]:
+    """Each result file's bytes, as a hand-written loop gets them: the listing, then a GET each."""
     import requests
 
     listing = requests.get(
         f"{cfg['api_url']}/results/{cfg['request_id']}", auth=(cfg["token"], ""), timeout=60
     )
-    frames = []
     for result in listing.json():
-        body = requests.get(result["url"], timeout=600).content
-        frames.append(pd.read_csv(io.BytesIO(body)))
+        yield requests.get(result["url"], timeout=600).content
+
+
+def naive_loop(cfg: dict[str, Any]) -> int:
+    """What Datafiniti's guides show: get each URL, read_csv on the bytes, concat."""
+    import pandas as pd
+
+    frames = [pd.read_csv(io.BytesIO(body)) for body in _naive_bodies(cfg)]
     return len(pd.concat(frames, ignore_index=True))
 
 
@@ -173,15 +177,13 @@ def load_arrow(cfg: dict[str, Any]) -> int:
 def json_naive_loop(cfg: dict[str, Any]) -> int:
     """The loop a user writes for JSON: get each URL, json.loads each line, one DataFrame."""
     import pandas as pd
-    import requests
 
-    listing = requests.get(
-        f"{cfg['api_url']}/results/{cfg['request_id']}", auth=(cfg["token"], ""), timeout=60
-    )
-    records = []
-    for result in listing.json():
-        body = requests.get(result["url"], timeout=600).content
-        records += [json.loads(line) for line in body.splitlines() if line.strip()]
+    records = [
+        json.loads(line)
+        for body in _naive_bodies(cfg)
+        for line in body.splitlines()
+        if line.strip()
+    ]
     return len(pd.DataFrame(records))
 
 

@@ -235,8 +235,8 @@ class LoadSource:
             self.note_json_text(file, verdicts)
         return found
 
-    def note_json_text(self, file: ResultFile, verdicts: SchemaBuilder) -> bool:
-        """Remember the JSON fields ``file`` (its ``verdicts``) makes text; whether it has any.
+    def note_json_text(self, file: ResultFile, verdicts: SchemaBuilder) -> None:
+        """Remember the JSON fields ``file`` (its ``verdicts``) makes text, if any.
 
         Its first reading typed them chunk by chunk; every later one reads them
         as their JSON text, as the whole file has them.
@@ -244,7 +244,6 @@ class LoadSource:
         conflicts = verdicts.text_conflicts()
         if conflicts:
             self.json_text[file.key] = conflicts
-        return bool(conflicts)
 
 
 def _forgotten_if_unreadable(

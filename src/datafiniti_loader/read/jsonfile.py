@@ -89,14 +89,24 @@ def _is_document(head: bytes, name: str) -> bool:
     body = head.lstrip(_WHITESPACE)
     if not body or body[:1] == b"[":
         return bool(body)
+    first = _first_line_value(body, name)[1]
+    return first is _PRETTY or (isinstance(first, dict) and _is_envelope(first))
+
+
+#: What :func:`_first_line_value` gives for a first line that is no JSON value on its
+#: own: a pretty-printed document, one value over many lines.
+_PRETTY = object()
+
+
+def _first_line_value(body: bytes, name: str) -> tuple[bytes, Any]:
+    """``body``'s first line and its JSON value (:data:`_PRETTY` when it is not one alone)."""
     first_line = body.split(b"\n", 1)[0]
     try:
-        first = json.loads(first_line)
+        return first_line, json.loads(first_line)
     except RecursionError:
         raise _too_deep(name, 1) from None
     except ValueError:
-        return True  # pretty-printed: one document over many lines
-    return isinstance(first, dict) and _is_envelope(first)
+        return first_line, _PRETTY
 
 
 def _too_large(name: str) -> ParseError:
@@ -125,18 +135,18 @@ def json_table(data: bytes, name: str) -> pa.Table:
     if not body:
         return pa.table({})
     if body[:1] == b"[":
-        return records_to_table(_records_of(_load_document(body, name), name), name)
-    first_line = body.split(b"\n", 1)[0]
-    try:
-        first = json.loads(first_line)
-    except RecursionError:
-        raise _too_deep(name, 1) from None
-    except ValueError:
-        # Pretty-printed: one document over many lines.
-        return records_to_table(_records_of(_load_document(body, name), name), name)
+        return _document_table(body, name)
+    first_line, first = _first_line_value(body, name)
+    if first is _PRETTY:
+        return _document_table(body, name)
     if len(first_line) == len(body) and isinstance(first, dict) and _is_envelope(first):
         return records_to_table(_records_of(first, name), name)
     return _read_json_lines(body, name)
+
+
+def _document_table(body: bytes, name: str) -> pa.Table:
+    """One JSON document (an array, an envelope, a pretty-printed record) as a table."""
+    return records_to_table(_records_of(_load_document(body, name), name), name)
 
 
 def _is_envelope(document: dict[str, Any]) -> bool:

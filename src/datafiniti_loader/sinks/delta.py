@@ -26,6 +26,7 @@ import contextlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,7 @@ from .deltarules import check_adds_only, check_writable
 from .prefetch import prefetched
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from deltalake import DeltaTable
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "DELTA_MODES",
     "DeltaSummary",
     "commit_write",
+    "committing",
     "history",
     "keep_append_only",
     "merged_requests",
@@ -191,16 +194,7 @@ def write_delta(
                  "rows_inserted": counter.rows, "records_added": plan.added,
                  "records_replaced": plan.replaced, "schema_changed": changed}  # fmt: skip
         how = "overwrite" if mode == "overwrite" or changed else "append"
-
-        def commit(props: Any) -> None:
-            if table is None:
-                create_table(path, schema, actions, storage_options, props)
-            else:
-                table.create_write_transaction(
-                    actions, how, schema, partition_by=partition_by or None,
-                    commit_properties=props,
-                )  # fmt: skip
-
+        commit = committing(table, path, schema, actions, how, partition_by, storage_options)
         commit_write(files, about, shown, commit)
     except BaseException:
         files.discard()
@@ -279,6 +273,28 @@ def _about(commit: dict[str, Any]) -> dict[str, Any]:
     except (ValueError, TypeError, AttributeError):
         return {}
     return about if isinstance(about, dict) else {}
+
+
+def committing(
+    table: DeltaTable | None,
+    path: str,
+    schema: pa.Schema,
+    actions: list[Any],
+    how: str,
+    partition_by: list[str],
+    storage_options: dict[str, str] | None,
+) -> Callable[[Any], None]:
+    """The commit of ``actions``: a new table at ``path``, or a transaction on ``table``."""
+
+    def commit(props: Any) -> None:
+        if table is None:
+            create_table(path, schema, actions, storage_options, props)
+        else:
+            table.create_write_transaction(
+                actions, how, schema, partition_by=partition_by or None, commit_properties=props
+            )
+
+    return commit
 
 
 def commit_write(files: DataFiles, about: dict[str, Any], shown: str, write: Any) -> None:

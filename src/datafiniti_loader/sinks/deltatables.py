@@ -16,8 +16,9 @@ the tables already committed recognise the request and are left alone.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import fsspec
 import pyarrow as pa
@@ -26,28 +27,25 @@ import pyarrow.compute as pc
 from .._version import __version__
 from ..loader import LoadSource, RowCounter, data_schema
 from ..read.dedupe import ID_COLUMN, record_ids
+from ..read.tidy import RECORDS
 from .delta import (
     DeltaSummary,
     commit_write,
+    committing,
     keep_append_only,
     merged_requests,
     open_table,
     require_deltalake,
     shown_path,
 )
-from .deltafiles import DataFiles, create_table, rewritten
+from .deltafiles import DataFiles, rewritten
 from .deltaplan import Plan, against_table, delta_types, plan_write
 from .deltarules import check_writable
 from .tablesparquet import conformed, tidy_parts, unified_schema
 
-if TYPE_CHECKING:
-    from deltalake import DeltaTable
-
 __all__ = ["write_delta_tables"]
 
 logger = logging.getLogger(__name__)
-
-RECORDS = "records"
 
 
 def write_delta_tables(
@@ -71,7 +69,7 @@ def write_delta_tables(
     flat = data_schema(scan.builder, None, True, source.dtypes)
     plan = plan_write(source, records)
     merged_before = merged_requests(records) if records is not None else set()
-    keep = _winning_rows(plan.replace_ids, source, merged_before)
+    keep = _winning_rows(plan.replace_ids, merged_before)
     inserted = 0
     with tidy_parts(source, flat, keep) as parts:
         names = [n for n in dict.fromkeys([*parts, *existing]) if n != RECORDS] + [RECORDS]
@@ -101,16 +99,17 @@ def _existing_tables(root: str, storage_options: dict[str, str] | None) -> list[
     return names
 
 
-def _winning_rows(replace_ids: pa.Array, source: LoadSource, merged_before: set[int]) -> Any:
+def _winning_rows(
+    replace_ids: pa.Array, merged_before: set[int]
+) -> Callable[[pa.RecordBatch], pa.RecordBatch]:
     """A filter of typed rows: the winning copies, and id-less rows of requests new to the table."""
+    old_requests = pa.array(sorted(merged_before), pa.int64())
 
     def keep(batch: pa.RecordBatch) -> pa.RecordBatch:
         ids = record_ids(batch.column(ID_COLUMN))
         chosen = pc.fill_null(pc.is_in(ids, value_set=replace_ids), False)
-        fresh = pc.invert(pc.is_in(batch.column("_request_id"), value_set=pa.array(
-            sorted(merged_before), pa.int64())))  # fmt: skip
-        chosen = pc.or_(chosen, pc.and_(pc.is_null(ids), fresh))
-        return batch.filter(chosen)
+        fresh = pc.invert(pc.is_in(batch.column("_request_id"), value_set=old_requests))
+        return batch.filter(pc.or_(chosen, pc.and_(pc.is_null(ids), fresh)))
 
     return keep
 
@@ -144,44 +143,16 @@ def _merge_table(
     try:
         actions: list[Any] = []
         if table is not None:
-            actions += rewritten(table, files, _ids(plan.existing_ids), schema, every=bool(changed))
+            actions += rewritten(table, files, plan.existing_ids, schema, every=bool(changed))
         counter = RowCounter(conformed(parts, schema))
         actions += files.write(iter(counter), schema)
         rows = counter.rows
         about = {"request_ids": list(requests), "library": __version__, "mode": "merge",
                  "rows_inserted": rows, "table": name, "schema_changed": changed}  # fmt: skip
-        _commit(table, path, files, schema, actions, changed, partition_by, about, shown,
-                storage_options)  # fmt: skip
+        how = "overwrite" if changed else "append"
+        commit = committing(table, path, schema, actions, how, partition_by, storage_options)
+        commit_write(files, about, shown, commit)
     except BaseException:
         files.discard()
         raise
     return rows
-
-
-def _ids(values: pa.Array) -> pa.Array:
-    return values if len(values) else pa.array([], pa.string())
-
-
-def _commit(
-    table: DeltaTable | None,
-    path: str,
-    files: DataFiles,
-    schema: pa.Schema,
-    actions: list[Any],
-    changed: list[str],
-    partition_by: list[str],
-    about: dict[str, Any],
-    shown: str,
-    storage_options: dict[str, str] | None,
-) -> None:
-    how = "overwrite" if changed else "append"
-
-    def commit(props: Any) -> None:
-        if table is None:
-            create_table(path, schema, actions, storage_options, props)
-        else:
-            table.create_write_transaction(
-                actions, how, schema, partition_by=partition_by or None, commit_properties=props
-            )
-
-    commit_write(files, about, shown, commit)

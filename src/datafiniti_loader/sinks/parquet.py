@@ -63,6 +63,7 @@ from .publish import (
 __all__ = [
     "ParquetSummary",
     "dataset_metadata",
+    "staged_dataset",
     "unwritable",
     "write_parquet",
     "write_row_groups",
@@ -155,16 +156,12 @@ def write_parquet(
     """Write ``source`` as a Parquet dataset at ``path`` (any fsspec URL)."""
     fs, target = fsspec.core.url_to_fs(path, **(storage_options or {}))
     target = target.rstrip("/")
-    _storage(path, lambda: sweep_orphans(fs, target))
-    _storage(path, lambda: check_target(fs, target, str(path), overwrite))  # fail before work
     by = [partition_by] if isinstance(partition_by, str) else list(partition_by or [])
     about = dataset_metadata(source)
-    staging = staging_path(target)
     # A second pass, if one is needed, reads parsed copies instead of parsing again.
     # Written on a thread of their own, they cost a one-pass conversion no time (measured).
     source.keep_parsed = True
-    try:
-        make_staging(fs, staging)
+    with staged_dataset(fs, target, path, overwrite) as staging:
         if not by and source.newest is None:  # both need every file read before any is written
             written = _write_in_one_pass(source, columns, provenance, about, fs, staging)
         else:
@@ -176,12 +173,6 @@ def write_parquet(
         counts = [written.file_rows.get(f.key, 0) for f in source.files]
         manifest = {**about, "row_counts": counts, "files": list(relative), "rows": written.rows}
         write_manifest(fs, staging, manifest)
-        publish(fs, staging, target, str(path), overwrite)
-    except BaseException as exc:
-        remove_staging(fs, staging)
-        if isinstance(exc, OSError) and not isinstance(exc, DatafinitiError):
-            raise unwritable(path, exc) from None
-        raise
     log_summary(source, written.rows, written.columns, target=str(path))
     shown = os.path.abspath(target) if isinstance(fs, LocalFileSystem) else str(path)
     return ParquetSummary(written.rows, len(source.files), sizes, shown, relative, written.columns)
@@ -262,6 +253,29 @@ def _write_second_pass(
         else:
             _write_single(batches, fs, f"{staging}/part-0.parquet", schema)
     return _Written(batches.rows, found.rows, len(schema))
+
+
+@contextlib.contextmanager
+def staged_dataset(fs: Any, target: str, path: str, overwrite: bool) -> Iterator[str]:
+    """A staging directory for the dataset at ``target``, published when the block ends.
+
+    What is at ``target`` is checked first, before any work (a dataset may
+    replace only one this library wrote, and only with ``overwrite``); on any
+    failure, Ctrl-C included, the staging directory goes and nothing is left
+    at ``target``.
+    """
+    _storage(path, lambda: sweep_orphans(fs, target))
+    _storage(path, lambda: check_target(fs, target, str(path), overwrite))
+    staging = staging_path(target)
+    try:
+        make_staging(fs, staging)
+        yield staging
+        publish(fs, staging, target, str(path), overwrite)
+    except BaseException as exc:
+        remove_staging(fs, staging)
+        if isinstance(exc, OSError) and not isinstance(exc, DatafinitiError):
+            raise unwritable(path, exc) from None
+        raise
 
 
 def _storage(path: str, action: Callable[[], object]) -> None:

@@ -26,25 +26,18 @@ from pathlib import Path
 from typing import Any
 
 import fsspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 from fsspec.implementations.local import LocalFileSystem
 
-from ..errors import ConfigurationError, DatafinitiError
+from ..errors import ConfigurationError
 from ..fetch.orphans import mark_owned
-from ..loader import LoadSource, data_schema, log_summary, typed_batches
-from ..read.schema import PROVENANCE_SCHEMA, SchemaBuilder, conform, release_arrow_memory
+from ..loader import LoadSource, data_schema, log_summary, typed_batches, with_provenance
+from ..read.schema import SchemaBuilder, conform, release_arrow_memory
 from ..read.tidy import TIDY_PROVENANCE, tidy
-from .parquet import ParquetSummary, unwritable, write_row_groups
-from .publish import (
-    check_target,
-    make_staging,
-    publish,
-    remove_staging,
-    staging_path,
-    sweep_orphans,
-    write_manifest,
-)
+from .parquet import ParquetSummary, staged_dataset, write_row_groups
+from .publish import write_manifest
 
 __all__ = ["check_options", "conformed", "tidy_parts", "unified_schema", "write_tables"]
 
@@ -66,16 +59,12 @@ def write_tables(
     """Write ``source`` as one Parquet dataset per tidy table under ``path`` (any fsspec URL)."""
     fs, target = fsspec.core.url_to_fs(path, **(storage_options or {}))
     target = target.rstrip("/")
-    sweep_orphans(fs, target)
-    check_target(fs, target, str(path), overwrite)  # fail before any work
-    scan = source.scan(keep=False)
-    if columns is not None:
-        columns = list(dict.fromkeys(["id", *columns]))
-    schema = data_schema(scan.builder, columns, True, source.dtypes)
-    staging = staging_path(target)
-    try:
+    with staged_dataset(fs, target, path, overwrite) as staging:
+        scan = source.scan(keep=False)
+        if columns is not None:
+            columns = list(dict.fromkeys(["id", *columns]))
+        schema = data_schema(scan.builder, columns, True, source.dtypes)
         with tidy_parts(source, schema) as parts:
-            make_staging(fs, staging)
             written = [
                 _write_table(fs, staging, name, files, provenance) for name, files in parts.items()
             ]
@@ -83,12 +72,6 @@ def write_tables(
         rows = {name: count for name, count, _ in written}
         manifest = {**about, "tables": rows, "files": list(relative), "rows": rows["records"]}
         write_manifest(fs, staging, manifest)
-        publish(fs, staging, target, str(path), overwrite)
-    except BaseException as exc:
-        remove_staging(fs, staging)
-        if isinstance(exc, OSError) and not isinstance(exc, DatafinitiError):
-            raise unwritable(path, exc) from None
-        raise
     columns_written = next(width for name, _, width in written if name == "records")
     log_summary(source, rows["records"], columns_written, target=str(path))
     shown = os.path.abspath(target) if isinstance(fs, LocalFileSystem) else str(path)
@@ -121,7 +104,7 @@ def tidy_parts(
     mark_owned(scratch)
     try:
         buckets = _spill_rows(source, schema, scratch, _bucket_count(source), keep)
-        empty = pa.schema([*schema, *_provenance()]).empty_table()
+        empty = with_provenance(schema).empty_table()
         yield _spill_tables(buckets, scratch, empty, per_request=source.newest is None)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -142,7 +125,7 @@ def _spill_rows(
 ) -> list[Path]:
     """Every typed row into the bucket of its record's key; the buckets' scratch files."""
     paths = [scratch / f"bucket-{n}.arrow" for n in range(count)]
-    full = pa.schema([*schema, *_provenance()])
+    full = with_provenance(schema)
     writers = [_Spill(p, full) for p in paths]
     per_request = source.newest is None
     try:
@@ -160,10 +143,6 @@ def _spill_rows(
     return [p for p, w in zip(paths, writers, strict=True) if w.rows]
 
 
-def _provenance() -> list[pa.Field]:
-    return list(PROVENANCE_SCHEMA)
-
-
 def _by_bucket(
     batch: pa.RecordBatch, count: int, per_request: bool
 ) -> Iterator[tuple[int, pa.RecordBatch]]:
@@ -174,14 +153,12 @@ def _by_bucket(
     ids = batch.column("id").cast(pa.string()).to_pylist()
     if per_request:
         requests = batch.column("_request_id").to_pylist()
-        keys = [hash((r, i)) % count for r, i in zip(requests, ids, strict=True)]
+        keys = [hash((r, i)) for r, i in zip(requests, ids, strict=True)]
     else:
-        keys = [hash(i) % count for i in ids]
-    order: dict[int, list[int]] = {}
-    for row, bucket in enumerate(keys):
-        order.setdefault(bucket, []).append(row)
-    for bucket, rows in order.items():
-        yield bucket, batch.take(pa.array(rows))
+        keys = [hash(i) for i in ids]
+    buckets = np.array(keys, dtype=np.int64) % count  # Python's hash: stable within a process
+    for bucket in np.unique(buckets):
+        yield int(bucket), batch.filter(pa.array(buckets == bucket))
 
 
 class _Spill:
@@ -213,10 +190,11 @@ class _Spill:
         self._pending, self._pending_bytes = [], 0
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._flush()
-        if self._writer is not None:
-            self._writer.close()
+        try:
+            self._flush()  # a failure here (a full disk) is the conversion's: no row lost quietly
+        finally:
+            if self._writer is not None:
+                self._writer.close()
 
 
 def _spill_tables(
@@ -235,8 +213,8 @@ def _spill_tables(
                 flat = ipc.open_stream(source).read_all()
         tables = tidy(flat, per_request=per_request)
         del flat
-        for name, table in tables.items():
-            part = scratch / f"table-{len(parts.get(name, []))}-{n}-{name}.arrow"
+        for k, (name, table) in enumerate(tables.items()):
+            part = scratch / f"part-{n}-{k}.arrow"  # field names need not make file names
             with ipc.new_stream(str(part), table.schema) as writer:
                 writer.write_table(table)
             parts.setdefault(name, []).append(part)
