@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +13,8 @@ import pytest
 
 from conftest import FIXTURES, Loader
 from datafiniti_loader import ColumnNotFound, Tables, load_tables
+from datafiniti_loader.read.schema import PROVENANCE_SCHEMA
+from datafiniti_loader.read.tidy import tidy
 from datafiniti_loader.sandbox import Sandbox
 from helpers import json_records
 from tidy_roundtrip import assert_flat_rows_rebuilt, assert_json_records_rebuilt
@@ -278,3 +281,44 @@ def test_the_cli_writes_tables(sandbox: Sandbox, fixture_files, tmp_path: Path) 
     assert done.returncode == 0, done.stderr
     assert "wrote tables records (36 rows), reviews (72 rows), prices (72 rows)" in done.stdout
     assert (tmp_path / "out" / "reviews" / "part-0.parquet").exists()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_conflicts_are_exactly_the_values_unlike_the_records_first_row(seed: int) -> None:
+    """Interleaved records, chains of repeats, nulls, NaN and lists against a row-by-row check."""
+    rng = random.Random(seed)
+    size = 300
+    ids = [rng.choice("ABCDE") for _ in range(size)]
+    columns = {
+        "text": pa.array([rng.choice(["x", "y", None]) for _ in range(size)], pa.string()),
+        "number": pa.array([rng.choice([1.5, float("nan"), None]) for _ in range(size)]),
+        "listed": pa.array([rng.choice([[1], [1, 2], None]) for _ in range(size)]),
+    }
+    provenance = {
+        field.name: pa.array(
+            [9] * size if field.name == "_request_id" else
+            ["9_1.csv"] * size if field.name == "_source_file" else
+            list(range(size)) if field.name == "_source_row" else [None] * size,
+            field.type,
+        )
+        for field in PROVENANCE_SCHEMA
+    }  # fmt: skip
+    flat = pa.table({"id": pa.array(ids), **columns, **provenance})
+    # Several batches, so that a record's rows also sit in different chunks.
+    flat = pa.Table.from_batches(flat.to_batches(max_chunksize=37))
+
+    def key(value: object) -> object:
+        return "nan" if isinstance(value, float) and value != value else json.dumps(value)
+
+    first: dict[str, int] = {}
+    expected = []
+    for row, record in enumerate(ids):
+        first.setdefault(record, row)
+        for name, values in columns.items():
+            if key(values[row].as_py()) != key(values[first[record]].as_py()):
+                expected.append((row, name))
+    found = tidy(flat)["conflicts"]
+    assert sorted(
+        zip(found["_source_row"].to_pylist(), found["column"].to_pylist(), strict=True)
+    ) == sorted(expected)
+    assert expected  # the draw has conflicts to find

@@ -275,15 +275,19 @@ def _child_of_records(
 def _conflicts(table: pa.Table, records: _Records, columns: list[str]) -> pa.Table:
     """Every value of a record's own field that differs from the one its first row gave."""
     first_of_row = records.first_rows[records.codes]
-    later = np.flatnonzero(first_of_row != np.arange(table.num_rows))
-    found_rows, names, values = [], [], []
-    for name in columns if later.size else ():
-        codes = _value_codes(table.column(name))
-        rows = later[codes[later] != codes[first_of_row[later]]]
+    if not (first_of_row != np.arange(table.num_rows)).any():  # one row per record
+        return _CONFLICT_SCHEMA.empty_table()
+    firsts = _rows(table.select(columns), records.first_rows)
+    found_rows: list[np.ndarray] = []
+    names: list[pa.Array] = []
+    values: list[pa.Array] = []
+    for n, name in enumerate(columns):
+        rows = _differing_rows(table.column(name), firsts.column(n), records)
         if rows.size:
             found_rows.append(rows)
             names.append(pa.repeat(pa.scalar(name, pa.string()), rows.size))
-            values.append(to_text(_rows(table.select([name]), rows).column(0).combine_chunks()))
+            taken = _rows(table.select([name]), rows).column(0)
+            values.extend(to_text(chunk) for chunk in taken.chunks)  # long text: no more copies
     if not found_rows:
         return _CONFLICT_SCHEMA.empty_table()
     rows = np.concatenate(found_rows)
@@ -294,7 +298,7 @@ def _conflicts(table: pa.Table, records: _Records, columns: list[str]) -> pa.Tab
         {
             "_record_id": where.column(0).cast(pa.string()).take(back),
             "column": pa.concat_arrays(names),
-            "value": pa.concat_arrays(values),
+            "value": pa.chunked_array(values, pa.string()),
             "_source_file": where.column(1).cast(pa.string()).take(back),
             "_source_row": where.column(2).take(back),
         }
@@ -307,17 +311,46 @@ def _conflicts(table: pa.Table, records: _Records, columns: list[str]) -> pa.Tab
     return found
 
 
-def _value_codes(values: pa.ChunkedArray) -> np.ndarray:
-    """Per row, a number that is the same for equal values (-1 for a null).
+def _differing_rows(
+    values: pa.ChunkedArray, firsts: pa.ChunkedArray, records: _Records
+) -> np.ndarray:
+    """The rows whose value differs from their record's first row's (ascending).
 
-    Dictionary encoding (hashing, in Arrow) makes the comparison of every row
-    with its record's first row one numpy step per column, whatever the type.
+    Comparing every row with its record's first row would copy the column in
+    record order. Instead each row is compared with the row before it (two
+    views of the column, no copy): a row of the same record holding the same
+    value as the row before differs from the first row exactly when that row
+    does. Only the rows starting such a chain (a record's rows resuming after
+    another's, or a changed value) are compared with their first row.
     """
-    if pa.types.is_dictionary(values.type):
-        values = values.cast(values.type.value_type)
-    if pa.types.is_nested(values.type):
-        values = pa.chunked_array([to_text(chunk) for chunk in values.chunks], pa.string())
-    encoded = pc.dictionary_encode(values).unify_dictionaries()
-    indices = pa.chunked_array([chunk.indices for chunk in encoded.chunks], pa.int32())
-    codes: np.ndarray = pc.fill_null(indices, -1).to_numpy().astype(np.int64)
-    return codes
+    codes = records.codes
+    size = codes.size
+    chained = np.zeros(size, dtype=bool)
+    if size > 1:
+        chained[1:] = (codes[1:] == codes[:-1]) & _same(values.slice(1), values.slice(0, size - 1))
+    heads = np.flatnonzero(~chained)
+    head_values = _rows(pa.table({"v": values}), heads).column(0)
+    their_firsts = firsts.take(pa.array(codes[heads]))
+    differs = ~_same(head_values, their_firsts)
+    head_of_row = np.maximum.accumulate(np.where(chained, 0, np.arange(size)))
+    differs_at = np.zeros(size, dtype=bool)
+    differs_at[heads] = differs
+    return np.flatnonzero(differs_at[head_of_row])
+
+
+def _same(left: pa.ChunkedArray, right: pa.ChunkedArray) -> np.ndarray:
+    """Per position, whether two equally long columns hold the same value (nulls alike)."""
+    if pa.types.is_dictionary(left.type):
+        left, right = left.cast(left.type.value_type), right.cast(right.type.value_type)
+    if pa.types.is_nested(left.type):  # no kernel compares lists: compare their JSON text
+        left, right = (
+            pa.chunked_array([to_text(c) for c in side.chunks], pa.string())
+            for side in (left, right)
+        )
+    same = pc.or_(
+        pc.fill_null(pc.equal(left, right), False),
+        pc.and_(pc.is_null(left), pc.is_null(right)),
+    )
+    if pa.types.is_floating(left.type):  # NaN is one value here, as it was in the file
+        same = pc.or_(same, pc.fill_null(pc.and_(pc.is_nan(left), pc.is_nan(right)), False))
+    return np.asarray(same.to_numpy(zero_copy_only=False), dtype=bool)
