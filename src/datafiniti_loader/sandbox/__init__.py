@@ -33,6 +33,7 @@ from typing import Any
 
 from .server import ApiHandler, BucketHandler, Faults, LogEntry, SandboxServer, aware_now
 from .signing import MAX_EXPIRES, Signer
+from .since import Since, narrowed, split_since
 
 __all__ = ["Creation", "Faults", "LogEntry", "Sandbox", "SandboxQuery", "SandboxRequest"]
 
@@ -69,6 +70,8 @@ class SandboxRequest:
     pending_polls: int = 0
     data_type: str = "products"
     records_given: int | None = None
+    #: How many records matched the query (v3's ``numFound``), when more than were asked for.
+    records_found: int | None = None
     #: What ``/results`` reports as ``date_created`` (default: ``created``).
     reported_created: datetime | None = None
     #: What ``/results`` reports as each file's ``id`` (``None``: leave it out).
@@ -144,7 +147,7 @@ class SandboxRequest:
             "status": status,
             "error": self.error,
             "numDownloaded": done,
-            "numFound": self.records,
+            "numFound": max(self.records_found or 0, self.records),
             "numRequested": self.records,
             "date_started": stamp,
             "date_completed": stamp if status == "COMPLETED" else "",
@@ -220,6 +223,8 @@ class Sandbox:
         self.queries: dict[tuple[str, str, str], SandboxQuery] = {}
         #: Every download-creating call received, in order.
         self.creations: list[Creation] = []
+        #: Every download created through the API, in order (see :attr:`credits_spent`).
+        self.downloads_created: list[SandboxRequest] = []
         #: How a created download answers polls: this many ``queued``, then ``running``.
         self.creation_polls = (1, 1)
         self._create_lock = threading.Lock()
@@ -280,9 +285,7 @@ class Sandbox:
         from .fixtures import FIXTURE_REQUESTS, write_fixtures
 
         if directory is None:
-            if self._scratch is None:
-                self._scratch = tempfile.TemporaryDirectory(prefix="datafiniti-fixtures-")
-            files = write_fixtures(self._scratch.name)
+            files = write_fixtures(self._scratch_dir())
         else:
             files = {n: [directory / f for f in names] for n, names in FIXTURE_REQUESTS.items()}
         for name, (data_type, fmt) in _FIXTURE_QUERIES.items():
@@ -372,34 +375,76 @@ class Sandbox:
         ``query="*"`` answers every query of that data type and format that
         no other registration names. A query nothing answers counts 0, and
         creating a download of it gets v3's ``400 numRequested cannot be <= 0``.
+        Registering a query again replaces its files: a test's way to update
+        and add records between two syncs.
         """
         paths = [Path(p) for p in files]
         if records is None:
             records = sum(_count_records(ServedObject(p.name, p, 0, "")) for p in paths)
         self.queries[(data_type, format.lower(), query)] = SandboxQuery(paths, records)
 
-    def match(self, data_type: str, format: str, query: str) -> SandboxQuery | None:
-        """The registration answering ``query``, if any (and with records)."""
-        key = (data_type, format.lower())
-        found = self.queries.get((*key, query.strip())) or self.queries.get((*key, "*"))
-        return found if found is not None and found.records > 0 else None
+    def match(self, data_type: str, format: str | None, query: str) -> SandboxQuery | None:
+        """The registration answering ``query``, if any (and with records).
+
+        A ``dateUpdated:[X TO *]`` (or ``{X TO *]``) clause joined with ``AND``
+        narrows the registration of the rest of the query to its records in
+        range, as Datafiniti would: what an incremental sync counts and buys.
+        A count (``format`` None) is answered by a registration of any format.
+        """
+        formats = [format.lower()] if format else ["csv", "json"]  # a count has no format
+        for fmt in formats:
+            found = self._registered(data_type, fmt, query)
+            if found is not None and found.records > 0:
+                return found
+        return None
+
+    def _registered(self, data_type: str, format: str, query: str) -> SandboxQuery | None:
+        key = (data_type, format)
+        found = self.queries.get((*key, query.strip()))
+        if found is None:
+            rest, since = split_since(query)
+            found = self.queries.get((*key, rest)) or self.queries.get((*key, "*"))
+            if found is not None and since is not None:
+                found = self._narrowed(found, since)
+        return found
+
+    def _narrowed(self, found: SandboxQuery, since: Since) -> SandboxQuery:
+        """``found``'s records updated in range, as new files in the scratch directory."""
+        target = Path(tempfile.mkdtemp(prefix="since-", dir=self._scratch_dir()))
+        return SandboxQuery(*narrowed(found.files, target, since=since))
+
+    def _scratch_dir(self) -> str:
+        if self._scratch is None:
+            self._scratch = tempfile.TemporaryDirectory(prefix="datafiniti-sandbox-")
+        return self._scratch.name
+
+    @property
+    def credits_spent(self) -> int:
+        """Records in every download created through the API: what Datafiniti would charge."""
+        return sum(request.records for request in self.downloads_created)
 
     def create_download(
         self, found: SandboxQuery, query: str, data_type: str, wanted: int, view: str | None
     ) -> SandboxRequest:
         """A new request serving ``found``'s files, going queued -> running -> completed."""
         queued, running = self.creation_polls
+        files = found.files
+        if wanted < found.records:  # the download holds what it says: its first records
+            target = Path(tempfile.mkdtemp(prefix="cut-", dir=self._scratch_dir()))
+            files = narrowed(found.files, target, limit=wanted)[0]
         with self._create_lock:
             rid = next(self._ids)
             while rid in self.requests:
                 rid = next(self._ids)
             self.add_request(
-                found.files,
+                files,
                 request_id=rid,
                 pending_polls=queued + running,
                 records=min(wanted, found.records),
             )
-        request = self.requests[rid]
+            request = self.requests[rid]
+            request.records_found = found.records
+            self.downloads_created.append(request)
         request.queued_polls = queued
         request.data_type = data_type
         request.view = view or "default"

@@ -85,6 +85,10 @@ class Faults:
         Serve a ``Range`` even when ``If-Range`` names another ETag, as a
         broken server or proxy does: the bytes of a changed object, labelled
         with its new ETag.
+    creation_hangups : int
+        The next this many download creations are made, then their
+        connection is closed without an answer: the download exists (and is
+        charged) but the client never hears of it.
     """
 
     api_errors: deque[tuple[int, float | None]] = field(default_factory=deque)
@@ -100,6 +104,7 @@ class Faults:
     api_hangups: int = 0
     bucket_answers: deque[tuple[int, dict[str, str], bytes]] = field(default_factory=deque)
     ignore_if_range: bool = False
+    creation_hangups: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def take(self, queue: deque[Any]) -> Any:
@@ -114,6 +119,10 @@ class Faults:
     def take_hangup(self) -> bool:
         """Whether this API call should go unanswered."""
         return self._count_down("api_hangups")
+
+    def take_creation_hangup(self) -> bool:
+        """Whether this download, once made, should go unanswered."""
+        return self._count_down("creation_hangups")
 
     def _count_down(self, name: str) -> bool:
         with self.lock:
@@ -239,8 +248,9 @@ class ApiHandler(_Handler):
             body = None
         if not isinstance(body, dict) or not isinstance(body.get("query"), str):
             return self.json(400, {"message": "A JSON body with a 'query' is required"})
-        found = self.sandbox.match(parts[1], str(body.get("format") or "csv"), body["query"])
         wanted = body.get("num_records")
+        format = str(body.get("format") or "csv")
+        found = self.sandbox.match(parts[1], None if wanted == 0 else format, body["query"])
         if not body.get("download"):
             if wanted == 0:
                 count = found.records if found else 0
@@ -252,6 +262,8 @@ class ApiHandler(_Handler):
         request = self.sandbox.create_download(
             found, body["query"], parts[1], wanted, body.get("view")
         )
+        if self._hung_up_after_creating():
+            return None
         return self.json(202, self._download_v4(request, poll=False))
 
     def do_DELETE(self) -> None:
@@ -285,14 +297,14 @@ class ApiHandler(_Handler):
         request = self.sandbox.create_download(
             found, query.get("q", ""), data_type, wanted, query.get("view")
         )
+        if self._hung_up_after_creating():
+            return None
         return self.send_body(303, b"", "text/plain", {"Location": f"/v3/requests/{request.id}"})
 
     def _answered_before_routing(self) -> bool:
         """Serve a queued fault, a redirect or a 401 instead of the real answer."""
         if self.sandbox.faults.take_hangup():
-            self.record(0)
-            self.close_connection = True
-            self.connection.shutdown(socket.SHUT_RDWR)
+            self._hang_up()
             return True
         fault = self.sandbox.faults.take(self.sandbox.faults.api_errors)
         if fault is not None:
@@ -322,6 +334,18 @@ class ApiHandler(_Handler):
             )
             return True
         return False
+
+    def _hung_up_after_creating(self) -> bool:
+        """Close the connection without an answer, if a creation hangup is queued."""
+        if not self.sandbox.faults.take_creation_hangup():
+            return False
+        self._hang_up()
+        return True
+
+    def _hang_up(self) -> None:
+        self.record(0)
+        self.close_connection = True
+        self.connection.shutdown(socket.SHUT_RDWR)
 
     def _parts(self) -> list[str]:
         return self.path.split("?", 1)[0].strip("/").split("/")
