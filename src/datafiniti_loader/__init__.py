@@ -23,6 +23,7 @@ from .errors import (
     ConfigurationError,
     DatafinitiError,
     DownloadError,
+    DownloadMayExist,
     NoResults,
     ParseError,
     RequestFailed,
@@ -30,8 +31,11 @@ from .errors import (
     RequestNotReady,
     ResultExpired,
     StorageError,
+    SyncMismatch,
+    SyncPending,
     TableConflict,
     TargetExists,
+    TooManyRecords,
     UnsupportedTable,
 )
 
@@ -51,6 +55,7 @@ if TYPE_CHECKING:
     from .sinks.delta import DeltaSummary
     from .sinks.parquet import ParquetSummary
     from .sinks.tables import Tables
+    from .syncing import SyncSummary, sync
 
 logging.getLogger("datafiniti_loader").addHandler(logging.NullHandler())
 
@@ -69,6 +74,8 @@ _LAZY = {
     "ResultFile": "remote.models",
     "ParquetSummary": "sinks.parquet",
     "RetryPolicy": "retry",
+    "sync": "syncing",
+    "SyncSummary": "syncing",
 }
 
 __all__ = [
@@ -81,6 +88,7 @@ __all__ = [
     "DatafinitiError",
     "DeltaSummary",
     "DownloadError",
+    "DownloadMayExist",
     "DownloadRequest",
     "NoResults",
     "ParquetSummary",
@@ -92,9 +100,13 @@ __all__ = [
     "ResultFile",
     "RetryPolicy",
     "StorageError",
+    "SyncMismatch",
+    "SyncPending",
+    "SyncSummary",
     "TableConflict",
     "Tables",
     "TargetExists",
+    "TooManyRecords",
     "UnsupportedTable",
     "__version__",
     "count",
@@ -102,6 +114,7 @@ __all__ = [
     "delta_history",
     "load_results",
     "load_tables",
+    "sync",
     "to_delta",
     "to_parquet",
 ]

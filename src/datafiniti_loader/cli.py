@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence, Set
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ._version import __version__
 from .config import CacheSetting, resolve_api_url, resolve_cache_dir
@@ -48,6 +48,7 @@ _VERB_OPTIONS = {
     "download": {"token", "api_url", "cache", "quiet"},
     "cancel": {"token", "api_url", "quiet"},
     "merge": {"token", "api_url", "cache", "quiet"},
+    "sync": {"token", "api_url", "cache", "quiet"},
     "history": {"quiet"},
     "cache": {"api_url", "cache"},
     "sandbox": {"token"},
@@ -207,6 +208,47 @@ def build_parser() -> argparse.ArgumentParser:
     _add_wait_option(merge)
     _add_dtype_option(merge)
 
+    sync = verbs.add_parser(
+        "sync",
+        parents=[_verb_options("sync")],
+        help="keep a Delta table current from a query, buying only records changed since "
+        "the last sync (asks before spending credits)",
+    )
+    _add_query_arguments(sync)
+    sync.add_argument(
+        "--into", required=True, metavar="PATH", help="the Delta table (path or object-store URI)"
+    )
+    sync.add_argument(
+        "--format", choices=["csv", "json"], default="json", help="file format (default json)"
+    )
+    sync.add_argument("--view", help="a Datafiniti view, e.g. product_flat_prices")
+    sync.add_argument(
+        "--tables",
+        action="store_true",
+        help="one Delta table per tidy table under --into (records, reviews, ...)",
+    )
+    sync.add_argument(
+        "--max-records",
+        type=int,
+        metavar="N",
+        help="refuse to download more than N records (required on API v3, which cannot count)",
+    )
+    sync.add_argument(
+        "--yes", "-y", action="store_true", help="do not ask for confirmation before buying"
+    )
+    sync.add_argument(
+        "--request-id",
+        metavar="ID",
+        help="merge this download as the sync's own (one an earlier sync asked for without "
+        "hearing back)",
+    )
+    sync.add_argument(
+        "--forget-pending",
+        action="store_true",
+        help="forget a download an earlier sync asked for without hearing back (none was made)",
+    )
+    _add_dtype_option(sync)
+
     history = verbs.add_parser(
         "history",
         parents=[_verb_options("history")],
@@ -362,6 +404,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The API, cache, progress and type settings a verb that loads downloads passes on."""
+    return {
+        "token": args.token,
+        "api_url": args.api_url,
+        "cache": _cache_setting(args),
+        "progress": False if args.quiet else None,
+        "dtype": args.dtype,
+    }
+
+
 def _cache_setting(args: argparse.Namespace) -> CacheSetting:
     if args.no_cache:
         return False
@@ -389,26 +442,25 @@ def _run(args: argparse.Namespace) -> int:
         from .api import to_delta
 
         summary = to_delta(
-            args.request_id,
-            args.into,
-            token=args.token,
-            api_url=args.api_url,
-            wait=args.wait,
-            cache=_cache_setting(args),
-            progress=False if args.quiet else None,
-            dtype=args.dtype,
-            tables=args.tables,
+            args.request_id, args.into, wait=args.wait, tables=args.tables, **_settings(args)
         )
         say(summary.describe())
         return 0
+    if args.verb == "sync":
+        return _sync(args)
     if args.verb == "history":
         from .api import delta_history
 
-        say(f"{'VERSION':<8} {'OPERATION':<10} {'ROWS':>9}  REQUESTS")
-        for entry in delta_history(args.path):
+        entries = delta_history(args.path)
+        synced = any(entry["query"] for entry in entries)
+        say(f"{'VERSION':<8} {'OPERATION':<10} {'ROWS':>9}  REQUESTS" + ("  MARK  QUERY" * synced))
+        for entry in entries:
             rows = "" if entry["rows_inserted"] is None else f"{entry['rows_inserted']:,}"
             requests = ", ".join(map(str, entry["request_ids"])) or "-"
-            say(f"{entry['version']:<8} {entry['operation']:<10} {rows:>9}  {requests}")
+            line = f"{entry['version']:<8} {entry['operation']:<10} {rows:>9}  {requests}"
+            if synced:
+                line += f"  {entry['mark'] or '-'}  {entry['query'] or '-'}"
+            say(line)
         return 0
     from .display import files_table
     from .remote.client import Client
@@ -479,6 +531,51 @@ def _download(args: argparse.Namespace) -> int:
     if args.output is None:
         return 0
     return _write_parquet(args, created, wait=False)  # waited above
+
+
+def _sync(args: argparse.Namespace) -> int:
+    """Say what changed since the mark and what it costs, ask, then sync; print the summary."""
+    from .config import resolve_api_url
+    from .remote.versions import for_url
+    from .syncing import sync
+    from .syncing.state import synced_mark
+
+    mark = synced_mark(args.into, args.tables, None)
+    what = f"changed since {mark}" if mark else f"match {args.query!r} (a first sync)"
+    counts = for_url(resolve_api_url(args.api_url)).name == "v4"
+
+    def confirm(records: int) -> bool:
+        if counts:
+            say(f"{records:,} {args.data_type} record(s) {what}; every record costs credits")
+        else:
+            say(
+                f"API v3 cannot count for free; the download would hold up to {records:,} "
+                f"{args.data_type} record(s) {what}; "
+                "every record costs credits"
+            )
+        return bool(args.yes) or _confirmed("Download them? [y/N] ")
+
+    summary = sync(
+        args.query,
+        args.into,
+        data_type=args.data_type,
+        format=args.format,
+        view=args.view,
+        tables=args.tables,
+        max_records=args.max_records,
+        confirm=confirm,
+        request_id=args.request_id,
+        forget_pending=args.forget_pending,
+        **_settings(args),
+    )
+    if summary.status == "refused":
+        say(
+            "datafiniti-loader: not confirmed: nothing downloaded (--yes skips the question)",
+            file=sys.stderr,
+        )
+        return 1
+    say(summary.describe())
+    return 0
 
 
 def _confirmed(question: str) -> bool:

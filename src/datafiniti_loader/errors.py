@@ -190,3 +190,41 @@ class TableConflict(StorageError):
 
     Run the write again: it merges against the new version.
     """
+
+
+class DownloadMayExist(DatafinitiError):
+    """A call that may have created a download failed after it was sent.
+
+    It is not sent again: a second download would spend credits again. Look
+    at your downloads (Datafiniti's portal) before asking once more.
+    """
+
+
+class SyncMismatch(DatafinitiError, ValueError):
+    """The path holds a table of another query, data type, view or format, or not a sync's.
+
+    A synced table is one query's: its high-water mark means nothing for
+    another query. Sync that query into a path of its own.
+    """
+
+
+class TooManyRecords(DatafinitiError):
+    """A sync would download more records than ``max_records``; nothing was spent.
+
+    Attributes
+    ----------
+    count : int
+        How many records would have been downloaded.
+    """
+
+    def __init__(self, message: str, *, count: int) -> None:
+        super().__init__(message)
+        self.count = count
+
+
+class SyncPending(DatafinitiError):
+    """An earlier sync asked for a download and never heard whether it was made.
+
+    The message says how to go on: with that download (``request_id=``), or
+    without it (``forget_pending=True``) once you know none was made.
+    """

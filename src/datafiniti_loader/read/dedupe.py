@@ -26,6 +26,7 @@ from .schema import timestamp_from_text
 
 __all__ = [
     "ID_COLUMN",
+    "NO_DATE",
     "UPDATED_COLUMN",
     "NewestCopies",
     "newest_per_id",
@@ -38,7 +39,9 @@ ID_COLUMN = "id"
 UPDATED_COLUMN = "dateUpdated"
 
 _WHEN = pa.timestamp("us", "UTC")
-_OLDEST = -(2**62)
+#: The date :func:`record_dates` gives a copy without one: older than any real date.
+NO_DATE = -(2**62)
+_OLDEST = NO_DATE
 
 
 class NewestCopies:

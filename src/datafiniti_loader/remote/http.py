@@ -22,6 +22,7 @@ from ..errors import (
     ApiError,
     AuthenticationError,
     DatafinitiError,
+    DownloadMayExist,
     RequestNotFound,
     register_secret,
     scrub,
@@ -337,7 +338,7 @@ class _ApiHttpSession(requests.Session):
 
 def _maybe_created(what: str, status: int | None = None) -> DatafinitiError:
     """A call that may have created a download failed: say why it is not sent again."""
-    return DatafinitiError(
+    return DownloadMayExist(
         f"{what}, so Datafiniti may or may not have created the download. Look at your "
         "downloads (Datafiniti's portal) before asking again: a second download spends "
         "credits again.",

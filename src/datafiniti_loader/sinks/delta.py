@@ -46,20 +46,25 @@ __all__ = [
     "COMMIT_KEY",
     "DELTA_MODES",
     "DeltaSummary",
+    "Noted",
     "commit_write",
     "committing",
     "history",
     "keep_append_only",
     "merged_requests",
+    "note_version",
     "open_table",
     "require_deltalake",
     "shown_path",
+    "table_notes",
     "write_delta",
 ]
 
 logger = logging.getLogger("datafiniti_loader")
 
 DELTA_MODES = ("merge", "append", "overwrite")
+#: More commit metadata, from the downloads once read (a sync's query and mark).
+Noted = Callable[[LoadSource], dict[str, Any]]
 #: Commit metadata key: what each commit of this library merged.
 COMMIT_KEY = "datafiniti_loader"
 
@@ -138,8 +143,12 @@ def write_delta(
     *,
     mode: str = "merge",
     storage_options: dict[str, str] | None = None,
+    noted: Noted | None = None,
 ) -> DeltaSummary:
     """Write ``source`` into the Delta table at ``path`` (see :func:`.api.to_delta`).
+
+    ``noted(source)``, once the downloads are read, gives more commit
+    metadata (a sync's query and mark) to record with the write.
 
     Every mode writes its own Parquet files into the table's directory, a row
     group at a time, and commits them in one transaction: ``merge`` rewrites
@@ -193,6 +202,7 @@ def write_delta(
         about = {"request_ids": list(requests), "library": __version__, "mode": mode,
                  "rows_inserted": counter.rows, "records_added": plan.added,
                  "records_replaced": plan.replaced, "schema_changed": changed}  # fmt: skip
+        about.update(noted(source) if noted is not None else {})
         how = "overwrite" if mode == "overwrite" or changed else "append"
         commit = committing(table, path, schema, actions, how, partition_by, storage_options)
         commit_write(files, about, shown, commit)
@@ -259,9 +269,40 @@ def history(path: str, storage_options: dict[str, str] | None = None) -> list[di
                 "request_ids": about.get("request_ids", []),
                 "rows_inserted": rows,
                 "library": about.get("library"),
+                # A sync's commits name its query and the newest dateUpdated merged so far.
+                "query": (about.get("sync") or {}).get("query"),
+                "mark": (about.get("sync") or {}).get("mark"),
             }
         )
     return out
+
+
+def table_notes(table: DeltaTable) -> list[tuple[int, dict[str, Any]]]:
+    """What this library recorded in each commit, newest first, with the commit's version."""
+    return [(int(c.get("version", -1)), _about(c)) for c in table.history()]
+
+
+def note_version(path: str, about: dict[str, Any], storage_options: dict[str, str] | None) -> int:
+    """Commit ``about`` with no data change (a sync's mark moving); the new version.
+
+    For a sync that bought records the table already held: without the
+    commit its mark would stay, and the next sync would buy them again.
+    """
+    table = open_table(path, storage_options)
+    if table is None:
+        raise DatafinitiError(f"There is no Delta table at {shown_path(path)}.")
+    schema = pa_schema(table)
+    partition_by = list(table.metadata().partition_columns)
+    commit = committing(table, path, schema, [], "append", partition_by, storage_options)
+    commit_write(DataFiles(path, storage_options, partition_by), about, shown_path(path), commit)
+    return table.version() + 1
+
+
+def pa_schema(table: DeltaTable) -> pa.Schema:
+    """The table's schema as Arrow's."""
+    import pyarrow as pa
+
+    return pa.schema(table.schema().to_arrow())
 
 
 def _about(commit: dict[str, Any]) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from ..read.dedupe import ID_COLUMN, record_ids
 from ..read.tidy import RECORDS
 from .delta import (
     DeltaSummary,
+    Noted,
     commit_write,
     committing,
     keep_append_only,
@@ -49,9 +50,17 @@ logger = logging.getLogger(__name__)
 
 
 def write_delta_tables(
-    source: LoadSource, path: str, *, storage_options: dict[str, str] | None = None
+    source: LoadSource,
+    path: str,
+    *,
+    storage_options: dict[str, str] | None = None,
+    noted: Noted | None = None,
 ) -> DeltaSummary:
-    """Merge ``source``'s tidy tables into the Delta tables under ``path`` (see module docs)."""
+    """Merge ``source``'s tidy tables into the Delta tables under ``path`` (see module docs).
+
+    ``noted(source)`` gives more metadata for the commit of ``records``, the
+    last one (see :func:`.delta.write_delta`).
+    """
     require_deltalake()
     root = str(path).rstrip("/")
     shown = shown_path(root)
@@ -74,8 +83,9 @@ def write_delta_tables(
     with tidy_parts(source, flat, keep) as parts:
         names = [n for n in dict.fromkeys([*parts, *existing]) if n != RECORDS] + [RECORDS]
         for name in names:  # records last: its commit says the merge is whole
+            extra = noted(source) if noted is not None and name == RECORDS else {}
             inserted_here = _merge_table(
-                f"{root}/{name}", name, parts.get(name, []), plan, requests, storage_options
+                f"{root}/{name}", name, parts.get(name, []), plan, requests, storage_options, extra
             )
             if name == RECORDS:
                 inserted = inserted_here
@@ -121,6 +131,7 @@ def _merge_table(
     plan: Plan,
     requests: tuple[int, ...],
     storage_options: dict[str, str] | None,
+    note: dict[str, Any],
 ) -> int:
     """One table: the replaced records' rows out, the winning copies' rows in; rows inserted."""
     table = open_table(path, storage_options)
@@ -148,7 +159,8 @@ def _merge_table(
         actions += files.write(iter(counter), schema)
         rows = counter.rows
         about = {"request_ids": list(requests), "library": __version__, "mode": "merge",
-                 "rows_inserted": rows, "table": name, "schema_changed": changed}  # fmt: skip
+                 "rows_inserted": rows, "table": name, "schema_changed": changed,
+                 **note}  # fmt: skip
         how = "overwrite" if changed else "append"
         commit = committing(table, path, schema, actions, how, partition_by, storage_options)
         commit_write(files, about, shown, commit)

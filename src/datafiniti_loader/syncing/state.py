@@ -1,0 +1,221 @@
+"""What a synced path remembers: whose query it is, how far it got, and a download in flight.
+
+Two records, kept where the table is (any fsspec path):
+
+- the table's own commits. Each commit a sync makes carries, in this
+  library's commit metadata, the query it was synced with (text, data type,
+  format, view, tables) and the mark: the newest ``dateUpdated`` merged. The
+  mark moves in the same commit as the data, so it can never run ahead of it.
+- a small journal, ``_datafiniti_sync.json`` beside the table's log, written
+  before a download is asked for and given its id as soon as the API answers;
+  removed once the download is merged. A sync stopped in between (Ctrl-C
+  while waiting, a crash, a lost connection) finds it and goes on with that
+  download instead of buying the same records again. Delta readers and
+  ``VACUUM`` leave files whose names start with ``_`` alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import fsspec
+
+from ..errors import StorageError, SyncMismatch
+from ..read.tidy import RECORDS
+from ..sinks.delta import open_table, shown_path, table_notes
+
+__all__ = [
+    "JOURNAL",
+    "Journal",
+    "Pending",
+    "SyncIdentity",
+    "TableState",
+    "synced_mark",
+    "table_state",
+]
+
+logger = logging.getLogger(__name__)
+
+JOURNAL = "_datafiniti_sync.json"
+
+
+@dataclass(frozen=True)
+class SyncIdentity:
+    """What makes a synced table one query's: a mark means nothing for another query."""
+
+    query: str
+    data_type: str
+    format: str
+    view: str | None
+    tables: bool
+
+    def differences(self, other: SyncIdentity) -> list[str]:
+        """``name: theirs -> ours`` for each setting that differs."""
+        mine, theirs = asdict(self), asdict(other)
+        return [f"{k} {theirs[k]!r} (now {mine[k]!r})" for k in mine if mine[k] != theirs[k]]
+
+
+@dataclass(frozen=True)
+class TableState:
+    """A synced table: its identity, mark and version (``mark`` None: nothing merged yet)."""
+
+    identity: SyncIdentity
+    mark: str | None
+    version: int
+
+
+def table_state(
+    path: str, identity: SyncIdentity, storage_options: dict[str, str] | None
+) -> TableState | None:
+    """The table a sync at ``path`` continues, or ``None`` for a first sync.
+
+    Raises
+    ------
+    SyncMismatch
+        The path holds a table synced with other settings, a table this
+        library did not sync, or tidy tables where a flat table is asked (or
+        the other way round).
+    """
+    root = str(path).rstrip("/")
+    shown = shown_path(root)
+    flat = open_table(root, storage_options)
+    records = open_table(f"{root}/{RECORDS}", storage_options)
+    if flat is not None and identity.tables:
+        raise SyncMismatch(
+            f"{shown} is one Delta table, not a directory of tidy tables: sync it without "
+            "tables=True (--tables), or sync into a new path."
+        )
+    if records is not None and not identity.tables:
+        raise SyncMismatch(
+            f"{shown} holds tidy tables (records, ...): sync it with tables=True (--tables), "
+            "or sync into a new path."
+        )
+    table = records if identity.tables else flat
+    if table is None:
+        return None
+    for _, about in table_notes(table):  # newest first: the latest sync's mark
+        synced = about.get("sync")
+        if isinstance(synced, dict):
+            theirs = _identity(synced)
+            if theirs != identity:
+                raise SyncMismatch(
+                    f"{shown} is kept current from another query: "
+                    f"{'; '.join(identity.differences(theirs))}. A synced table is one "
+                    "query's; sync this one into a new path."
+                )
+            return TableState(theirs, synced.get("mark"), table.version())
+    raise SyncMismatch(
+        f"{shown} holds a Delta table that no sync made, so nothing says which of its "
+        "records are current. Sync into a new path (to_delta merges downloads into this one)."
+    )
+
+
+def synced_mark(path: str, tables: bool, storage_options: dict[str, str] | None) -> str | None:
+    """The mark of the latest sync of ``path`` (``None``: none yet), whatever its query."""
+    root = str(path).rstrip("/")
+    table = open_table(f"{root}/{RECORDS}" if tables else root, storage_options)
+    for _, about in table_notes(table) if table is not None else ():
+        synced = about.get("sync")
+        if isinstance(synced, dict):
+            mark = synced.get("mark")
+            return str(mark) if mark is not None else None
+    return None
+
+
+def _identity(synced: dict[str, Any]) -> SyncIdentity:
+    return SyncIdentity(
+        str(synced.get("query")),
+        str(synced.get("data_type")),
+        str(synced.get("format")),
+        synced.get("view"),
+        bool(synced.get("tables")),
+    )
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A download a sync asked for and has not merged yet (``request_id`` None: no answer)."""
+
+    identity: SyncIdentity
+    asked: str  # the query sent, with its dateUpdated clause
+    records: int  # what was counted (v4) or allowed (v3) when it was asked for
+    previous_mark: str | None
+    asked_at: str
+    request_id: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The journal's content (no token, no URL)."""
+        return {**asdict(self), "identity": asdict(self.identity)}
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Pending:
+        """The journal read back; a malformed one raises ``ValueError``/``TypeError``."""
+        rid = raw.get("request_id")
+        return cls(
+            _identity(raw["identity"]),
+            str(raw["asked"]),
+            int(raw["records"]),
+            raw.get("previous_mark"),
+            str(raw["asked_at"]),
+            None if rid is None else int(rid),
+        )
+
+    @classmethod
+    def asking(
+        cls, identity: SyncIdentity, asked: str, records: int, previous_mark: str | None
+    ) -> Pending:
+        """The entry written just before a download is asked for."""
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return cls(identity, asked, records, previous_mark, now)
+
+
+class Journal:
+    """The journal of a synced path, through fsspec (local or object store)."""
+
+    def __init__(self, path: str, storage_options: dict[str, str] | None) -> None:
+        self._fs, root = fsspec.core.url_to_fs(str(path).rstrip("/"), **(storage_options or {}))
+        self._root = root
+        self._path = f"{root}/{JOURNAL}"
+        self.shown = shown_path(f"{str(path).rstrip('/')}/{JOURNAL}")
+
+    def read(self) -> Pending | None:
+        """The download in flight, if any."""
+        try:
+            with self._fs.open(self._path, "rb") as handle:
+                raw = json.loads(handle.read())
+            return Pending.from_json(raw)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise StorageError(
+                f"The sync journal {self.shown} cannot be read ({type(exc).__name__}). It names "
+                "a download an earlier sync asked for: look at it, then remove it by hand."
+            ) from None
+
+    def write(self, pending: Pending, *, then: str) -> None:
+        """Record ``pending``, whole or not at all (written aside, then moved into place).
+
+        ``then`` says, in an error, where that leaves the sync.
+        """
+        body = json.dumps(pending.to_json(), indent=1).encode()
+        aside = f"{self._root}/_datafiniti_sync.{uuid.uuid4().hex}.tmp"
+        try:
+            self._fs.makedirs(self._root, exist_ok=True)
+            with self._fs.open(aside, "wb") as handle:
+                handle.write(body)
+            self._fs.mv(aside, self._path)
+        except OSError as exc:
+            raise StorageError(
+                f"Could not write the sync journal {self.shown} ({exc.strerror or exc}); {then}"
+            ) from None
+
+    def remove(self) -> None:
+        """Forget the download in flight (merged, or given up)."""
+        with contextlib.suppress(FileNotFoundError):
+            self._fs.rm(self._path)
