@@ -98,3 +98,58 @@ def debug_log() -> Iterator[list[str]]:
     yield lines
     logger.removeHandler(handler)
     logger.setLevel(previous)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """An S3-compatible server (moto's server mode) on loopback, in a process of its own.
+
+    A process, not a thread: delta-rs waits for S3's answers while holding
+    the interpreter, which a server in a thread of this process would need.
+    """
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import requests
+
+    pytest.importorskip("moto")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                requests.get(url, timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.fixture
+def s3_bucket(s3_server: str, tmp_path: Path) -> tuple[str, dict[str, str]]:
+    """A new bucket's URL and the storage options (deltalake's keys) that reach it."""
+    import requests
+
+    bucket = f"lake-{tmp_path.name.lower().replace('_', '-')[-40:]}".rstrip("-")
+    requests.put(f"{s3_server}/{bucket}", timeout=10).raise_for_status()
+    options = {
+        "AWS_ENDPOINT_URL": s3_server,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_S3_ALLOW_UNSAFE_RENAME": "true",
+    }
+    return f"s3://{bucket}", options

@@ -13,8 +13,10 @@ pytest.importorskip("deltalake")
 from deltalake import DeltaTable
 
 from datafiniti_loader import (
+    ColumnNotFound,
     ConfigurationError,
     DownloadMayExist,
+    RequestFailed,
     RequestNotReady,
     SyncMismatch,
     SyncPending,
@@ -23,6 +25,7 @@ from datafiniti_loader import (
     sync,
 )
 from datafiniti_loader.sandbox import Sandbox
+from datafiniti_loader.syncing.state import Journal, Pending, SyncIdentity
 
 QUERY = "categories:shoes AND brand:Acme"
 
@@ -254,8 +257,6 @@ def test_the_cli_says_what_changed_asks_and_shows_the_marks_in_history(
 def test_a_sync_stopped_after_its_commit_finishes_without_buying_or_committing_again(
     sandbox: Sandbox, api: dict[str, Any], tmp_path: Path
 ) -> None:
-    from datafiniti_loader.syncing.state import Journal, Pending, SyncIdentity
-
     serve(sandbox, tmp_path, FIRST, version=1)
     target = tmp_path / "shoes"
     first = sync(QUERY, str(target), **api)
@@ -269,3 +270,100 @@ def test_a_sync_stopped_after_its_commit_finishes_without_buying_or_committing_a
     assert again.request_id == first.request_id and not again.committed
     assert again.version == first.version and again.mark == first.mark
     assert len(sandbox.downloads_created) == 1 and journal.read() is None
+
+
+@pytest.mark.parametrize("tables", [False, True])
+def test_a_table_on_an_object_store_keeps_its_mark_and_its_journal_there(
+    sandbox: Sandbox, api: dict[str, Any], tmp_path: Path, s3_bucket: Any, tables: bool
+) -> None:
+    bucket, options = s3_bucket
+    target = f"{bucket}/shoes"
+    serve(sandbox, tmp_path, FIRST, version=1)
+    sandbox.creation_polls = (50, 50)
+    with pytest.raises(RequestNotReady):
+        sync(QUERY, target, tables=tables, storage_options=options, wait=0.2, **api)
+    in_flight = Journal(target, options).read()  # in the bucket, beside the table
+    assert in_flight is not None and in_flight.request_id == sandbox.downloads_created[0].id
+    sandbox.downloads_created[0].pending_polls = 0
+    sandbox.creation_polls = (0, 0)
+    first = sync(QUERY, target, tables=tables, storage_options=options, **api)
+    assert first.status == "merged" and first.request_id == sandbox.downloads_created[0].id
+    serve(sandbox, tmp_path, [product("B", "2026-11-09T00:00:00Z", "Walker 2")], version=2)
+    second = sync(QUERY, target, tables=tables, storage_options=options, **api)
+    assert (second.downloaded, second.records_replaced, second.mark) == (
+        1, 1, "2026-11-09T00:00:00Z"
+    )  # fmt: skip
+    assert len(sandbox.downloads_created) == 2
+    table = DeltaTable(f"{target}/records" if tables else target, storage_options=options)
+    names = {r["id"]: r["name"] for r in table.to_pyarrow_table().to_pylist()}
+    assert names == {"A": "Runner", "B": "Walker 2", "C": "Hiker"}
+    assert Journal(target, options).read() is None
+
+
+def test_csv_downloads_sync_record_by_record_across_their_rows(
+    sandbox: Sandbox, api: dict[str, Any], tmp_path: Path
+) -> None:
+    header = "id,name,dateUpdated,reviews.rating,reviews.text\n"
+    first = tmp_path / "v1.csv"
+    first.write_text(
+        header
+        + "H1,Inn,2026-11-01T00:00:00Z,5,great\nH2,Lodge,2026-11-02T00:00:00Z,3,ok\n"
+        + "H1,Inn,2026-11-01T00:00:00Z,4,fine\n"
+    )
+    sandbox.add_query(QUERY, [first], data_type="businesses", format="csv")
+    target = tmp_path / "hotels"
+    kwargs = {"data_type": "businesses", "format": "csv", "tables": True, **api}
+    made = sync(QUERY, str(target), **kwargs)
+    assert (made.counted, made.records_added, made.mark) == (2, 2, "2026-11-02T00:00:00Z")
+
+    second = tmp_path / "v2.csv"  # H1 has a new review; H2 is as it was
+    second.write_text(
+        header
+        + "H1,Inn,2026-11-06T00:00:00Z,5,great\nH2,Lodge,2026-11-02T00:00:00Z,3,ok\n"
+        + "H1,Inn,2026-11-06T00:00:00Z,4,fine\nH1,Inn,2026-11-06T00:00:00Z,1,noisy\n"
+    )
+    sandbox.add_query(QUERY, [second], data_type="businesses", format="csv")
+    again = sync(QUERY, str(target), **kwargs)
+    assert (again.counted, again.downloaded, again.records_replaced) == (1, 1, 1)
+    assert sandbox.credits_spent == 3
+    reviews = DeltaTable(str(target / "reviews")).to_pyarrow_table().to_pylist()
+    assert sorted((r["_record_id"], r["_index"], r["text"]) for r in reviews) == [
+        ("H1", 0, "great"), ("H1", 1, "fine"), ("H1", 2, "noisy"), ("H2", 0, "ok")
+    ]  # fmt: skip
+
+
+def test_a_failed_or_unknown_download_is_given_up_only_when_asked(
+    sandbox: Sandbox, api: dict[str, Any], tmp_path: Path
+) -> None:
+    serve(sandbox, tmp_path, FIRST, version=1)
+    target = str(tmp_path / "shoes")
+    sandbox.faults.creation_hangups = 1
+    with pytest.raises(DownloadMayExist):
+        sync(QUERY, target, **api)
+    with pytest.raises(SyncPending):
+        sync(QUERY, target, **api)
+    # The user looked and decided to ask again: a second download is made and merged.
+    sandbox.creation_polls = (50, 50)
+    with pytest.raises(RequestNotReady):
+        sync(QUERY, target, forget_pending=True, wait=0.2, **api)
+    assert len(sandbox.downloads_created) == 2
+    sandbox.downloads_created[1].cancel()  # cancelled in the portal meanwhile
+    with pytest.raises(RequestFailed, match="forget_pending=True"):
+        sync(QUERY, target, **api)
+    assert len(sandbox.downloads_created) == 2  # failing is not a reason to buy again
+    sandbox.creation_polls = (0, 0)
+    done = sync(QUERY, target, forget_pending=True, **api)
+    assert done.status == "merged" and len(sandbox.downloads_created) == 3
+
+
+def test_records_without_dates_are_refused_with_what_to_do(
+    sandbox: Sandbox, api: dict[str, Any], tmp_path: Path
+) -> None:
+    undated = [{k: v for k, v in r.items() if k != "dateUpdated"} for r in FIRST]
+    serve(sandbox, tmp_path, undated, version=1)
+    target = str(tmp_path / "shoes")
+    with pytest.raises(ColumnNotFound) as raised:
+        sync(QUERY, target, **api)
+    message = str(raised.value)
+    assert "cannot be synced" in message and "'dateUpdated'" in message
+    assert "--dedupe" not in message and "forget_pending=True" in message

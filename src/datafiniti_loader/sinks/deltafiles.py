@@ -30,7 +30,13 @@ from .parquet import MAX_PARTITIONS, write_row_groups
 if TYPE_CHECKING:
     from deltalake import DeltaTable
 
-__all__ = ["DataFiles", "create_table", "rewritten"]
+__all__ = [
+    "DataFiles",
+    "create_table",
+    "local_dir",
+    "rewritten",
+    "table_store",
+]
 
 
 def rewritten(
@@ -101,13 +107,7 @@ class DataFiles:
     def _fs(self) -> Any:
         """The table's storage (a new local table's directory is made on first use)."""
         if self._handler is None:
-            import pyarrow.fs as pafs
-            from deltalake.fs import DeltaStorageHandler
-
-            if "://" not in self._path and not os.path.isdir(self._path):
-                os.makedirs(self._path)
-                self._made_dir = True
-            self._handler = pafs.PyFileSystem(DeltaStorageHandler(self._path, self._options))
+            self._handler, self._made_dir = table_store(self._path, self._options)
         return self._handler
 
     def write(self, batches: Iterator[pa.RecordBatch], schema: pa.Schema) -> list[Any]:
@@ -195,6 +195,32 @@ class DataFiles:
         if self._made_dir:  # the directory this write made, if nothing else is in it
             with contextlib.suppress(OSError):
                 os.rmdir(self._path)
+
+
+def table_store(path: str, storage_options: dict[str, str] | None) -> tuple[Any, bool]:
+    """A pyarrow file system rooted at ``path``, over delta-rs's storage; whether it made ``path``.
+
+    Everything this library writes beside a table goes through it, so one
+    set of ``storage_options`` (deltalake's keys) reaches one store. A local
+    directory is made first (delta-rs refuses one that does not exist).
+    """
+    import pyarrow.fs as pafs
+    from deltalake.fs import DeltaStorageHandler
+
+    local = local_dir(path)
+    made = False
+    if local is not None and not os.path.isdir(local):
+        os.makedirs(local)
+        made = True
+    return pafs.PyFileSystem(DeltaStorageHandler(str(path), storage_options)), made
+
+
+def local_dir(path: str) -> str | None:
+    """The local directory ``path`` names (a plain path or ``file://``), or ``None``."""
+    text = str(path)
+    if text.startswith("file://"):
+        return text.removeprefix("file://")
+    return None if "://" in text else text
 
 
 def _files_holding(

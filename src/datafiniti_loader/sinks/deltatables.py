@@ -16,11 +16,11 @@ the tables already committed recognise the request and are left alone.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -39,7 +39,7 @@ from .delta import (
     require_deltalake,
     shown_path,
 )
-from .deltafiles import DataFiles, rewritten
+from .deltafiles import DataFiles, local_dir, rewritten, table_store
 from .deltaplan import Plan, against_table, delta_types, plan_write
 from .deltarules import check_writable
 from .tablesparquet import conformed, tidy_parts, unified_schema
@@ -99,14 +99,18 @@ def write_delta_tables(
 
 def _existing_tables(root: str, storage_options: dict[str, str] | None) -> list[str]:
     """The names of the Delta tables already under ``root``."""
-    fs, base = fsspec.core.url_to_fs(root, **(storage_options or {}))
-    if not fs.exists(base):
-        return []
+    import pyarrow.fs as pafs
+
+    local = local_dir(root)
+    if local is not None and not os.path.isdir(local):
+        return []  # nothing there yet (and listing must not make the directory)
+    fs = table_store(root, storage_options)[0]
     names = []
-    for entry in sorted(fs.ls(base, detail=False)):
-        if fs.exists(f"{entry}/_delta_log"):
-            names.append(Path(entry).name)
-    return names
+    for entry in fs.get_file_info(pafs.FileSelector("", allow_not_found=True)):
+        log = pafs.FileSelector(f"{entry.path}/_delta_log", allow_not_found=True)
+        if entry.type == pafs.FileType.Directory and fs.get_file_info(log):
+            names.append(entry.base_name)
+    return sorted(names)
 
 
 def _winning_rows(

@@ -9,6 +9,7 @@ from typing import Any
 
 from .._version import __version__
 from ..errors import (
+    ColumnNotFound,
     ConfigurationError,
     DatafinitiError,
     DownloadMayExist,
@@ -161,6 +162,11 @@ def sync(
             if counted == 0:
                 logger.info("%s", summary.describe())
                 return summary
+            logger.info(
+                "sync: %s record(s) %s would be downloaded (every record costs credits)",
+                f"{counted:,}" if counted is not None else f"up to {limit:,}",
+                f"changed since {mark}" if mark else f"matching {identity.query[:120]!r}",
+            )
             if confirm is not None and not confirm(counted or limit or 0):
                 return replace(summary, status="refused")
             pending = _create(client, journal, identity, asked, counted or limit or 0, mark)
@@ -277,6 +283,14 @@ def _merge(
             raise ResultExpired(
                 f"{exc} It is the download this sync asked for: pass forget_pending=True "
                 "(--forget-pending) to ask for a new one (its records are bought again)."
+            ) from None
+        except ColumnNotFound:
+            raise ColumnNotFound(
+                f"Download request {rid} cannot be synced: a file of it has no 'id' or no "
+                "'dateUpdated' column. A sync tells "
+                "records apart by 'id' and moves its mark by 'dateUpdated': sync with a view "
+                "that includes both, and pass forget_pending=True (--forget-pending) so "
+                "that this download is not tried again."
             ) from None
         if not written.committed and "already merged" not in written.note:
             # Records bought that the table had: the mark still moves, in a commit of its own.

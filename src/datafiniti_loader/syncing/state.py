@@ -6,7 +6,8 @@ Two records, kept where the table is (any fsspec path):
   library's commit metadata, the query it was synced with (text, data type,
   format, view, tables) and the mark: the newest ``dateUpdated`` merged. The
   mark moves in the same commit as the data, so it can never run ahead of it.
-- a small journal, ``_datafiniti_sync.json`` beside the table's log, written
+- a small journal, ``_datafiniti_sync.json`` beside the table's log (or
+  beside the tidy tables), written
   before a download is asked for and given its id as soon as the API answers;
   removed once the download is merged. A sync stopped in between (Ctrl-C
   while waiting, a crash, a lost connection) finds it and goes on with that
@@ -24,11 +25,12 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import fsspec
+import pyarrow as pa
 
 from ..errors import StorageError, SyncMismatch
 from ..read.tidy import RECORDS
 from ..sinks.delta import open_table, shown_path, table_notes
+from ..sinks.deltafiles import table_store
 
 __all__ = [
     "JOURNAL",
@@ -176,22 +178,34 @@ class Pending:
 
 
 class Journal:
-    """The journal of a synced path, through fsspec (local or object store)."""
+    """The journal of a synced path, kept through delta-rs's storage like the table's files.
+
+    The same ``storage_options`` reach the same store as the table's own
+    commits (an object store's keys, endpoint and region, as deltalake takes them).
+    """
 
     def __init__(self, path: str, storage_options: dict[str, str] | None) -> None:
-        self._fs, root = fsspec.core.url_to_fs(str(path).rstrip("/"), **(storage_options or {}))
-        self._root = root
-        self._path = f"{root}/{JOURNAL}"
-        self.shown = shown_path(f"{str(path).rstrip('/')}/{JOURNAL}")
+        self._root = str(path).rstrip("/")
+        self._options = storage_options
+        self._handler: Any = None
+        self.shown = shown_path(f"{self._root}/{JOURNAL}")
+
+    @property
+    def _fs(self) -> Any:
+        if self._handler is None:
+            self._handler = table_store(self._root, self._options)[0]
+        return self._handler
 
     def read(self) -> Pending | None:
         """The download in flight, if any."""
+        import pyarrow.fs as pafs
+
         try:
-            with self._fs.open(self._path, "rb") as handle:
+            if self._fs.get_file_info(JOURNAL).type == pafs.FileType.NotFound:
+                return None
+            with self._fs.open_input_stream(JOURNAL) as handle:
                 raw = json.loads(handle.read())
             return Pending.from_json(raw)
-        except FileNotFoundError:
-            return None
         except (OSError, ValueError, TypeError, KeyError) as exc:
             raise StorageError(
                 f"The sync journal {self.shown} cannot be read ({type(exc).__name__}). It names "
@@ -204,12 +218,12 @@ class Journal:
         ``then`` says, in an error, where that leaves the sync.
         """
         body = json.dumps(pending.to_json(), indent=1).encode()
-        aside = f"{self._root}/_datafiniti_sync.{uuid.uuid4().hex}.tmp"
+        aside = f"_datafiniti_sync.{uuid.uuid4().hex}.tmp"
         try:
-            self._fs.makedirs(self._root, exist_ok=True)
-            with self._fs.open(aside, "wb") as handle:
+            # Buffered: delta-rs's stream takes bytes, which only Arrow's buffered writer hands it.
+            with pa.BufferedOutputStream(self._fs.open_output_stream(aside), 1 << 16) as handle:
                 handle.write(body)
-            self._fs.mv(aside, self._path)
+            self._fs.move(aside, JOURNAL)
         except OSError as exc:
             raise StorageError(
                 f"Could not write the sync journal {self.shown} ({exc.strerror or exc}); {then}"
@@ -218,4 +232,4 @@ class Journal:
     def remove(self) -> None:
         """Forget the download in flight (merged, or given up)."""
         with contextlib.suppress(FileNotFoundError):
-            self._fs.rm(self._path)
+            self._fs.delete_file(JOURNAL)
