@@ -255,6 +255,28 @@ else:
     display(versions[["version", "operation", "request_ids", "rows_inserted"]])""",
     ),
     (
+        "md",
+        """## Keeping a dataset current from a query
+
+`sync` does the weekly pull: the first run counts the query, buys it and
+merges it into a Delta table, remembering the newest `dateUpdated` merged
+(the mark). Every later run buys only `(<query>) AND dateUpdated:{<mark> TO *]`:
+when nothing changed, it downloads nothing and spends nothing. `confirm` and
+`max_records` stop it before any credit is spent.""",
+    ),
+    (
+        "code",
+        """if importlib.util.find_spec("deltalake") is not None and CREATE:
+    from datafiniti_loader import sync
+
+    synced = f"{scratch.name}/synced"
+    first = sync(QUERY, synced, format="csv", max_records=1_000, **v4)
+    print(first.describe())
+    again = sync(QUERY, synced, format="csv", max_records=1_000, **v4)
+    print(again.describe())  # nothing changed since the mark: nothing bought
+    display(again)""",
+    ),
+    (
         "code",
         """client.close()
 scratch.cleanup()
