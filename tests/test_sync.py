@@ -367,3 +367,21 @@ def test_records_without_dates_are_refused_with_what_to_do(
     message = str(raised.value)
     assert "cannot be synced" in message and "'dateUpdated'" in message
     assert "--dedupe" not in message and "forget_pending=True" in message
+
+
+def test_the_journal_is_left_alone_by_delta_readers_and_vacuum(
+    sandbox: Sandbox, api: dict[str, Any], tmp_path: Path
+) -> None:
+    serve(sandbox, tmp_path, FIRST, version=1)
+    target = tmp_path / "shoes"
+    sync(QUERY, str(target), **api)
+    serve(sandbox, tmp_path, [product("A", "2026-11-08T00:00:00Z", "Runner 4")], version=2)
+    sync(QUERY, str(target), **api)  # A's old file is replaced: vacuum has one to delete
+    serve(sandbox, tmp_path, [product("C", "2026-11-09T00:00:00Z", "Hiker 2")], version=3)
+    sandbox.creation_polls = (50, 50)
+    with pytest.raises(RequestNotReady):
+        sync(QUERY, str(target), wait=0.2, **api)
+    table = DeltaTable(str(target))
+    deleted = table.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
+    assert deleted and (target / "_datafiniti_sync.json").exists()
+    assert sorted(r["id"] for r in table.to_pyarrow_table().to_pylist()) == ["A", "B", "C"]
