@@ -1,12 +1,18 @@
 """output='dask': one partition per file, typed meta, distributed scheduler, late computes."""
 
+import http.server
+import json
 import pickle
+import threading
 
+import fsspec
 import pandas as pd
 import pytest
 
 from conftest import Loader
+from datafiniti_loader import DatafinitiError
 from datafiniti_loader.sandbox import Sandbox
+from test_reliability import _Proxy
 
 dd = pytest.importorskip("dask.dataframe")
 distributed = pytest.importorskip("distributed")
@@ -20,7 +26,7 @@ def cluster_client(tmp_path_factory: pytest.TempPathFactory):
     scratch = str(tmp_path_factory.mktemp("dask-scratch"))
     with dask.config.set({"temporary-directory": scratch}):
         cluster = distributed.LocalCluster(
-            n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
         )
         with cluster, distributed.Client(cluster) as client:
             yield client
@@ -45,6 +51,37 @@ def test_partitions_meta_and_values_on_a_cluster(
     )
 
 
+def test_the_client_downloads_nothing_and_each_file_is_fetched_once(
+    loader: Loader, sandbox: Sandbox, fixture_files, cluster_client, monkeypatch
+) -> None:
+    # The workers started before this: only the client process goes through the proxy,
+    # which relays its calls and notes each one.
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Proxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    _Proxy.seen.clear()
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+    try:
+        rid = sandbox.add_request(fixture_files["products"] + fixture_files["businesses"])
+        lazy = loader.load(rid, output="dask", cache=False)
+        computed = lazy.compute().reset_index(drop=True)
+        computed_again = lazy.compute()
+        client_calls = list(_Proxy.seen)
+    finally:
+        proxy.shutdown()
+        monkeypatch.delenv("HTTP_PROXY")
+    gets = [e for e in sandbox.log if e.server == "bucket" and e.method == "GET"]
+    assert len(gets) == 3  # one per file, the type scan and two computes together
+    assert client_calls and all("/v3/" in call for call in client_calls)  # API calls only
+    assert len(computed_again) == len(computed)
+    eager = loader.load(rid, cache=False)
+    text = {c for c, t in eager.dtypes.items() if pd.api.types.is_string_dtype(t)}
+    pd.testing.assert_frame_equal(
+        computed.astype({c: eager[c].dtype for c in text}), eager, check_categorical=False
+    )
+
+
 def test_graph_holds_no_url_and_shows_no_token(
     loader: Loader, sandbox: Sandbox, fixture_files
 ) -> None:
@@ -56,14 +93,17 @@ def test_graph_holds_no_url_and_shows_no_token(
     assert b"X-Amz-Signature" not in pickle.dumps(graph)
 
 
-def test_late_compute_survives_expired_urls(
+def test_expired_urls_are_refreshed_on_the_workers(
     loader: Loader, sandbox: Sandbox, fixture_files, cluster_client
 ) -> None:
     rid = sandbox.add_request(fixture_files["products"])
+    # The client's listing (URLs it drops) and then the URLs the worker is first handed: expired.
+    sandbox.faults.expire_signings = 2
     lazy = loader.load(rid, output="dask", cache=False)
-    sandbox.faults.expire_signings = 1  # the URLs handed out at compute time come back expired
     computed = lazy.compute()
     assert len(computed) == 72 and computed["_source_file"].nunique() == 2
+    expired = [e for e in sandbox.log if e.server == "bucket" and e.status == 403]
+    assert expired  # met, and got past by asking the API again
 
 
 def test_json_partitions_keep_nesting(loader: Loader, sandbox: Sandbox, fixture_files) -> None:
@@ -73,3 +113,70 @@ def test_json_partitions_keep_nesting(loader: Loader, sandbox: Sandbox, fixture_
     eager = loader.load(rid)
     assert len(computed) == len(eager) == 12
     assert computed["reviews"].tolist() == eager["reviews"].tolist()
+
+
+def _read_back(path: str, **storage_options: object) -> pd.DataFrame:
+    import pyarrow.dataset as ds
+
+    fs, root = fsspec.core.url_to_fs(path, **storage_options)
+    files = sorted(p for p in fs.find(root) if p.endswith(".parquet"))
+    return ds.dataset(files, filesystem=fs, format="parquet").to_table().to_pandas()
+
+
+def test_workers_write_the_parquet_dataset_and_the_client_publishes_it(
+    loader: Loader, sandbox: Sandbox, fixture_files, cluster_client, tmp_path
+) -> None:
+    rid = sandbox.add_request(fixture_files["products"] + fixture_files["businesses"])
+    summary = loader.parquet(rid, tmp_path / "on-dask", engine="dask", cache=False)
+    gets = [e for e in sandbox.log if e.server == "bucket" and e.method == "GET"]
+    assert len(gets) == 3 and summary.rows == 102 and summary.result_files == 3
+    local = loader.parquet(rid, tmp_path / "local", cache=False)
+    assert summary.columns == local.columns
+    pd.testing.assert_frame_equal(
+        _read_back(str(tmp_path / "on-dask")), _read_back(str(tmp_path / "local"))
+    )
+    manifest = json.loads((tmp_path / "on-dask" / "_datafiniti_loader.json").read_text())
+    assert manifest["rows"] == 102 and manifest["files"] == list(summary.parquet_files)
+    assert not list(tmp_path.glob("on-dask.tmp-*"))
+
+
+def test_a_failed_worker_task_publishes_nothing_and_a_rerun_succeeds(
+    loader: Loader, sandbox: Sandbox, fixture_files, cluster_client, tmp_path
+) -> None:
+    rid = sandbox.add_request(fixture_files["products"])
+    sandbox.faults.bucket_errors.extend([(500, None)] * 40)  # the workers cannot fetch
+    with pytest.raises(DatafinitiError):
+        loader.parquet(rid, tmp_path / "out", engine="dask", cache=False)
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob("out.tmp-*"))
+    sandbox.faults.bucket_errors.clear()
+    assert loader.parquet(rid, tmp_path / "out", engine="dask", cache=False).rows == 72
+
+
+def test_workers_write_to_an_object_store(
+    loader: Loader, sandbox: Sandbox, fixture_files, cluster_client, s3_server, tmp_path
+) -> None:
+    import requests
+
+    pytest.importorskip("s3fs")
+    requests.put(f"{s3_server}/exports", timeout=10).raise_for_status()
+    options = {
+        "key": "testing",
+        "secret": "testing",
+        "client_kwargs": {"endpoint_url": s3_server, "region_name": "us-east-1"},
+    }
+    rid = sandbox.add_request(fixture_files["products"] + fixture_files["businesses"])
+    summary = loader.parquet(
+        rid, "s3://exports/products", engine="dask", storage_options=options, cache=False
+    )
+    assert summary.rows == 102
+    local = loader.parquet(rid, tmp_path / "local", cache=False)
+    pd.testing.assert_frame_equal(
+        _read_back("s3://exports/products", **options), _read_back(str(local.path))
+    )
+    # The single-machine engine publishes to the object store the same way.
+    loader.parquet(rid, "s3://exports/on-one-machine", storage_options=options)
+    pd.testing.assert_frame_equal(
+        _read_back("s3://exports/on-one-machine", **options), _read_back(str(local.path))
+    )
+    fs, _ = fsspec.core.url_to_fs("s3://exports", **options)
+    assert not [k for k in fs.find("exports") if ".tmp-" in k]  # no staging left behind

@@ -285,6 +285,7 @@ def to_parquet(
     dedupe: bool = False,
     dtype: Mapping[str, str] | None = None,
     tables: bool = False,
+    engine: str = "local",
 ) -> ParquetSummary:
     """Convert a download request's results to a Parquet dataset, in bounded memory.
 
@@ -318,6 +319,15 @@ def to_parquet(
         Rows, result files read, Parquet bytes written and the path (with
         ``tables=True``, each table's rows in ``tables``).
 
+    engine : {"local", "dask"}
+        ``"dask"``: the dask workers (a ``distributed.Client`` in use) fetch,
+        scan and convert the files, one Parquet file per result file written
+        straight into the staging directory beside ``path`` (a path the
+        workers share, or an object store); this process makes API calls,
+        decides the types from the workers' findings, writes the manifest and
+        publishes, as the local engine does. Not yet with ``partition_by``,
+        ``dedupe`` or ``tables``.
+
     Notes
     -----
     The dataset is written next to ``path`` and moved there when complete:
@@ -326,6 +336,20 @@ def to_parquet(
     file names, row counts, library version and load time.
     """
     options = LoadOptions(token, api_url, wait, cache, max_workers, progress, retry, dedupe, dtype)
+    if engine not in ("local", "dask"):
+        raise ConfigurationError(f"engine must be 'local' or 'dask'; got {engine!r}.")
+    if engine == "dask":
+        if partition_by or dedupe or tables:
+            raise ConfigurationError(
+                "engine='dask' does not yet take partition_by, dedupe or tables: use the "
+                "local engine for those."
+            )
+        from .sinks.daskparquet import write_parquet_on_dask
+
+        return write_parquet_on_dask(
+            request_id, path, options, columns=list(columns) if columns else None,
+            provenance=provenance, overwrite=overwrite, storage_options=storage_options,
+        )  # fmt: skip
     if tables:
         check_options(partition_by)
         with open_load(request_id, options) as source:

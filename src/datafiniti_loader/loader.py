@@ -55,6 +55,7 @@ __all__ = [
     "close_batches",
     "open_load",
     "read_table",
+    "request_files",
     "request_ids",
     "require_columns",
     "wait_for",
@@ -543,7 +544,7 @@ def open_load(
     bars: Progress | None = None
     download: Download | None = None
     try:
-        files = [f for rid in rids for f in _results(api, rid, options)]
+        files = [f for rid in rids for f in request_files(api, rid, options)]
         cache_dir = resolve_cache_dir(options.cache)
         store = ScratchStore() if cache_dir is None else FileCache(cache_dir, api.api_url)
         label = f"request {rids[0]}" if len(rids) == 1 else f"{len(rids)} requests"
@@ -577,7 +578,7 @@ def open_load(
             api.close()
 
 
-def _results(api: Client, rid: int, options: LoadOptions) -> list[ResultFile]:
+def request_files(api: Client, rid: int, options: LoadOptions) -> list[ResultFile]:
     """A request's files, after waiting for it if ``options.wait`` says so."""
     if options.wait is not False:
         wait_for(api, rid, options.wait, options.progress)

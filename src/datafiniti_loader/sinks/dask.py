@@ -1,16 +1,29 @@
-"""Sink: a download as a dask DataFrame, one partition per result file.
+"""Sink: a download as a dask DataFrame, one partition per result file, fetched on workers.
 
-Column types are decided up front from all the data (that is what ``meta``
-must say), which downloads every file once into the cache. Each partition
-then loads its own file: from the cache when the worker shares it, or with a
-fresh pre-signed URL fetched when the partition runs, so a graph computed
-hours later never meets an expired URL. The graph holds no URL, and the
-token inside it (workers need it) never shows in a ``repr``.
+Column types must be known before the frame exists (dask's ``meta``), and
+they are decided from all the data, as :func:`~datafiniti_loader.load_results`
+decides them. The client makes API calls only: it lists the files, then
+runs one scan task per file on the workers. Each task downloads its file
+(with a fresh pre-signed URL, fetched on the worker), keeps it on the
+worker's disk (the cache when there is one, else the worker's own scratch
+space) and sends back only its column-type verdicts. The client merges
+them, in file order, into the schema; each partition then reads the copy
+its scan kept. Every file is fetched once in all, and the client's machine
+never holds the download's bytes.
+
+A partition that runs where its file was not kept (a worker that died, a
+cluster of several machines that places it elsewhere) downloads it again
+there, with a fresh URL: a graph computed hours later never meets an
+expired one. The graph holds no URL, and the token inside it (workers need
+it) never shows in a ``repr``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import socket
+import tempfile
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -19,17 +32,28 @@ import pandas as pd
 import pyarrow as pa
 
 from ..config import resolve_cache_dir, resolve_token
-from ..fetch.cache import FileCache, FileStore, ScratchStore
+from ..fetch.cache import FileCache
 from ..fetch.download import Download
 from ..fetch.transport import Transport
-from ..loader import LoadOptions, Sources, data_schema, open_load, typed_batches, with_provenance
+from ..loader import (
+    LoadOptions,
+    Sources,
+    close_batches,
+    data_schema,
+    request_files,
+    request_ids,
+    typed_batches,
+    with_provenance,
+)
+from ..read.dtypes import arrow_types
 from ..read.files import read_file
+from ..read.schema import SchemaBuilder
 from ..remote.client import Client
 from ..remote.models import ResultFile
 from ..retry import RetryPolicy
 from .outputs import to_pandas
 
-__all__ = ["load_dask"]
+__all__ = ["Scanned", "load_dask", "partition_batches", "require_dask", "scanned"]
 
 
 @dataclass(frozen=True)
@@ -43,36 +67,144 @@ class _Token:
 
 
 @dataclass(frozen=True)
-class _Partition:
-    """Everything a worker needs to load one result file (no URL)."""
+class _Job:
+    """What a worker needs to fetch one result file (no URL: it asks for a fresh one)."""
 
     api_url: str
     token: _Token
     cache_dir: str | None
     retry: RetryPolicy
     file: ResultFile
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """What a file's scan found, and where its worker kept the file."""
+
+    verdicts: SchemaBuilder
+    json_text: frozenset[str]
+    path: str
+    host: str
+
+
+@dataclass(frozen=True)
+class _Partition:
+    """One partition: the file, where it was kept, and the schema it is read into."""
+
+    job: _Job
+    kept: _Kept
     schema: pa.Schema
     data_columns: int
     provenance: bool
-    text_columns: frozenset[str] = frozenset()
+
+
+def _scan(job: _Job) -> _Kept:
+    """On a worker: fetch the file, keep it, and say what its columns hold."""
+    path = _fetched(job)
+    verdicts = SchemaBuilder()
+    read = read_file(path, job.file.name, job.file.format)
+    for batch in read.batches:
+        verdicts.observe(batch, text=read.text)
+    json_text = frozenset() if read.text else verdicts.text_conflicts()
+    return _Kept(verdicts, json_text, str(path), socket.gethostname())
 
 
 def _load_partition(part: _Partition) -> pd.DataFrame:
-    store: FileStore
-    if part.cache_dir is None:
-        store = ScratchStore()
-    else:
-        store = FileCache(Path(part.cache_dir), part.api_url)
+    """On a worker: the file its scan kept (fetched again only where it is not), typed."""
+    batches, close = partition_batches(part)
     try:
-        with Client(part.token.value, part.api_url, retry=part.retry) as client:
-            download = Download(client, [part.file], store, Transport(part.retry), max_workers=1)
-            path = download.fetch(part.file)
-            data = pa.schema(list(part.schema)[: part.data_columns])
-            read = read_file(path, part.file.name, part.file.format, text_columns=part.text_columns)
-            batches = list(typed_batches(part.file, read.batches, data, part.provenance))
-            return to_pandas(pa.Table.from_batches(batches, schema=part.schema))
+        return to_pandas(pa.Table.from_batches(list(batches), schema=part.schema))
+    finally:
+        close()
+
+
+def _fetched(job: _Job) -> Path:
+    """The file in the worker's store (the cache, or its own keep directory), fetched if absent."""
+    root = Path(job.cache_dir) if job.cache_dir is not None else _keep_dir()
+    store = FileCache(root, job.api_url)
+    try:
+        with Client(job.token.value, job.api_url, retry=job.retry) as client:
+            download = Download(client, [job.file], store, Transport(job.retry), max_workers=1)
+            return download.fetch(job.file)
     finally:
         store.close()
+
+
+_KEEP: dict[str, Any] = {}
+
+
+def _keep_dir() -> Path:
+    """Where this worker keeps files when there is no cache: its own scratch space.
+
+    A dask worker's local directory goes with the worker; elsewhere (dask's
+    local schedulers) a temporary directory removed when the process ends.
+    """
+    try:
+        from distributed import get_worker
+
+        return Path(get_worker().local_directory) / "datafiniti-kept"
+    except (ImportError, ValueError):
+        pass
+    if "dir" not in _KEEP:
+        made = tempfile.TemporaryDirectory(prefix="datafiniti-kept-")
+        _KEEP["dir"] = made
+        weakref.finalize(made, made.cleanup)
+    return Path(_KEEP["dir"].name)
+
+
+@dataclass(frozen=True)
+class Scanned:
+    """A download scanned on the workers: its partitions and the schema they are read into."""
+
+    files: list[ResultFile]
+    parts: list[_Partition]
+    schema: pa.Schema
+
+
+def scanned(
+    request_id: Sources,
+    options: LoadOptions,
+    *,
+    columns: Sequence[str] | None = None,
+    provenance: bool = True,
+) -> Scanned:
+    """List the files (API calls only), scan each on a worker, decide the types here."""
+    from dask.base import compute
+    from dask.delayed import delayed
+
+    dtypes = arrow_types(options.dtype)  # a type not understood fails before any request
+    with Client(options.token, options.api_url, retry=options.retry) as api:
+        files = [f for rid in request_ids(request_id) for f in request_files(api, rid, options)]
+        api_url, retry = api.api_url, api.retry
+    secret = _Token(resolve_token(options.token, api_url))
+    cache_dir = resolve_cache_dir(options.cache)
+    jobs = [
+        _Job(api_url, secret, None if cache_dir is None else str(cache_dir), retry, f)
+        for f in (replace(f, url="") for f in files)
+    ]
+    # The scans run where dask runs tasks (the workers, on a cluster); only verdicts come back.
+    scans = [delayed(_scan, pure=False)(job) for job in jobs]
+    kept: list[_Kept] = list(compute(*scans))  # type: ignore[no-untyped-call]
+    builder = SchemaBuilder()
+    for found in kept:  # in file order: the types load_results decides
+        builder.merge(found.verdicts)
+    data = data_schema(builder, columns, provenance, dtypes)
+    schema = with_provenance(data) if provenance else data
+    parts = [
+        _Partition(job, found, schema, len(data), provenance)
+        for job, found in zip(jobs, kept, strict=True)
+    ]
+    return Scanned(files, parts, schema)
+
+
+def require_dask() -> None:
+    """An ImportError naming the extra, where dask is missing."""
+    try:
+        import dask.dataframe  # noqa: F401
+    except ImportError:
+        raise ImportError(
+            "engine 'dask' needs dask: pip install 'datafiniti-loader[dask]'"
+        ) from None
 
 
 def load_dask(
@@ -83,40 +215,27 @@ def load_dask(
     provenance: bool = True,
 ) -> Any:
     """A lazy dask DataFrame of the request's results (see :func:`load_results`)."""
-    try:
-        import dask
-        import dask.dataframe as dd
-    except ImportError:
-        raise ImportError(
-            "output='dask' needs dask: pip install 'datafiniti-loader[dask]'"
-        ) from None
-    with open_load(request_id, options) as source:
-        scan = source.scan(keep=False)
-        data = data_schema(scan.builder, columns, provenance, source.dtypes)
-        schema = with_provenance(data) if provenance else data
-        client = source.client
-        files = source.files
-        json_text = source.json_text
-    secret = _Token(resolve_token(options.token, client.api_url))
-    cache_dir = resolve_cache_dir(options.cache)
-    parts = [
-        _Partition(
-            api_url=client.api_url,
-            token=secret,
-            cache_dir=None if cache_dir is None else str(cache_dir),
-            retry=client.retry,
-            file=replace(f, url=""),
-            schema=schema,
-            data_columns=len(data),
-            provenance=provenance,
-            text_columns=json_text.get(f.key, frozenset()),
-        )
-        for f in files
-    ]
-    meta = to_pandas(schema.empty_table())
+    require_dask()
+    import dask
+    import dask.dataframe as dd
+
+    found = scanned(request_id, options, columns=columns, provenance=provenance)
+    meta = to_pandas(found.schema.empty_table())
     # dask would turn object columns into strings: nested lists and dicts must stay as they are.
-    nested = any(pa.types.is_nested(f.type) for f in schema)
+    nested = any(pa.types.is_nested(f.type) for f in found.schema)
     with dask.config.set({"dataframe.convert-string": False} if nested else {}):
         return dd.from_map(  # type: ignore[no-untyped-call]
-            _load_partition, parts, meta=meta, label="datafiniti-results"
+            _load_partition, found.parts, meta=meta, label="datafiniti-results"
         )
+
+
+def partition_batches(part: _Partition) -> tuple[Iterator[pa.RecordBatch], Callable[[], None]]:
+    """On a worker: a partition's typed batches (see :func:`_load_partition`), and their closer."""
+    kept = Path(part.kept.path)
+    here = part.kept.host == socket.gethostname() and kept.is_file()
+    path = kept if here else _fetched(part.job)
+    file = part.job.file
+    data = pa.schema(list(part.schema)[: part.data_columns])
+    read = read_file(path, file.name, file.format, text_columns=part.kept.json_text)
+    typed = typed_batches(file, read.batches, data, part.provenance)
+    return typed, lambda: close_batches(read.batches)

@@ -46,7 +46,7 @@ from ..loader import (
     with_provenance,
 )
 from ..read.schema import PROVENANCE_SCHEMA, release_arrow_memory
-from ..remote.models import FileKey
+from ..remote.models import FileKey, ResultFile
 from .onepass import OnePass
 from .prefetch import prefetched
 from .publish import (
@@ -372,14 +372,21 @@ def _all_batches(
 
 def dataset_metadata(source: LoadSource) -> dict[str, Any]:
     """The footer's record of the load: known before any row is written, so no row counts."""
-    single = {"request_id": source.request_ids[0]} if len(source.request_ids) == 1 else {}
+    return dataset_metadata_of(source.request_ids, source.files, source.newest is not None)
+
+
+def dataset_metadata_of(
+    request_ids: list[int], files: list[ResultFile], deduplicated: bool
+) -> dict[str, Any]:
+    """:func:`dataset_metadata` from what it is made of (engines without a ``LoadSource``)."""
+    single = {"request_id": request_ids[0]} if len(request_ids) == 1 else {}
     return {
         **single,
-        "request_ids": source.request_ids,
-        "deduplicated": source.newest is not None,
-        "file_request_ids": [f.request_id for f in source.files],
-        "result_ids": [f.id for f in source.files],
-        "files": [f.name for f in source.files],
+        "request_ids": request_ids,
+        "deduplicated": deduplicated,
+        "file_request_ids": [f.request_id for f in files],
+        "result_ids": [f.id for f in files],
+        "files": [f.name for f in files],
         "library": f"datafiniti-loader {__version__}",
         "loaded_at": datetime.now(UTC).isoformat(),
     }

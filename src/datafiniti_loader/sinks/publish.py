@@ -118,7 +118,21 @@ def publish(fs: Any, staging: str, target: str, shown: str, overwrite: bool) -> 
             fs.rm(target, recursive=True)
         elif fs.exists(target):  # pragma: no cover - a race on an object store
             raise _appeared(shown)
-        fs.mv(staging, target, recursive=True)
+        _move_objects(fs, staging, target)
+
+
+def _move_objects(fs: Any, staging: str, target: str) -> None:
+    """Move a dataset on an object store key by key, its manifest last.
+
+    Object stores have no directories to move (``mv`` of a prefix would ask
+    for a key of that name); a reader that finds the manifest finds every file.
+    """
+    fs.invalidate_cache(staging)  # other processes (dask workers) may have written there
+    keys = sorted(fs.find(staging), key=lambda key: key.endswith(MANIFEST))
+    for key in keys:
+        fs.mv(key, f"{target}/{key[len(staging) :].lstrip('/')}")
+    with contextlib.suppress(OSError):
+        fs.rm(staging, recursive=True)
 
 
 def _publish_local(staging: str, target: str, shown: str, replace: bool) -> None:
