@@ -4,6 +4,7 @@ import http.server
 import json
 import pickle
 import threading
+from typing import Any
 
 import fsspec
 import pandas as pd
@@ -180,3 +181,21 @@ def test_workers_write_to_an_object_store(
     )
     fs, _ = fsspec.core.url_to_fs("s3://exports", **options)
     assert not [k for k in fs.find("exports") if ".tmp-" in k]  # no staging left behind
+
+
+def test_a_partition_whose_kept_file_is_gone_fetches_it_again(
+    loader: Loader, sandbox: Sandbox, fixture_files, cluster_client
+) -> None:
+    import shutil
+
+    rid = sandbox.add_request(fixture_files["products"])
+    lazy = loader.load(rid, output="dask", cache=False)
+
+    def forget(dask_worker: Any) -> None:  # on each worker: as if it had died and come back empty
+        shutil.rmtree(f"{dask_worker.local_directory}/datafiniti-kept", ignore_errors=True)
+
+    cluster_client.run(forget)
+    computed = lazy.compute()
+    assert len(computed) == 72
+    gets = [e for e in sandbox.log if e.server == "bucket" and e.method == "GET"]
+    assert len(gets) == 4  # two for the scans, two again for the partitions
