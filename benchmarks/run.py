@@ -220,6 +220,34 @@ def bench_workers(bench: Bench, files: list[Path], throttle: float) -> dict[str,
             for w in (1, 2, 4, 8)}  # fmt: skip
 
 
+def bench_dask(bench: Bench, files: list[Path], throttle: float, workdir: Path) -> dict[str, Any]:
+    """to_parquet on dask workers against the local engine, downloads throttled as from S3."""
+    rid = bench.sandbox.add_request(files)
+    print(f"to_parquet on dask, {len(files)} files at {throttle / 1e6:.0f} MB/s per connection")
+    config = {"request_id": rid, "out": str(workdir / "dask-out")}
+    bench.sandbox.faults.throttle = throttle
+    try:
+        for _ in range(bench.rounds):
+            for workers in (0, 1, 2, 4):
+                bench.run(f"dask/{workers}", "dask_parquet", {**config, "workers": workers})
+        for workers in (0, 2):  # once more through a counting proxy: what the client fetched
+            bench.run(f"dask-count/{workers}", "dask_parquet",
+                      {**config, "workers": workers, "count": True})  # fmt: skip
+    finally:
+        bench.sandbox.faults.throttle = None
+    local = bench.median("dask/0")
+    rows = {}
+    for workers in (0, 1, 2, 4):
+        seconds = bench.median(f"dask/{workers}")
+        rows[workers] = {"seconds": seconds, "speedup": local / seconds,
+                         "client_peak_mb": bench.median(f"dask/{workers}", "peak_mb")}  # fmt: skip
+    for workers in (0, 2):
+        rows[workers]["client_bucket_mb"] = bench.median(
+            f"dask-count/{workers}", "client_bucket_mb"
+        )
+    return {"gb": size_gb(files), "by_workers": rows}
+
+
 def bench_json(bench: Bench, workdir: Path, quick: bool) -> dict[str, Any]:
     """JSON Lines: load and conversion against pyarrow's reader, and memory flat in size."""
     sizes = {"main": 100_000_000 if quick else 400_000_000, "big": 1_600_000_000}
@@ -311,7 +339,7 @@ def main() -> int:
         "run's outputs, removed after it",
     )
     parser.add_argument("--sizes", default="0.25,0.5,1,2", help="to_parquet input sizes in GB")
-    parser.add_argument("--only", default="load,parquet,cache,workers,delta,json,tables")
+    parser.add_argument("--only", default="load,parquet,cache,workers,delta,json,tables,dask")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "latest.json")
     parser.add_argument(
         "--quick",
@@ -365,6 +393,8 @@ def main() -> int:
             report["workers"] = bench_workers(bench, small, throttle=20e6)
         if "json" in only:
             report["json"] = bench_json(bench, args.workdir, args.quick)
+        if "dask" in only and not args.quick:
+            report["dask"] = bench_dask(bench, small, 20e6, args.workdir)
         if "tables" in only:
             report["tables"] = [bench_tables(bench, "real", real)] if real else []
             report["tables"].append(bench_tables(bench, "generated 0.27 GB", generated[:2]))
