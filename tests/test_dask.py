@@ -4,6 +4,7 @@ import http.server
 import json
 import pickle
 import threading
+from pathlib import Path
 from typing import Any
 
 import fsspec
@@ -199,3 +200,86 @@ def test_a_partition_whose_kept_file_is_gone_fetches_it_again(
     assert len(computed) == 72
     gets = [e for e in sandbox.log if e.server == "bucket" and e.method == "GET"]
     assert len(gets) == 4  # two for the scans, two again for the partitions
+
+
+def test_dedupe_and_merges_keep_the_newest_copy_rule_on_the_workers(
+    loader: Loader, sandbox: Sandbox, cluster_client, tmp_path
+) -> None:
+    from test_merge_downloads import FIRST, SECOND, serve
+
+    pytest.importorskip("deltalake")
+    from deltalake import DeltaTable
+
+    from datafiniti_loader import to_delta
+
+    first = serve(sandbox, tmp_path, FIRST)
+    second = serve(sandbox, tmp_path, SECOND)
+    both = [first, second]
+    on_dask = loader.parquet(both, tmp_path / "d", engine="dask", dedupe=True, cache=False)
+    local = loader.parquet(both, tmp_path / "l", dedupe=True, cache=False)
+    assert on_dask.rows == local.rows == 9
+    pd.testing.assert_frame_equal(_read_back(str(tmp_path / "d")), _read_back(str(tmp_path / "l")))
+
+    settings = loader.options({"cache": False})
+    # Merged one download at a time, in the other order, on dask and locally: the same table.
+    for engine, target in (("dask", tmp_path / "dask-table"), ("local", tmp_path / "table")):
+        for rid in (second, first):
+            to_delta(rid, str(target), engine=engine, **settings)
+        again = to_delta(second, str(target), engine=engine, **settings)
+        assert not again.committed  # merged before: nothing downloaded, no version
+
+    def rows(target: Path) -> pd.DataFrame:
+        frame = DeltaTable(str(target)).to_pandas()
+        return frame.sort_values(["id", "_source_row"], na_position="last").reset_index(drop=True)
+
+    assert len(rows(tmp_path / "dask-table")) == 9
+    pd.testing.assert_frame_equal(rows(tmp_path / "dask-table"), rows(tmp_path / "table"))
+
+
+def test_a_failed_merge_on_the_workers_leaves_the_table_as_it_was(
+    loader: Loader, sandbox: Sandbox, cluster_client, tmp_path
+) -> None:
+    pytest.importorskip("deltalake")
+    from deltalake import DeltaTable
+
+    from datafiniti_loader import to_delta
+
+    settings = loader.options({"cache": False})
+    header = "id,dateUpdated,count\n"
+    good, bad = tmp_path / "good.csv", tmp_path / "bad.csv"
+    good.write_text(header + "A,2026-11-01T00:00:00Z,1\nB,2026-11-01T00:00:00Z,2\n")
+    bad.write_text(header + "C,2026-11-01T00:00:00Z,many\n")
+    target = tmp_path / "table"
+    to_delta(sandbox.add_request([good]), str(target), engine="dask", **settings)
+    before = sorted(str(p.relative_to(target)) for p in target.rglob("*"))
+    newer = tmp_path / "newer.csv"
+    newer.write_text(header + "A,2026-11-05T00:00:00Z,3\nD,2026-11-05T00:00:00Z,4\n")
+    both = sandbox.add_request([newer, bad])
+    # One worker writes its file; the other cannot read 'many' as the integer asked for.
+    with pytest.raises(DatafinitiError, match="count"):
+        to_delta(both, str(target), engine="dask", dtype={"count": "Int64"}, **settings)
+    assert sorted(str(p.relative_to(target)) for p in target.rglob("*")) == before
+    assert DeltaTable(str(target)).version() == 0
+    bad.write_text(header + "C,2026-11-01T00:00:00Z,7\n")
+    fixed = sandbox.add_request([newer, bad])
+    done = to_delta(fixed, str(target), engine="dask", dtype={"count": "Int64"}, **settings)
+    assert done.committed and (done.records_added, done.records_replaced) == (2, 1)
+
+
+def test_workers_merge_into_a_table_on_an_object_store(
+    loader: Loader, sandbox: Sandbox, fixture_files, cluster_client, s3_bucket
+) -> None:
+    pytest.importorskip("deltalake")
+    from deltalake import DeltaTable
+
+    from datafiniti_loader import to_delta
+
+    bucket, options = s3_bucket
+    rid = sandbox.add_request(fixture_files["products"])
+    summary = to_delta(
+        rid, f"{bucket}/products", engine="dask", storage_options=options,
+        **loader.options({"cache": False}),
+    )  # fmt: skip
+    assert summary.committed and summary.rows_inserted == 72
+    table = DeltaTable(f"{bucket}/products", storage_options=options)
+    assert table.to_pyarrow_table().num_rows == 72 and table.version() == 0

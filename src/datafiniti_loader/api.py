@@ -325,8 +325,9 @@ def to_parquet(
         straight into the staging directory beside ``path`` (a path the
         workers share, or an object store); this process makes API calls,
         decides the types from the workers' findings, writes the manifest and
-        publishes, as the local engine does. Not yet with ``partition_by``,
-        ``dedupe`` or ``tables``.
+        publishes, as the local engine does; with ``dedupe`` the workers send
+        each record's id and date, the client picks the winners, the workers
+        write only their rows. Not yet with ``partition_by`` or ``tables``.
 
     Notes
     -----
@@ -339,10 +340,10 @@ def to_parquet(
     if engine not in ("local", "dask"):
         raise ConfigurationError(f"engine must be 'local' or 'dask'; got {engine!r}.")
     if engine == "dask":
-        if partition_by or dedupe or tables:
+        if partition_by or tables:
             raise ConfigurationError(
-                "engine='dask' does not yet take partition_by, dedupe or tables: use the "
-                "local engine for those."
+                "engine='dask' does not yet take partition_by or tables: use the local "
+                "engine for those."
             )
         from .sinks.daskparquet import write_parquet_on_dask
 
@@ -385,6 +386,7 @@ def to_delta(
     retry: RetryPolicy | None = None,
     dtype: Mapping[str, str] | None = None,
     tables: bool = False,
+    engine: str = "local",
 ) -> DeltaSummary:
     """Merge downloads into a Delta Lake table that lives on across downloads.
 
@@ -414,6 +416,13 @@ def to_delta(
         of its rows in every other table. Tables are committed one at a time,
         ``records`` last; a merge stopped between two commits is completed by
         merging the same request again. Needs ``mode="merge"``.
+    engine : {"local", "dask"}
+        ``"dask"`` (``mode="merge"``, a ``distributed.Client`` in use): the
+        workers fetch and scan the files and send each record's id and date;
+        this process decides the winning copies, the workers write their
+        rows' data files straight into the table (which they must reach: an
+        object store, or a shared file system), and this process commits
+        them in one commit. Not yet with ``tables`` or partitioned tables.
 
     Returns
     -------
@@ -446,6 +455,20 @@ def to_delta(
 
     if mode not in DELTA_MODES:
         raise ConfigurationError(f"mode must be one of {', '.join(DELTA_MODES)}; got {mode!r}.")
+    if engine not in ("local", "dask"):
+        raise ConfigurationError(f"engine must be 'local' or 'dask'; got {engine!r}.")
+    if engine == "dask":
+        if tables or mode != "merge":
+            raise ConfigurationError(
+                "engine='dask' merges (mode='merge') into one table: not yet with tables=True "
+                "or other modes; use the local engine for those."
+            )
+        from .sinks.daskdelta import write_delta_on_dask
+
+        options = LoadOptions(
+            token, api_url, wait, cache, max_workers, progress, retry, True, dtype
+        )
+        return write_delta_on_dask(request_id, path, options, storage_options=storage_options)
     wanted = request_ids(request_id)
     # Ties go to the newer download: in request-id order, whatever order they were given.
     sources = sorted(wanted) if mode == "merge" else wanted

@@ -84,6 +84,32 @@ class NewestCopies:
                 )
             self._seen.append(table.append_column("download", order))
 
+    def seen(self) -> tuple[pa.Table, int]:
+        """What :meth:`observe` noted of one file (``id``, newest ``when``), and its id-less rows.
+
+        For a file observed elsewhere (a dask worker): :meth:`include` adds it here.
+        """
+        seen = pa.concat_tables(self._seen) if self._seen else _empty()
+        seen = seen.group_by("id").aggregate([("when_max", "max")])
+        seen = pa.table({"id": seen["id"], "when_max": seen["when_max_max"]})
+        return seen, sum(self.idless_rows.values())
+
+    def include(self, file: ResultFile, seen: pa.Table, idless: int) -> None:
+        """Add what another process's :meth:`seen` gave for ``file``."""
+        order = pa.array([self._order[file.request_id]] * seen.num_rows, pa.int32())
+        with self._lock:
+            if idless:
+                self.idless_rows[file.request_id] = (
+                    self.idless_rows.get(file.request_id, 0) + idless
+                )
+            self._seen.append(seen.select(["id", "when_max"]).append_column("download", order))
+
+    def winners_of(self, request_id: int) -> pa.Array:
+        """The ids whose newest copy is in download ``request_id`` (after :meth:`decide`)."""
+        if self._winners is None:
+            raise RuntimeError("decide() first")
+        return self._winners[self._order[request_id]]
+
     def decide(self) -> None:
         """Pick every record's winning download (newest date, then the later download)."""
         seen = pa.concat_tables(self._seen) if self._seen else _empty()

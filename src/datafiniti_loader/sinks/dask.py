@@ -30,6 +30,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..config import resolve_cache_dir, resolve_token
 from ..fetch.cache import FileCache
@@ -45,6 +46,7 @@ from ..loader import (
     typed_batches,
     with_provenance,
 )
+from ..read.dedupe import ID_COLUMN, NewestCopies, record_ids
 from ..read.dtypes import arrow_types
 from ..read.files import read_file
 from ..read.schema import SchemaBuilder
@@ -53,17 +55,25 @@ from ..remote.models import ResultFile
 from ..retry import RetryPolicy
 from .outputs import to_pandas
 
-__all__ = ["Scanned", "load_dask", "partition_batches", "require_dask", "scanned"]
+__all__ = [
+    "Hidden",
+    "Scanned",
+    "load_dask",
+    "partition_batches",
+    "require_dask",
+    "run_all",
+    "scanned",
+]
 
 
 @dataclass(frozen=True)
-class _Token:
-    """The API token, travelling inside the task graph without showing in its repr."""
+class Hidden:
+    """A secret (the API token, an object store's keys) in the task graph, never in its repr."""
 
-    value: str
+    value: Any
 
     def __repr__(self) -> str:
-        return "_Token('***')"
+        return "Hidden('***')"
 
 
 @dataclass(frozen=True)
@@ -71,10 +81,11 @@ class _Job:
     """What a worker needs to fetch one result file (no URL: it asks for a fresh one)."""
 
     api_url: str
-    token: _Token
+    token: Hidden
     cache_dir: str | None
     retry: RetryPolicy
     file: ResultFile
+    dedupe: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,6 +96,9 @@ class _Kept:
     json_text: frozenset[str]
     path: str
     host: str
+    #: With ``dedupe``: the file's record ids and their newest dates, and its id-less rows.
+    seen: pa.Table | None = None
+    idless: int = 0
 
 
 @dataclass(frozen=True)
@@ -96,17 +110,24 @@ class _Partition:
     schema: pa.Schema
     data_columns: int
     provenance: bool
+    #: The record ids whose rows are kept (``None``: every row), and whether id-less rows are.
+    keep: pa.Array | None = None
+    keep_idless: bool = True
 
 
 def _scan(job: _Job) -> _Kept:
-    """On a worker: fetch the file, keep it, and say what its columns hold."""
+    """On a worker: fetch the file, keep it, and say what its columns (and records) hold."""
     path = _fetched(job)
     verdicts = SchemaBuilder()
+    copies = NewestCopies([job.file.request_id]) if job.dedupe else None
     read = read_file(path, job.file.name, job.file.format)
     for batch in read.batches:
         verdicts.observe(batch, text=read.text)
+        if copies is not None:
+            copies.observe(job.file, batch)
     json_text = frozenset() if read.text else verdicts.text_conflicts()
-    return _Kept(verdicts, json_text, str(path), socket.gethostname())
+    seen, idless = copies.seen() if copies is not None else (None, 0)
+    return _Kept(verdicts, json_text, str(path), socket.gethostname(), seen, idless)
 
 
 def _load_partition(part: _Partition) -> pd.DataFrame:
@@ -154,11 +175,17 @@ def _keep_dir() -> Path:
 
 @dataclass(frozen=True)
 class Scanned:
-    """A download scanned on the workers: its partitions and the schema they are read into."""
+    """A download scanned on the workers: its partitions and the schema they are read into.
 
+    ``newest``: with ``dedupe``, every record's winning copy, decided here
+    from the ids and dates the workers sent (never the rows).
+    """
+
+    request_ids: list[int]
     files: list[ResultFile]
     parts: list[_Partition]
     schema: pa.Schema
+    newest: NewestCopies | None = None
 
 
 def scanned(
@@ -168,33 +195,69 @@ def scanned(
     columns: Sequence[str] | None = None,
     provenance: bool = True,
 ) -> Scanned:
-    """List the files (API calls only), scan each on a worker, decide the types here."""
-    from dask.base import compute
+    """List the files (API calls only), scan each on a worker, decide the types here.
+
+    With ``options.dedupe`` each partition keeps only the rows of the copies
+    that win (and rows without an id).
+    """
     from dask.delayed import delayed
 
     dtypes = arrow_types(options.dtype)  # a type not understood fails before any request
+    rids = request_ids(request_id)
     with Client(options.token, options.api_url, retry=options.retry) as api:
-        files = [f for rid in request_ids(request_id) for f in request_files(api, rid, options)]
+        files = [f for rid in rids for f in request_files(api, rid, options)]
         api_url, retry = api.api_url, api.retry
-    secret = _Token(resolve_token(options.token, api_url))
+    secret = Hidden(resolve_token(options.token, api_url))
     cache_dir = resolve_cache_dir(options.cache)
     jobs = [
-        _Job(api_url, secret, None if cache_dir is None else str(cache_dir), retry, f)
+        _Job(
+            api_url, secret, None if cache_dir is None else str(cache_dir), retry, f, options.dedupe
+        )
         for f in (replace(f, url="") for f in files)
     ]
     # The scans run where dask runs tasks (the workers, on a cluster); only verdicts come back.
     scans = [delayed(_scan, pure=False)(job) for job in jobs]
-    kept: list[_Kept] = list(compute(*scans))  # type: ignore[no-untyped-call]
+    kept: list[_Kept] = run_all(scans)
     builder = SchemaBuilder()
     for found in kept:  # in file order: the types load_results decides
         builder.merge(found.verdicts)
     data = data_schema(builder, columns, provenance, dtypes)
     schema = with_provenance(data) if provenance else data
+    newest = None
+    if options.dedupe:
+        newest = NewestCopies(rids)
+        for job, found in zip(jobs, kept, strict=True):
+            assert found.seen is not None
+            newest.include(job.file, found.seen, found.idless)
+        newest.decide()
     parts = [
-        _Partition(job, found, schema, len(data), provenance)
+        _Partition(
+            job, found, schema, len(data), provenance,
+            keep=None if newest is None else newest.winners_of(job.file.request_id),
+        )
         for job, found in zip(jobs, kept, strict=True)
-    ]
-    return Scanned(files, parts, schema)
+    ]  # fmt: skip
+    return Scanned(rids, files, parts, schema, newest)
+
+
+def run_all(tasks: list[Any]) -> list[Any]:
+    """Every task's result; on a failure, raised only once every task has ended.
+
+    A task still writing when the first one fails would otherwise leave its
+    file behind the cleanup. On a distributed cluster the tasks are waited
+    for as futures; dask's local schedulers end them all before raising.
+    """
+    from dask.base import compute
+
+    try:
+        from distributed import get_client, wait
+
+        client = get_client()
+    except (ImportError, ValueError):
+        return list(compute(*tasks))  # type: ignore[no-untyped-call]
+    futures = client.compute(tasks)  # type: ignore[no-untyped-call]
+    wait(futures)  # type: ignore[no-untyped-call]
+    return [future.result() for future in futures]
 
 
 def require_dask() -> None:
@@ -238,4 +301,12 @@ def partition_batches(part: _Partition) -> tuple[Iterator[pa.RecordBatch], Calla
     data = pa.schema(list(part.schema)[: part.data_columns])
     read = read_file(path, file.name, file.format, text_columns=part.kept.json_text)
     typed = typed_batches(file, read.batches, data, part.provenance)
+    if part.keep is not None:
+        typed = (batch.filter(_kept_rows(batch, part)) for batch in typed)
     return typed, lambda: close_batches(read.batches)
+
+
+def _kept_rows(batch: pa.RecordBatch, part: _Partition) -> pa.Array:
+    ids = record_ids(batch.column(ID_COLUMN))
+    chosen = pc.fill_null(pc.is_in(ids, value_set=part.keep), False)
+    return pc.or_(chosen, pc.is_null(ids)) if part.keep_idless else chosen

@@ -20,8 +20,8 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from ..loader import LoadOptions, Sources, request_ids
-from .dask import _Partition, partition_batches, require_dask, scanned
+from ..loader import LoadOptions, Sources
+from .dask import Hidden, _Partition, partition_batches, require_dask, run_all, scanned
 from .parquet import (
     ParquetSummary,
     dataset_metadata_of,
@@ -40,18 +40,8 @@ class _Written:
     bytes: int
 
 
-@dataclass(frozen=True)
-class _Options:
-    """``storage_options`` (an object store's keys) inside the graph, never shown in a repr."""
-
-    value: dict[str, Any]
-
-    def __repr__(self) -> str:
-        return "_Options('***')"
-
-
 def _write_part(
-    part: _Partition, staging_url: str, name: str, about: str, storage_options: _Options
+    part: _Partition, staging_url: str, name: str, about: str, storage_options: Hidden
 ) -> _Written:
     """On a worker: one partition as one Parquet file in the staging directory."""
     fs, staging = fsspec.core.url_to_fs(staging_url, **storage_options.value)
@@ -80,23 +70,22 @@ def write_parquet_on_dask(
 ) -> ParquetSummary:
     """Write the download as a Parquet dataset at ``path``, converted on the dask workers."""
     require_dask()
-    from dask.base import compute
     from dask.delayed import delayed
 
     fs, target = fsspec.core.url_to_fs(path, **(storage_options or {}))
     target = target.rstrip("/")
     found = scanned(request_id, options, columns=columns, provenance=provenance)
-    about = dataset_metadata_of(request_ids(request_id), found.files, False)
+    about = dataset_metadata_of(found.request_ids, found.files, found.newest is not None)
     with staged_dataset(fs, target, path, overwrite) as staging:
         staging_url = fs.unstrip_protocol(staging)
-        hidden = _Options(dict(storage_options or {}))
+        hidden = Hidden(dict(storage_options or {}))
         tasks = [
             delayed(_write_part, pure=False)(
                 part, staging_url, f"part-{n:05d}.parquet", json.dumps(about), hidden
             )
             for n, part in enumerate(found.parts)
         ]
-        written: list[_Written] = list(compute(*tasks))  # type: ignore[no-untyped-call]
+        written: list[_Written] = run_all(tasks)
         manifest = {
             **about,
             "row_counts": [w.rows for w in written],

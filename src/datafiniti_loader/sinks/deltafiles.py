@@ -94,8 +94,11 @@ class DataFiles:
         storage_options: dict[str, str] | None,
         partition_by: Sequence[str] = (),
         key: str = ID_COLUMN,
+        tag: str = "",
     ) -> None:
         self.key = key  # the column naming a row's record (``_record_id`` in child tables)
+        #: Starts the name of every file this write makes: one write's files, found by name.
+        self.prefix = f"part-{tag}-" if tag else "part-"
         self._path = str(path)
         self._options = storage_options
         self._partition_by = list(partition_by)
@@ -110,6 +113,10 @@ class DataFiles:
             self._handler, self._made_dir = table_store(self._path, self._options)
         return self._handler
 
+    def prepare(self) -> None:
+        """Reach the storage now (a new local table's directory is made)."""
+        _ = self._fs
+
     def write(self, batches: Iterator[pa.RecordBatch], schema: pa.Schema) -> list[Any]:
         """New data files of ``batches``, a new one every ~256 MB of Arrow data; their actions.
 
@@ -123,7 +130,7 @@ class DataFiles:
         actions = []
         pending = _Batches(batches)
         while pending.has_more():
-            name = f"part-{uuid.uuid4()}.parquet"
+            name = f"{self.prefix}{uuid.uuid4()}.parquet"
             self.written.append(name)
             with self._fs.open_output_stream(name) as sink:
                 rows = write_row_groups(pending.up_to(_FILE_BYTES), sink, schema)
@@ -147,7 +154,7 @@ class DataFiles:
             pds.write_dataset(
                 batches, "", schema=schema, format="parquet", filesystem=self._fs,
                 partitioning=pds.partitioning(key, flavor="hive"),
-                basename_template=f"part-{uuid.uuid4()}-{{i}}.parquet",
+                basename_template=f"{self.prefix}{uuid.uuid4()}-{{i}}.parquet",
                 use_threads=False, preserve_order=True, max_partitions=MAX_PARTITIONS,
                 existing_data_behavior="overwrite_or_ignore", file_visitor=visited.append,
             )  # fmt: skip
@@ -210,8 +217,11 @@ def table_store(path: str, storage_options: dict[str, str] | None) -> tuple[Any,
     local = local_dir(path)
     made = False
     if local is not None and not os.path.isdir(local):
-        os.makedirs(local)
-        made = True
+        try:
+            os.makedirs(local)
+            made = True
+        except FileExistsError:  # another process (a dask worker) made it meanwhile
+            pass
     return pafs.PyFileSystem(DeltaStorageHandler(str(path), storage_options)), made
 
 

@@ -17,13 +17,27 @@ import pyarrow.compute as pc
 
 from ..errors import ColumnNotFound
 from ..loader import LoadSource, typed_batches
-from ..read.dedupe import ID_COLUMN, UPDATED_COLUMN, newest_per_id, record_dates, record_ids
+from ..read.dedupe import (
+    ID_COLUMN,
+    UPDATED_COLUMN,
+    NewestCopies,
+    newest_per_id,
+    record_dates,
+    record_ids,
+)
 from ..read.schema import PROVENANCE_SCHEMA, conform, release_arrow_memory
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
 
-__all__ = ["Plan", "against_table", "delta_types", "plan_write", "rows_to_write"]
+__all__ = [
+    "Plan",
+    "against_table",
+    "delta_types",
+    "plan_from",
+    "plan_write",
+    "rows_to_write",
+]
 
 
 def delta_types(schema: pa.Schema) -> pa.Schema:
@@ -65,10 +79,17 @@ def plan_write(source: LoadSource, table: DeltaTable | None) -> Plan:
 
     Without ``dedupe`` (append, overwrite) every row is written: nothing is planned.
     """
-    if source.newest is None:
+    return plan_from(source.newest, source.request_ids, table)
+
+
+def plan_from(
+    newest: NewestCopies | None, request_ids: list[int], table: DeltaTable | None
+) -> Plan:
+    """:func:`plan_write` from the downloads' decided copies (engines without a ``LoadSource``)."""
+    if newest is None:
         return Plan(pa.array([], pa.string()), pa.array([], pa.string()), 0, 0, 0)
-    winners = source.newest.winners
-    requests = pa.array(source.request_ids, pa.int64())
+    winners = newest.winners
+    requests = pa.array(request_ids, pa.int64())
     mine = pa.table(
         {
             "id": winners["id"],
