@@ -4,6 +4,7 @@ import http.server
 import json
 import pickle
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -283,3 +284,35 @@ def test_workers_merge_into_a_table_on_an_object_store(
     assert summary.committed and summary.rows_inserted == 72
     table = DeltaTable(f"{bucket}/products", storage_options=options)
     assert table.to_pyarrow_table().num_rows == 72 and table.version() == 0
+
+
+def test_workers_killed_mid_conversion_publish_nothing_partial(
+    loader: Loader, sandbox: Sandbox, fixture_files, cluster_client, tmp_path
+) -> None:
+    import os
+    import signal
+
+    rid = sandbox.add_request(fixture_files["products"] + fixture_files["businesses"])
+    pids = cluster_client.run(os.getpid)  # the worker processes, by address
+    sandbox.faults.stalls.extend([3.0, 3.0])  # the first two file fetches hang a while
+
+    def kill_workers() -> None:
+        time.sleep(1.0)  # while the workers wait on the stalled fetches
+        for pid in pids.values():
+            os.kill(pid, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_workers)
+    killer.start()
+    try:
+        summary = loader.parquet(rid, tmp_path / "out", engine="dask", cache=False)
+    finally:
+        killer.join()
+    # The nannies restarted the workers and dask ran the lost tasks again: one complete
+    # dataset, equal to the local engine's, and no staging left behind.
+    local = loader.parquet(rid, tmp_path / "local", cache=False)
+    assert summary.rows == local.rows == 102
+    pd.testing.assert_frame_equal(
+        _read_back(str(tmp_path / "out")), _read_back(str(tmp_path / "local"))
+    )
+    assert not list(tmp_path.glob("out.tmp-*"))
+    assert set(cluster_client.run(os.getpid).values()).isdisjoint(pids.values())
