@@ -223,6 +223,10 @@ def bench_workers(bench: Bench, files: list[Path], throttle: float) -> dict[str,
 def bench_dask(bench: Bench, files: list[Path], throttle: float, workdir: Path) -> dict[str, Any]:
     """to_parquet on dask workers against the local engine, downloads throttled as from S3."""
     rid = bench.sandbox.add_request(files)
+    more = [
+        write_large_csv(workdir / f"throttled_{n}.csv", 12_000_000, seed=n)
+        for n in range(len(files), 2 * len(files))
+    ]
     print(f"to_parquet on dask, {len(files)} files at {throttle / 1e6:.0f} MB/s per connection")
     config = {"request_id": rid, "out": str(workdir / "dask-out")}
     bench.sandbox.faults.throttle = throttle
@@ -233,6 +237,12 @@ def bench_dask(bench: Bench, files: list[Path], throttle: float, workdir: Path) 
         for workers in (0, 2):  # once more through a counting proxy: what the client fetched
             bench.run(f"dask-count/{workers}", "dask_parquet",
                       {**config, "workers": workers, "count": True})  # fmt: skip
+        # Twice the files: the client's peak should not grow with the download.
+        double = bench.sandbox.add_request(files + more)
+        for _ in range(bench.rounds):
+            bench.run(
+                "dask-double/2", "dask_parquet", {**config, "request_id": double, "workers": 2}
+            )
     finally:
         bench.sandbox.faults.throttle = None
     local = bench.median("dask/0")
@@ -245,7 +255,11 @@ def bench_dask(bench: Bench, files: list[Path], throttle: float, workdir: Path) 
         rows[workers]["client_bucket_mb"] = bench.median(
             f"dask-count/{workers}", "client_bucket_mb"
         )
-    return {"gb": size_gb(files), "by_workers": rows}
+    double_gb = size_gb(files + more)
+    return {"gb": size_gb(files), "by_workers": rows,
+            "double": {"gb": double_gb, "workers": 2,
+                       "seconds": bench.median("dask-double/2"),
+                       "client_peak_mb": bench.median("dask-double/2", "peak_mb")}}  # fmt: skip
 
 
 def bench_json(bench: Bench, workdir: Path, quick: bool) -> dict[str, Any]:
