@@ -405,3 +405,79 @@ def test_output_piped_into_a_reader_that_stops_early_ends_quietly(
     )  # fmt: skip
     assert len(done.stdout.splitlines()) == 2
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+
+
+def _sandbox_process(*args: str) -> tuple[dict[str, str], list[str], subprocess.Popen[str]]:
+    """``datafiniti-loader sandbox ARGS`` in its own process: its exports and banner lines."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "datafiniti_loader.cli", "sandbox", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert server.stdout is not None
+    lines: list[str] = []
+    while not lines or not lines[-1].startswith("API v4"):
+        line = server.stdout.readline()
+        assert line, server.stderr.read() if server.stderr else "the sandbox ended"
+        lines.append(line.strip())
+    exports = dict(
+        line.removeprefix("export ").split("=", 1) for line in lines if line.startswith("export ")
+    )
+    return exports, lines, server
+
+
+def _stop(server: subprocess.Popen[str]) -> None:
+    import signal
+
+    server.send_signal(signal.SIGINT)
+    server.communicate(timeout=30)
+
+
+def test_the_same_request_id_from_two_sandboxes_is_two_downloads(tmp_path: Path) -> None:
+    pytest.importorskip("deltalake")
+    header = "id,dateUpdated,name\n"
+    week1, week2 = tmp_path / "week1.csv", tmp_path / "week2.csv"
+    week1.write_text(header + "A,2026-11-01T00:00:00Z,first\n")
+    week2.write_text(header + "A,2026-11-08T00:00:00Z,second\nB,2026-11-08T00:00:00Z,new\n")
+    table = str(tmp_path / "table")
+    said = []
+    for week in (week1, week2):  # each sandbox calls its request 6073
+        exports, lines, server = _sandbox_process("--serve", str(week))
+        try:
+            assert any(line.startswith("request 6073:") for line in lines)
+            merged = run("-q", "merge", "6073", "--into", table, env=exports)
+            assert merged.returncode == 0, merged.stderr
+            said.append(merged.stdout)
+        finally:
+            _stop(server)
+    assert "already merged" not in said[1] and "1 replaced" in said[1], said
+    from deltalake import DeltaTable
+
+    names = sorted(DeltaTable(table).to_pandas()["name"])
+    assert names == ["new", "second"]
+
+
+def test_the_sandbox_serves_several_requests_in_the_order_given(fixture_files, tmp_path) -> None:
+    first, second = fixture_files["products"]
+    exports, lines, server = _sandbox_process(
+        "--serve", str(second), str(first), "--serve", str(first),
+        "--request-id", "7001", "7002",
+    )  # fmt: skip
+    try:
+        assert [line.split(":")[0] for line in lines if line.startswith("request ")] == [
+            "request 7001", "request 7002"
+        ]  # fmt: skip
+        listed = run("files", "7001", env=exports)
+        assert listed.returncode == 0, listed.stderr
+        names = [row.split()[1] for row in listed.stdout.splitlines()[1:]]
+        assert names == ["7001_1.csv", "7001_2.csv"]
+        loaded = run("-q", "load", "7001", "-o", str(tmp_path / "o"), env=exports)
+        assert loaded.returncode == 0, loaded.stderr
+        import pandas as pd
+
+        frame = pd.read_parquet(tmp_path / "o")
+        expected = pd.read_csv(second, dtype=str)["id"].tolist()
+        assert frame["id"].tolist()[: len(expected)] == expected  # the first file given first
+    finally:
+        _stop(server)
+    bad = run("sandbox", "--serve", str(first), "--request-id", "1", "2")
+    assert bad.returncode == 1 and "one id per group" in bad.stderr

@@ -278,10 +278,19 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument(
         "--serve",
         nargs="+",
+        action="append",
         type=Path,
         metavar="FILE",
-        help="serve these files (CSV, JSON Lines, gzip) as one request "
-        "(default: the built-in fixtures)",
+        help="serve these files (CSV, JSON Lines, gzip) as one request, in this order; "
+        "repeat --serve for more requests (default: the built-in fixtures)",
+    )
+    sandbox.add_argument(
+        "--request-id",
+        nargs="+",
+        type=int,
+        default=[],
+        metavar="N",
+        help="the id of each --serve request, in the same order (default: 6073, 6074, ...)",
     )
     sandbox.add_argument(
         "--fixtures", type=Path, help="directory holding the built-in fixture files"
@@ -426,7 +435,11 @@ def _run(args: argparse.Namespace) -> int:
         from .demo import serve_sandbox
 
         return serve_sandbox(
-            args.fixtures, serve=args.serve or (), port=args.port, token=args.token
+            args.fixtures,
+            serve=args.serve or (),
+            request_ids=args.request_id,
+            port=args.port,
+            token=args.token,
         )
     if args.verb == "demo":
         from .demo import run_demo

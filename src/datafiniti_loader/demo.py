@@ -35,18 +35,28 @@ def _serve_fixtures(sandbox: Sandbox, fixtures: Path | None) -> dict[str, int]:
 def serve_sandbox(
     fixtures: Path | None = None,
     *,
-    serve: Sequence[Path] = (),
+    serve: Sequence[Sequence[Path]] = (),
+    request_ids: Sequence[int] = (),
     port: int = 0,
     token: str | None = None,
 ) -> int:
     """Serve files until Ctrl-C, printing how to point a client at them.
 
-    ``serve``: the user's own files, as one request; else the built-in fixtures.
-    Served files get result ids derived from their content, so that with a
-    fixed ``port`` and ``token`` a restart keeps every setting, and a file
-    whose content changed can never be taken for its cached predecessor.
+    ``serve``: the user's own files, one request per group (numbered from
+    6073, or by ``request_ids`` in the same order); else the built-in
+    fixtures. Served files get result ids derived from their place and
+    content, so that with a fixed ``port`` and ``token`` a restart keeps
+    every setting, and a file whose content changed can never be taken for
+    its cached predecessor.
     """
-    missing = [str(p) for p in serve if not Path(p).is_file()]
+    if request_ids and len(request_ids) != len(serve):
+        raise ConfigurationError(
+            f"{len(request_ids)} --request-id for {len(serve)} --serve group(s): give one id "
+            "per group, in the same order."
+        )
+    if len(set(request_ids)) != len(request_ids) or any(r <= 0 for r in request_ids):
+        raise ConfigurationError("--request-id takes distinct positive whole numbers.")
+    missing = [str(p) for group in serve for p in group if not Path(p).is_file()]
     if missing:
         raise ConfigurationError(f"Cannot serve {missing}: no such file.")
     try:
@@ -56,7 +66,7 @@ def serve_sandbox(
             f"Cannot listen on port {port}: {exc.strerror or exc}. Choose another --port."
         ) from None
     try:  # from here, Ctrl-C at any moment (even while these lines print) is a normal stop
-        _announce(sandbox, serve, fixtures)
+        _announce(sandbox, serve, request_ids, fixtures)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:  # Ctrl-C is how a sandbox is meant to stop
@@ -66,11 +76,20 @@ def serve_sandbox(
     return 0
 
 
-def _announce(sandbox: Sandbox, serve: Sequence[Path], fixtures: Path | None) -> None:
+def _announce(
+    sandbox: Sandbox,
+    serve: Sequence[Sequence[Path]],
+    request_ids: Sequence[int],
+    fixtures: Path | None,
+) -> None:
     """Serve the files and print how to point a client at them."""
     if serve:
-        files = [Path(p) for p in serve]
-        ids = {"your files": sandbox.add_request(files, result_ids=_content_ids(files))}
+        ids = {}
+        for n, group in enumerate(serve):
+            files = [Path(p) for p in group]
+            rid = request_ids[n] if request_ids else None
+            rid = sandbox.add_request(files, request_id=rid, result_ids=_content_ids(files))
+            ids[f"your files: {', '.join(p.name for p in files)}"] = rid
     else:
         ids = _serve_fixtures(sandbox, fixtures)
     print("Datafiniti sandbox running (Ctrl-C to stop)")
@@ -88,12 +107,17 @@ def _announce(sandbox: Sandbox, serve: Sequence[Path], fixtures: Path | None) ->
 
 
 def _content_ids(files: Sequence[Path]) -> list[int | None]:
-    """Result ids from each file's bytes: the same file keeps its id, a changed one gets another."""
+    """Result ids from each file's place and bytes, ascending in the order the files were given.
+
+    The same file at the same place keeps its id, a changed one gets another
+    (a cache never takes it for its predecessor); the order given is the
+    order served and loaded.
+    """
     ids: list[int | None] = []
-    for path in files:
+    for position, path in enumerate(files, start=1):
         with open(path, "rb") as handle:
             digest = hashlib.file_digest(handle, "sha256").digest()
-        ids.append(int.from_bytes(digest[:6], "big"))
+        ids.append(position * 10**12 + int.from_bytes(digest[:5], "big") % 10**12)
     return ids
 
 

@@ -22,13 +22,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .._version import __version__
+from ..config import resolve_api_url
 from ..errors import ConfigurationError
 from ..loader import LoadOptions, Sources, request_ids
 from ..read.schema import conform
 from .dask import Hidden, _Partition, partition_batches, require_dask, run_all, scanned
 from .delta import (
     DeltaSummary,
+    commit_about,
     commit_write,
     committing,
     keep_append_only,
@@ -88,7 +89,8 @@ def write_delta_on_dask(
                 f"{shown} is partitioned; engine='dask' does not write partitioned tables yet: "
                 "use the local engine."
             )
-    merged_before = merged_requests(table) if table is not None else set()
+    api_url = resolve_api_url(options.api_url)
+    merged_before = merged_requests(table, api_url) if table is not None else set()
     requested = sorted(request_ids(request_id))  # ties go to the newer download
     if table is not None and set(requested) <= merged_before:
         note = f"request(s) {', '.join(map(str, requested))} already merged"
@@ -127,10 +129,10 @@ def write_delta_on_dask(
         rows = sum(n for _, n in written)
         if table is not None:
             actions += rewritten(table, files, plan.existing_ids, schema, every=bool(changed))
-        about = {"request_ids": list(requests), "library": __version__, "mode": "merge",
-                 "rows_inserted": rows, "records_added": plan.added,
-                 "records_replaced": plan.replaced, "schema_changed": changed,
-                 "engine": "dask"}  # fmt: skip
+        about = commit_about(
+            requests, api_url, "merge", rows_inserted=rows, records_added=plan.added,
+            records_replaced=plan.replaced, schema_changed=changed, engine="dask",
+        )  # fmt: skip
         how = "overwrite" if changed else "append"
         commit = committing(table, path, schema, actions, how, [], storage_options)
         commit_write(files, about, shown, commit)

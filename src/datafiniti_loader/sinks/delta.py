@@ -26,9 +26,10 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from .._version import __version__
 from ..errors import DatafinitiError, StorageError, TableConflict
@@ -47,6 +48,8 @@ __all__ = [
     "DELTA_MODES",
     "DeltaSummary",
     "Noted",
+    "api_host",
+    "commit_about",
     "commit_write",
     "committing",
     "history",
@@ -164,7 +167,10 @@ def write_delta(
         check_writable(table, shown)  # before anything is downloaded or written
         partition_by = list(table.metadata().partition_columns)
     requests = tuple(source.request_ids)
-    merged_before = merged_requests(table) if table is not None and mode == "merge" else set()
+    api_url = source.client.api_url
+    merged_before = (
+        merged_requests(table, api_url) if table is not None and mode == "merge" else set()
+    )
     if table is not None and mode == "merge" and set(requests) <= merged_before:
         note = f"request(s) {', '.join(map(str, requests))} already merged"
         return DeltaSummary(shown, table.version(), False, mode, requests=requests, note=note)
@@ -199,9 +205,10 @@ def write_delta(
         with contextlib.closing(prefetched(rows)) as made:  # made while the writer encodes
             counter = RowCounter(made)
             actions += files.write(iter(counter), schema)
-        about = {"request_ids": list(requests), "library": __version__, "mode": mode,
-                 "rows_inserted": counter.rows, "records_added": plan.added,
-                 "records_replaced": plan.replaced, "schema_changed": changed}  # fmt: skip
+        about = commit_about(
+            requests, api_url, mode, rows_inserted=counter.rows, records_added=plan.added,
+            records_replaced=plan.replaced, schema_changed=changed,
+        )  # fmt: skip
         about.update(noted(source) if noted is not None else {})
         how = "overwrite" if mode == "overwrite" or changed else "append"
         commit = committing(table, path, schema, actions, how, partition_by, storage_options)
@@ -232,15 +239,35 @@ def keep_append_only(
         check_adds_only(table, shown, why)
 
 
-def merged_requests(table: DeltaTable) -> set[int]:
-    """The request ids the table's current contents were merged from (by commit metadata).
+def api_host(api_url: str) -> str:
+    """The API a request id belongs to: its URL's host and port (``api.datafiniti.co``)."""
+    return urlsplit(api_url).netloc.rpartition("@")[2].lower()
+
+
+def commit_about(requests: Sequence[int], api_url: str, mode: str, **more: Any) -> dict[str, Any]:
+    """The commit metadata of this library: the requests written, the API they came from, more.
+
+    Request ids are only unique within one API: two sandboxes (or Datafiniti
+    and a test stand-in) both have a request 6073, and a table must not take
+    the second for the first.
+    """
+    return {"request_ids": list(requests), "api": api_host(api_url), "library": __version__,
+            "mode": mode, **more}  # fmt: skip
+
+
+def merged_requests(table: DeltaTable, api_url: str) -> set[int]:
+    """The request ids of ``api_url``'s API the table's current contents were merged from.
 
     Commits are read newest first, up to and including the last overwrite:
-    what was merged before an overwrite is gone.
+    what was merged before an overwrite is gone. Commits that name no API
+    (written before this library recorded it) count for every API.
     """
     found: set[int] = set()
+    host = api_host(api_url)
     for commit in table.history():
-        found.update(_about(commit).get("request_ids", []))
+        about = _about(commit)
+        if about.get("api") in (None, host):
+            found.update(about.get("request_ids", []))
         mode = str((commit.get("operationParameters") or {}).get("mode", "")).lower()
         if commit.get("operation") in ("WRITE", "CREATE TABLE") and mode == "overwrite":
             break

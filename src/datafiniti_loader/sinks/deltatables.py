@@ -24,13 +24,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .._version import __version__
 from ..loader import LoadSource, RowCounter, data_schema
 from ..read.dedupe import ID_COLUMN, record_ids
 from ..read.tidy import RECORDS
 from .delta import (
     DeltaSummary,
     Noted,
+    commit_about,
     commit_write,
     committing,
     keep_append_only,
@@ -71,13 +71,14 @@ def write_delta_tables(
         if table is not None:
             check_writable(table, shown_path(f"{root}/{name}"))
     requests = tuple(source.request_ids)
-    if records is not None and set(requests) <= merged_requests(records):
+    api_url = source.client.api_url
+    if records is not None and set(requests) <= merged_requests(records, api_url):
         note = f"request(s) {', '.join(map(str, requests))} already merged"
         return DeltaSummary(shown, records.version(), False, "merge", requests=requests, note=note)
     scan = source.scan(keep=False)
     flat = data_schema(scan.builder, None, True, source.dtypes)
     plan = plan_write(source, records)
-    merged_before = merged_requests(records) if records is not None else set()
+    merged_before = merged_requests(records, api_url) if records is not None else set()
     keep = _winning_rows(plan.replace_ids, merged_before)
     inserted = 0
     with tidy_parts(source, flat, keep) as parts:
@@ -85,8 +86,9 @@ def write_delta_tables(
         for name in names:  # records last: its commit says the merge is whole
             extra = noted(source) if noted is not None and name == RECORDS else {}
             inserted_here = _merge_table(
-                f"{root}/{name}", name, parts.get(name, []), plan, requests, storage_options, extra
-            )
+                f"{root}/{name}", name, parts.get(name, []), plan, requests, api_url,
+                storage_options, extra,
+            )  # fmt: skip
             if name == RECORDS:
                 inserted = inserted_here
     records = open_table(f"{root}/{RECORDS}", storage_options)
@@ -134,12 +136,13 @@ def _merge_table(
     parts: list[Path],
     plan: Plan,
     requests: tuple[int, ...],
+    api_url: str,
     storage_options: dict[str, str] | None,
     note: dict[str, Any],
 ) -> int:
     """One table: the replaced records' rows out, the winning copies' rows in; rows inserted."""
     table = open_table(path, storage_options)
-    if table is not None and set(requests) <= merged_requests(table):
+    if table is not None and set(requests) <= merged_requests(table, api_url):
         logger.info("%s already holds request(s) %s: left as it is", name, requests)
         return 0
     shown = shown_path(path)
@@ -162,9 +165,10 @@ def _merge_table(
         counter = RowCounter(conformed(parts, schema))
         actions += files.write(iter(counter), schema)
         rows = counter.rows
-        about = {"request_ids": list(requests), "library": __version__, "mode": "merge",
-                 "rows_inserted": rows, "table": name, "schema_changed": changed,
-                 **note}  # fmt: skip
+        about = commit_about(
+            requests, api_url, "merge", rows_inserted=rows, table=name, schema_changed=changed,
+            **note,
+        )  # fmt: skip
         how = "overwrite" if changed else "append"
         commit = committing(table, path, schema, actions, how, partition_by, storage_options)
         commit_write(files, about, shown, commit)

@@ -7,7 +7,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from .._version import __version__
 from ..errors import (
     ColumnNotFound,
     ConfigurationError,
@@ -27,6 +26,7 @@ from ..remote.versions import Query
 from ..retry import RetryPolicy
 from ..sinks.delta import (
     DeltaSummary,
+    commit_about,
     note_version,
     require_deltalake,
     shown_path,
@@ -294,8 +294,7 @@ def _merge(
             ) from None
         if not written.committed and "already merged" not in written.note:
             # Records bought that the table had: the mark still moves, in a commit of its own.
-            about = {"request_ids": [rid], "library": __version__, "mode": "merge",
-                     "rows_inserted": 0, **noted(source)}  # fmt: skip
+            about = commit_about([rid], client.api_url, "merge", rows_inserted=0, **noted(source))
             target = f"{str(path).rstrip('/')}/{RECORDS}" if pending.identity.tables else path
             written = replace(
                 written, version=note_version(target, about, storage_options), committed=True
