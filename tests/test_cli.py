@@ -481,3 +481,40 @@ def test_the_sandbox_serves_several_requests_in_the_order_given(fixture_files, t
         _stop(server)
     bad = run("sandbox", "--serve", str(first), "--request-id", "1", "2")
     assert bad.returncode == 1 and "one id per group" in bad.stderr
+
+
+def test_cache_info_and_clear_keep_to_the_api_and_request_named(
+    sandbox: Sandbox, fixture_files, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    with Sandbox() as other:
+        mine = [
+            sandbox.add_request(fixture_files["products"]),
+            sandbox.add_request(fixture_files["businesses"]),
+        ]
+        theirs = other.add_request(fixture_files["products"])
+        for box, rid in ((sandbox, mine[0]), (sandbox, mine[1]), (other, theirs)):
+            env = {"DATAFINITI_API_URL": box.api_url, "DATAFINITI_API_TOKEN": box.token}
+            done = run("--cache-dir", str(cache), "-q", "load", str(rid),
+                       "-o", str(tmp_path / f"o{rid}-{box.api_url[-9:-3]}"), env=env)  # fmt: skip
+            assert done.returncode == 0, done.stderr
+        host = sandbox.api_url.split("//")[1].split("/")[0].replace(":", "_")
+        other_host = other.api_url.split("//")[1].split("/")[0].replace(":", "_")
+
+        def cache_verb(*args: str, api: str | None) -> str:
+            named = ["--api-url", api] if api else []
+            done = run("cache", *args, "--cache-dir", str(cache), *named)
+            assert done.returncode == 0, done.stderr
+            return done.stdout
+
+        shown = cache_verb("info", api=sandbox.api_url)
+        assert host in shown and other_host not in shown
+        everything = cache_verb("info", api=None)
+        assert host in everything and other_host in everything
+        cleared = cache_verb("clear", "--request", str(mine[0]), api=sandbox.api_url)
+        assert f"for request {mine[0]}" in cleared and "cleared 2 file(s)" in cleared
+        left = cache_verb("info", api=sandbox.api_url)
+        assert "1 file(s)" in left.splitlines()[0]  # the businesses download stays
+        cleared = cache_verb("clear", api=sandbox.api_url)
+        assert "cleared 1 file(s)" in cleared
+        assert f"{other_host}: 2 file(s)" in cache_verb("info", api=None)  # the other API's stays

@@ -269,6 +269,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="clear only entries not written for AGE (e.g. 7d, 12h, 30m): stale sandbox "
         "runs, files Datafiniti has deleted anyway",
     )
+    cache.add_argument(
+        "--request",
+        type=int,
+        metavar="ID",
+        help="only this request's files; with --api-url (or DATAFINITI_API_URL) both verbs "
+        "look at that API's files only",
+    )
 
     sandbox = verbs.add_parser(
         "sandbox",
@@ -638,18 +645,25 @@ def _write_parquet(
 
 
 def _cache(args: argparse.Namespace) -> int:
-    from .fetch.cache import FileCache
+    from .fetch.cache import CacheScope, FileCache
+    from .sinks.delta import api_host
 
     root = resolve_cache_dir(_cache_setting(args))
     if root is None:
         say("caching is off (--no-cache)")
         return 0
-    cache = FileCache(root, resolve_api_url(args.api_url))
+    api_url = resolve_api_url(args.api_url)
+    cache = FileCache(root, api_url)
+    # An API named (--api-url or DATAFINITI_API_URL) narrows both verbs to its entries.
+    named = bool(args.api_url or os.environ.get("DATAFINITI_API_URL"))
+    scope = CacheScope(this_host=named, request=args.request)
     if args.action == "clear":
-        info = cache.clear(older_than=args.older_than)
-        say(f"{info.path} cleared {info.files} file(s), {info.bytes / 1e6:.1f} MB")
+        info = cache.clear(older_than=args.older_than, scope=scope)
+        what = f" of {api_host(api_url)}" if named else ""
+        what += f" for request {args.request}" if args.request is not None else ""
+        say(f"{info.path} cleared {info.files} file(s){what}, {info.bytes / 1e6:.1f} MB")
         return 0
-    info = cache.info()
+    info = cache.info(scope)
     say(f"{info.path} holds {info.files} file(s), {info.bytes / 1e6:.1f} MB")
     for host, (files, size) in info.by_host.items():
         say(f"  {host}: {files} file(s), {size / 1e6:.1f} MB")

@@ -51,7 +51,7 @@ try:  # POSIX; elsewhere concurrent loads of one file each download it
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["CacheInfo", "FileCache", "FileStore", "ParsedCopy", "ScratchStore"]
+__all__ = ["CacheInfo", "CacheScope", "FileCache", "FileStore", "ParsedCopy", "ScratchStore"]
 
 logger = logging.getLogger(__name__)
 
@@ -161,6 +161,28 @@ class _Entry:
 
     def hidden(self, suffix: str) -> Path:
         return self.data.with_name(f".{self.data.name}.{suffix}")
+
+
+@dataclass(frozen=True)
+class CacheScope:
+    """Which entries :meth:`FileCache.info` and :meth:`FileCache.clear` look at.
+
+    After Datafiniti's seven days the cache may hold the only copy of a
+    download: clearing one API's entries, or one request's, must leave the rest.
+    """
+
+    this_host: bool = False  # only the entries of the cache's API host
+    request: int | None = None  # only this request's entries
+
+    @property
+    def whole(self) -> bool:
+        """Whether the scope is the whole cache."""
+        return not self.this_host and self.request is None
+
+
+def scope_is_whole(scope: CacheScope | None) -> bool:
+    """Whether ``scope`` (``None``: no scope) is the whole cache."""
+    return scope is None or scope.whole
 
 
 class FileCache(FileStore):
@@ -393,18 +415,26 @@ class FileCache(FileStore):
             with contextlib.suppress(OSError):
                 _write_text(tag, _TAG)
 
-    def _owned_files(self) -> Iterator[tuple[Path | None, Path, bool]]:
+    def _owned_files(
+        self, scope: CacheScope | None = None
+    ) -> Iterator[tuple[Path | None, Path, bool]]:
         """``(entry, path, is_record)`` for every file under the root that this cache wrote.
 
         Files are recognised by name and by the entry record they belong to;
         ``entry`` names the entry (a download, its record, parsed copy and
-        partials share one), ``None`` for the cache's own tag file.
+        partials share one), ``None`` for the cache's own tag file (only
+        when ``scope`` narrows nothing).
         """
+        scope = scope or CacheScope()
         if not self.root.is_dir():
             return
         for host in _subdirs(self.root):
+            if scope.this_host and host.name != self._host:
+                continue
             for request in _subdirs(host):
                 if not request.name.isdigit():
+                    continue
+                if scope.request is not None and int(request.name) != scope.request:
                     continue
                 names = {p.name for p in request.iterdir()}
                 entries = {
@@ -417,15 +447,16 @@ class FileCache(FileStore):
                     if entry is not None:
                         yield request / entry, request / name, name == f"{entry}.json"
         tag = self.root / _TAG_NAME
-        if tag.is_file() and tag.read_text(errors="replace").startswith(_TAG.split("\n")[0]):
+        ours = tag.is_file() and tag.read_text(errors="replace").startswith(_TAG.split("\n")[0])
+        if scope.whole and ours:
             yield None, tag, False
 
-    def info(self) -> CacheInfo:
+    def info(self, scope: CacheScope | None = None) -> CacheInfo:
         """Cached downloads and the size of everything the cache wrote, in all and by API host."""
         files = 0
         total = 0
         hosts: dict[str, list[int]] = {}
-        for entry, path, record in self._owned_files():
+        for entry, path, record in self._owned_files(scope):
             with contextlib.suppress(OSError):
                 size = path.stat().st_size
                 total += size
@@ -437,17 +468,20 @@ class FileCache(FileStore):
         by_host = {host: (n, size) for host, (n, size) in sorted(hosts.items())}
         return CacheInfo(self.root, files, total, by_host)
 
-    def clear(self, older_than: timedelta | None = None) -> CacheInfo:
+    def clear(
+        self, older_than: timedelta | None = None, scope: CacheScope | None = None
+    ) -> CacheInfo:
         """Delete files the cache wrote, and the directories it made once empty.
 
         ``older_than``: only entries none of whose files was written within
         that time (a download, its record, parsed copy and partials go
-        together). Anything else under the root (a user's own files, if the
-        cache was pointed at a directory in use) is left as it was. Returns
-        what was deleted.
+        together). ``scope``: only this API host's entries, or one request's.
+        Anything else under the root (a user's own files, if the cache was
+        pointed at a directory in use) is left as it was. Returns what was
+        deleted.
         """
         groups: dict[Path | None, list[tuple[Path, bool]]] = {}
-        for entry, path, record in self._owned_files():
+        for entry, path, record in self._owned_files(scope):
             groups.setdefault(entry, []).append((path, record))
         if older_than is not None:
             cutoff = time.time() - older_than.total_seconds()
@@ -469,6 +503,13 @@ class FileCache(FileStore):
                 if level != self.root.parent:
                     with contextlib.suppress(OSError):
                         level.rmdir()  # only when empty
+        leftovers = [path for entry, path, _ in self._owned_files() if entry is not None]
+        if (
+            not scope_is_whole(scope) and not leftovers
+        ):  # nothing of the cache is left: its tag goes
+            for _, path, _ in self._owned_files():
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
         return removed
 
 
