@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -328,11 +329,14 @@ def test_merge_and_history_against_the_sandbox(served: dict[str, str], tmp_path:
     listed = run_in(served, "history", table)
     assert listed.returncode == 0, listed.stderr
     rows = listed.stdout.strip().splitlines()
-    assert rows[0].split() == ["VERSION", "OPERATION", "ROWS", "REQUESTS"]
-    assert rows[1].split() == ["1", "MERGE", "72", second]
+    assert rows[0].split() == ["VERSION", "WHEN", "(UTC)", "OPERATION", "ROWS", "REQUESTS"]
+    version, day, minute, *rest = rows[1].split()
+    assert [version, *rest] == ["1", "MERGE", "72", second]
+    assert datetime.strptime(f"{day} {minute}", "%Y-%m-%d %H:%M")  # the commit's time
     assert rows[2].split()[0] == "0" and rows[2].split()[-1] == first
     missing = run_in(served, "history", str(tmp_path / "nowhere"))
     assert missing.returncode == 1 and "no Delta table" in missing.stderr
+    assert missing.stdout == ""  # no header before the error
 
 
 def test_load_with_types_on_request(

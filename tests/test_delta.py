@@ -85,6 +85,7 @@ def test_a_merge_is_one_commit_replacing_all_rows_of_newer_records(
     history = delta_history(str(table))
     assert [h["request_ids"] for h in history] == [[second], [first]]
     assert history[0]["operation"] == "MERGE" and history[0]["library"]
+    assert history[0]["timestamp"].tzinfo is not None  # a datetime, not epoch milliseconds
 
 
 def test_merging_a_request_again_changes_nothing(

@@ -471,13 +471,19 @@ def _run(args: argparse.Namespace) -> int:
     if args.verb == "history":
         from .api import delta_history
 
-        entries = delta_history(args.path)
+        entries = delta_history(args.path)  # before any output: a missing table prints nothing
         synced = any(entry["query"] for entry in entries)
-        say(f"{'VERSION':<8} {'OPERATION':<10} {'ROWS':>9}  REQUESTS" + ("  MARK  QUERY" * synced))
+        say(
+            f"{'VERSION':<8} {'WHEN (UTC)':<17} {'OPERATION':<10} {'ROWS':>9}  REQUESTS"
+            + ("  MARK  QUERY" * synced)
+        )
         for entry in entries:
             rows = "" if entry["rows_inserted"] is None else f"{entry['rows_inserted']:,}"
             requests = ", ".join(map(str, entry["request_ids"])) or "-"
-            line = f"{entry['version']:<8} {entry['operation']:<10} {rows:>9}  {requests}"
+            when = f"{entry['timestamp']:%Y-%m-%d %H:%M}" if entry["timestamp"] else "-"
+            line = (
+                f"{entry['version']:<8} {when:<17} {entry['operation']:<10} {rows:>9}  {requests}"
+            )
             if synced:
                 line += f"  {entry['mark'] or '-'}  {entry['query'] or '-'}"
             say(line)
@@ -637,7 +643,7 @@ def _write_parquet(
         say(f"wrote tables {listed} to {summary.path} ({summary.bytes / 1e6:.1f} MB of Parquet)")
         return 0
     say(
-        f"wrote {summary.rows:,} rows x {summary.columns} columns from "
+        f"wrote {summary.rows:,} rows x {len(summary.columns)} columns from "
         f"{summary.result_files} result file(s) to {summary.path} "
         f"({summary.bytes / 1e6:.1f} MB of Parquet)"
     )

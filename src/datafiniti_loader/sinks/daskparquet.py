@@ -97,5 +97,10 @@ def write_parquet_on_dask(
     rows = sum(w.rows for w in written)
     names = tuple(w.name for w in written)
     return ParquetSummary(
-        rows, len(found.files), sum(w.bytes for w in written), shown, names, len(found.schema)
+        rows,
+        len(found.files),
+        sum(w.bytes for w in written),
+        shown,
+        names,
+        tuple(found.schema.names),
     )

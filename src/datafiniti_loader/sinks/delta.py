@@ -28,6 +28,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -275,7 +276,7 @@ def merged_requests(table: DeltaTable, api_url: str) -> set[int]:
 
 
 def history(path: str, storage_options: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    """The table's versions, newest first: operation, time, requests merged, rows inserted."""
+    """The table's versions, newest first: operation, time (UTC), requests merged, rows inserted."""
     require_deltalake()  # without the extra: an ImportError naming it, not deltalake's own
     table = open_table(path, storage_options)
     if table is None:
@@ -290,7 +291,7 @@ def history(path: str, storage_options: dict[str, str] | None = None) -> list[di
         out.append(
             {
                 "version": commit.get("version"),
-                "timestamp": commit.get("timestamp"),
+                "timestamp": _when(commit.get("timestamp")),
                 # This library's commits say what they did (merge, append, overwrite).
                 "operation": str(about.get("mode") or commit.get("operation") or "").upper(),
                 "request_ids": about.get("request_ids", []),
@@ -330,6 +331,13 @@ def pa_schema(table: DeltaTable) -> pa.Schema:
     import pyarrow as pa
 
     return pa.schema(table.schema().to_arrow())
+
+
+def _when(millis: Any) -> datetime | None:
+    """A commit's time (Delta keeps epoch milliseconds) as an aware UTC datetime."""
+    if not isinstance(millis, int | float):
+        return None
+    return datetime.fromtimestamp(millis / 1000, UTC)
 
 
 def _about(commit: dict[str, Any]) -> dict[str, Any]:

@@ -94,8 +94,9 @@ class ParquetSummary:
         given (without credentials).
     parquet_files : tuple of str
         The Parquet files written, relative to ``path``.
-    columns : int
-        Columns written, provenance included (of ``records``, for tables).
+    columns : tuple of str
+        The names of the columns written, provenance included (of
+        ``records``, for tables).
     tables : tuple of (str, int)
         With ``tables=True``: each table written and its rows (``rows`` is
         then the records').
@@ -106,7 +107,7 @@ class ParquetSummary:
     bytes: int
     path: str
     parquet_files: tuple[str, ...] = ()
-    columns: int = 0
+    columns: tuple[str, ...] = ()
     tables: tuple[tuple[str, int], ...] = ()
 
     @property
@@ -123,7 +124,7 @@ class ParquetSummary:
                 f"{written} Parquet file(s), {self.bytes / 1e6:,.1f} MB at {self.path})"
             )
         return (
-            f"ParquetSummary({self.rows:,} rows x {self.columns} columns from "
+            f"ParquetSummary({self.rows:,} rows x {len(self.columns)} columns from "
             f"{self.files} result file(s) -> {written} Parquet file(s), "
             f"{self.bytes / 1e6:,.1f} MB at {self.path})"
         )
@@ -134,7 +135,7 @@ class ParquetSummary:
         return summary_html(
             [
                 ("rows", f"{self.rows:,}"),
-                ("columns", str(self.columns)),
+                ("columns", str(len(self.columns))),
                 ("result files read", str(self.files)),
                 ("Parquet files written", str(len(self.parquet_files))),
                 ("size", f"{self.bytes / 1e6:,.1f} MB"),
@@ -173,18 +174,18 @@ def write_parquet(
         counts = [written.file_rows.get(f.key, 0) for f in source.files]
         manifest = {**about, "row_counts": counts, "files": list(relative), "rows": written.rows}
         write_manifest(fs, staging, manifest)
-    log_summary(source, written.rows, written.columns, target=str(path))
+    log_summary(source, written.rows, len(written.columns), target=str(path))
     shown = os.path.abspath(target) if isinstance(fs, LocalFileSystem) else str(path)
     return ParquetSummary(written.rows, len(source.files), sizes, shown, relative, written.columns)
 
 
 @dataclass
 class _Written:
-    """What a conversion wrote: rows in all, rows read from each file, columns."""
+    """What a conversion wrote: rows in all, rows read from each file, column names."""
 
     rows: int
     file_rows: dict[FileKey, int]
-    columns: int
+    columns: tuple[str, ...]
 
 
 def _write_in_one_pass(
@@ -225,7 +226,7 @@ def _write_while_types_hold(
         batches = RowCounter(itertools.chain([first], made))
         schema = first.schema.with_metadata({METADATA_KEY: json.dumps(about)})
         _write_single(batches, fs, part, schema)
-    return _Written(batches.rows, attempt.found.rows, len(schema))
+    return _Written(batches.rows, attempt.found.rows, tuple(schema.names))
 
 
 def _write_second_pass(
@@ -252,7 +253,7 @@ def _write_second_pass(
             _write_partitioned(batches, fs, staging, schema, by)
         else:
             _write_single(batches, fs, f"{staging}/part-0.parquet", schema)
-    return _Written(batches.rows, found.rows, len(schema))
+    return _Written(batches.rows, found.rows, tuple(schema.names))
 
 
 @contextlib.contextmanager

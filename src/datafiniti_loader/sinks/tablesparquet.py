@@ -73,7 +73,7 @@ def write_tables(
         manifest = {**about, "tables": rows, "files": list(relative), "rows": rows["records"]}
         write_manifest(fs, staging, manifest)
     columns_written = next(width for name, _, width in written if name == "records")
-    log_summary(source, rows["records"], columns_written, target=str(path))
+    log_summary(source, rows["records"], len(columns_written), target=str(path))
     shown = os.path.abspath(target) if isinstance(fs, LocalFileSystem) else str(path)
     sizes = sum(fs.size(f"{target}/{f}") for f in relative)
     return ParquetSummary(
@@ -227,7 +227,7 @@ def _spill_tables(
 
 def _write_table(
     fs: Any, staging: str, name: str, parts: list[Path], provenance: bool
-) -> tuple[str, int, int]:
+) -> tuple[str, int, tuple[str, ...]]:
     """One table's parts as ``staging/name/part-0.parquet``; its name, rows and columns."""
     schema = unified_schema(parts)
     if not provenance:
@@ -235,7 +235,7 @@ def _write_table(
     fs.makedirs(f"{staging}/{name}", exist_ok=True)
     with fs.open(f"{staging}/{name}/part-0.parquet", "wb") as handle:
         rows = write_row_groups(conformed(parts, schema), handle, schema)
-    return name, rows, len(schema)
+    return name, rows, tuple(schema.names)
 
 
 def unified_schema(parts: list[Path]) -> pa.Schema:
