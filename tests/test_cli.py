@@ -522,3 +522,36 @@ def test_cache_info_and_clear_keep_to_the_api_and_request_named(
         cleared = cache_verb("clear", api=sandbox.api_url)
         assert "cleared 1 file(s)" in cleared
         assert f"{other_host}: 2 file(s)" in cache_verb("info", api=None)  # the other API's stays
+
+
+def test_sandbox_loads_keep_out_of_the_users_cache(fixture_files, isolated_env: Path) -> None:
+    from datafiniti_loader import load_results
+
+    with Sandbox() as box:
+        rid = box.add_request(fixture_files["products"])
+        frame = load_results(rid, token=box.token, api_url=box.api_url, progress=False)
+        assert len(frame) == 72
+        kept = list((Path(box._scratch_dir()) / "cache").rglob("*.csv"))
+        assert len(kept) == 2  # in the sandbox's own directory...
+    assert not kept[0].exists()  # ...removed with it
+    assert not (isolated_env / ".cache" / "datafiniti-loader").exists()  # the user's: untouched
+
+
+def test_sigterm_stops_the_sandbox_as_ctrl_c_does(fixture_files, tmp_path: Path) -> None:
+    import signal
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "datafiniti_loader.cli", "sandbox"],
+        env={**os.environ, "TMPDIR": str(scratch)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert server.stdout is not None
+    while not server.stdout.readline().startswith("API v4"):
+        pass
+    assert list(scratch.iterdir())  # the fixtures it serves
+    server.send_signal(signal.SIGTERM)
+    out, err = server.communicate(timeout=30)
+    assert server.returncode == 0 and "sandbox stopped" in out and "Traceback" not in err
+    assert list(scratch.iterdir()) == []

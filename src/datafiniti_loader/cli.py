@@ -654,11 +654,11 @@ def _cache(args: argparse.Namespace) -> int:
     from .fetch.cache import CacheScope, FileCache
     from .sinks.delta import api_host
 
-    root = resolve_cache_dir(_cache_setting(args))
+    api_url = resolve_api_url(args.api_url)
+    root = resolve_cache_dir(_cache_setting(args), api_url)
     if root is None:
         say("caching is off (--no-cache)")
         return 0
-    api_url = resolve_api_url(args.api_url)
     cache = FileCache(root, api_url)
     # An API named (--api-url or DATAFINITI_API_URL) narrows both verbs to its entries.
     named = bool(args.api_url or os.environ.get("DATAFINITI_API_URL"))

@@ -164,11 +164,30 @@ def ca_bundle() -> str | None:
     return None
 
 
-def resolve_cache_dir(cache: CacheSetting) -> Path | None:
+#: Caches of the sandboxes running in this process, by their API's host and port.
+_SANDBOX_CACHES: dict[str, Path] = {}
+
+
+def use_sandbox_cache(api_url: str, cache: Path | None) -> None:
+    """Make loads from a sandbox's API default to ``cache`` (``None``: forget it).
+
+    A sandbox's downloads are test data: they belong in its own temporary
+    directory, removed with it, not in the user's cache.
+    """
+    host = urlsplit(api_url).netloc
+    if cache is None:
+        _SANDBOX_CACHES.pop(host, None)
+    else:
+        _SANDBOX_CACHES[host] = cache
+
+
+def resolve_cache_dir(cache: CacheSetting, api_url: str | None = None) -> Path | None:
     """Return the cache directory, or ``None`` when caching is off.
 
-    ``cache=None`` means the environment's ``DATAFINITI_CACHE_DIR`` or, failing
-    that, the platform's user cache directory; ``cache=False`` means no cache.
+    ``cache=None`` means the environment's ``DATAFINITI_CACHE_DIR``; failing
+    that, for the API of a sandbox running in this process, the sandbox's own
+    cache; else the platform's user cache directory. ``cache=False`` means no
+    cache.
     """
     if cache is False:
         return None
@@ -176,6 +195,9 @@ def resolve_cache_dir(cache: CacheSetting) -> Path | None:
         from_env = os.environ.get(CACHE_DIR_ENV)
         if from_env:
             return Path(from_env).expanduser()
+        sandbox = _SANDBOX_CACHES.get(urlsplit(api_url).netloc) if api_url else None
+        if sandbox is not None:
+            return sandbox
         from platformdirs import user_cache_dir
 
         return Path(user_cache_dir("datafiniti-loader", appauthor=False))

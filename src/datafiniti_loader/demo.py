@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import signal
 import tempfile
 import time
 from collections.abc import Sequence
@@ -65,6 +66,8 @@ def serve_sandbox(
         raise ConfigurationError(
             f"Cannot listen on port {port}: {exc.strerror or exc}. Choose another --port."
         ) from None
+    # SIGTERM (a service manager, `kill`) stops it as Ctrl-C does: files removed, exit 0.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:  # from here, Ctrl-C at any moment (even while these lines print) is a normal stop
         _announce(sandbox, serve, request_ids, fixtures)
         while True:
@@ -74,6 +77,10 @@ def serve_sandbox(
     finally:
         sandbox.close()
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _announce(

@@ -545,7 +545,7 @@ def open_load(
     download: Download | None = None
     try:
         files = [f for rid in rids for f in request_files(api, rid, options)]
-        cache_dir = resolve_cache_dir(options.cache)
+        cache_dir = resolve_cache_dir(options.cache, api.api_url)
         store = ScratchStore() if cache_dir is None else FileCache(cache_dir, api.api_url)
         label = f"request {rids[0]}" if len(rids) == 1 else f"{len(rids)} requests"
         bars = Progress(want_progress(options.progress), len(files), label)

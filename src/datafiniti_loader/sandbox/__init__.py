@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from ..config import use_sandbox_cache
 from .server import ApiHandler, BucketHandler, Faults, LogEntry, SandboxServer, aware_now
 from .signing import MAX_EXPIRES, Signer
 from .since import Since, narrowed, split_since
@@ -262,13 +263,17 @@ class Sandbox:
             )
             thread.start()
             self._threads.append(thread)
+        # Loads from this sandbox (with no cache named) keep their files here, not in the
+        # user's cache: removed with the sandbox.
+        use_sandbox_cache(self.api_url, Path(self._scratch_dir()) / "cache")
         return self
 
     def close(self) -> None:
-        """Stop both servers and remove the fixture files they generated."""
+        """Stop both servers and remove what they generated, the loads' cache included."""
         for server in (self._api, self._bucket):
             server.shutdown()
             server.server_close()
+        use_sandbox_cache(self.api_url, None)
         if self._scratch is not None:
             self._scratch.cleanup()
             self._scratch = None

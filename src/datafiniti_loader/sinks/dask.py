@@ -208,7 +208,7 @@ def scanned(
         files = [f for rid in rids for f in request_files(api, rid, options)]
         api_url, retry = api.api_url, api.retry
     secret = Hidden(resolve_token(options.token, api_url))
-    cache_dir = resolve_cache_dir(options.cache)
+    cache_dir = resolve_cache_dir(options.cache, api_url)
     jobs = [
         _Job(
             api_url, secret, None if cache_dir is None else str(cache_dir), retry, f, options.dedupe
