@@ -220,9 +220,18 @@ def test_merge_needs_the_record_columns(sandbox: Sandbox, tmp_path: Path) -> Non
     from datafiniti_loader import ColumnNotFound
 
     rid = serve(sandbox, tmp_path, ["A,x\n"], header="id,name\n")
-    with pytest.raises(ColumnNotFound, match="dateUpdated"):
+    with pytest.raises(ColumnNotFound, match="dateUpdated") as caught:
         merge(sandbox, rid, tmp_path / "table")
     assert not (tmp_path / "table").exists()
+    # What a merge needs, and the way on: no mention of a dedupe nobody asked for.
+    assert str(caught.value).startswith("Merging into a Delta table needs")
+    assert "--dedupe" not in str(caught.value) and "merge --mode append" in str(caught.value)
+    from test_cli import run
+
+    env = {"DATAFINITI_API_URL": sandbox.api_url, "DATAFINITI_API_TOKEN": sandbox.token}
+    appended = run("-q", "merge", str(rid), "--into", str(tmp_path / "t"), "--mode", "append",
+                   env=env)  # fmt: skip
+    assert appended.returncode == 0 and "1 rows inserted" in appended.stdout, appended.stderr
 
 
 def test_summary_reads_well(sandbox: Sandbox, two: tuple[int, int], tmp_path: Path) -> None:

@@ -466,14 +466,15 @@ def to_delta(
         from .sinks.daskdelta import write_delta_on_dask
 
         options = LoadOptions(
-            token, api_url, wait, cache, max_workers, progress, retry, True, dtype
+            token, api_url, wait, cache, max_workers, progress, retry, True, dtype, merging=True
         )
         return write_delta_on_dask(request_id, path, options, storage_options=storage_options)
     wanted = request_ids(request_id)
     # Ties go to the newer download: in request-id order, whatever order they were given.
     sources = sorted(wanted) if mode == "merge" else wanted
+    merging = mode == "merge"
     options = LoadOptions(
-        token, api_url, wait, cache, max_workers, progress, retry, mode == "merge", dtype
+        token, api_url, wait, cache, max_workers, progress, retry, merging, dtype, merging=merging
     )
     with open_load(sources, options) as source:
         if tables:

@@ -205,6 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="one Delta table per tidy table under --into (records, reviews, ...)",
     )
+    merge.add_argument(
+        "--mode",
+        choices=["merge", "append", "overwrite"],
+        default="merge",
+        help="merge (default): each record's newest copy wins; append: add every row (files "
+        "without id or dateUpdated); overwrite: replace the table's rows",
+    )
     _add_wait_option(merge)
     _add_dtype_option(merge)
 
@@ -462,8 +469,9 @@ def _run(args: argparse.Namespace) -> int:
         from .api import to_delta
 
         summary = to_delta(
-            args.request_id, args.into, wait=args.wait, tables=args.tables, **_settings(args)
-        )
+            args.request_id, args.into, mode=args.mode, wait=args.wait, tables=args.tables,
+            **_settings(args),
+        )  # fmt: skip
         say(summary.describe())
         return 0
     if args.verb == "sync":

@@ -528,6 +528,8 @@ class LoadOptions:
     retry: RetryPolicy | None = None
     dedupe: bool = False
     dtype: Mapping[str, str] | None = None
+    #: A Delta merge asks for ``dedupe``: its errors then speak of the merge.
+    merging: bool = False
 
 
 @contextmanager
@@ -564,7 +566,7 @@ def open_load(
             download,
             started,
             keep_parsed=isinstance(store, FileCache),
-            newest=NewestCopies(rids) if options.dedupe else None,
+            newest=NewestCopies(rids, merging=options.merging) if options.dedupe else None,
             dtypes=dtypes,
         )
     finally:

@@ -56,8 +56,10 @@ class NewestCopies:
     once; :meth:`keep` then says which rows of a batch stay.
     """
 
-    def __init__(self, request_ids: list[int]) -> None:
+    def __init__(self, request_ids: list[int], *, merging: bool = False) -> None:
         self._order = {rid: n for n, rid in enumerate(request_ids)}
+        #: For a Delta merge (not ``dedupe``): its errors say what a merge needs.
+        self.merging = merging
         self._lock = threading.Lock()
         self._seen: list[pa.Table] = []
         self._winners: dict[int, pa.Array] | None = None
@@ -71,7 +73,7 @@ class NewestCopies:
 
     def observe(self, file: ResultFile, batch: pa.RecordBatch) -> None:
         """Note the ids and dates of one batch of ``file`` (as read, before typing)."""
-        ids, when = _identity(file, batch)
+        ids, when = _identity(file, batch, merging=self.merging)
         present = pc.is_valid(ids)
         table = pa.table({"id": ids, "when": when}).filter(present)
         # A flat view repeats a record on many rows: keep one line per id early.
@@ -129,22 +131,29 @@ class NewestCopies:
         """Which rows of ``batch`` belong to winning copies (rows without an id stay)."""
         if self._winners is None:
             raise RuntimeError("decide() first")
-        ids, _ = _identity(file, batch, dates=False)
+        ids, _ = _identity(file, batch, dates=False, merging=self.merging)
         winning = self._winners[self._order[file.request_id]]
         return pc.or_(pc.is_in(ids, value_set=winning), pc.is_null(ids))
 
 
 def _identity(
-    file: ResultFile, batch: pa.RecordBatch, *, dates: bool = True
+    file: ResultFile, batch: pa.RecordBatch, *, dates: bool = True, merging: bool = False
 ) -> tuple[pa.Array, pa.Array]:
     """The batch's ids as text and its dates as UTC timestamps."""
     names = batch.schema.names
     missing = [c for c in (ID_COLUMN, UPDATED_COLUMN) if c not in names]
     if missing:
+        what = "Merging into a Delta table" if merging else "dedupe=True (--dedupe)"
+        otherwise = (
+            "or write with mode='append' (merge --mode append), which keeps every row"
+            if merging
+            else "or load without dedupe"
+        )
         raise ColumnNotFound(
-            f"dedupe=True (--dedupe) needs the columns {ID_COLUMN!r} and {UPDATED_COLUMN!r} "
-            f"in every file, and {file.name} (request {file.request_id}) has no {missing[0]!r}. "
-            "Download with a view that includes them, or load without dedupe."
+            f"{what} needs the columns {ID_COLUMN!r} and {UPDATED_COLUMN!r} in every file (they "
+            f"tell a record's copies apart and which is newest), and {file.name} (request "
+            f"{file.request_id}) has no {missing[0]!r}. Download with a view that includes "
+            f"them, {otherwise}."
         )
     ids = record_ids(batch.column(ID_COLUMN))
     if not dates:

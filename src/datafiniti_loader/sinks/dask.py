@@ -86,6 +86,7 @@ class _Job:
     retry: RetryPolicy
     file: ResultFile
     dedupe: bool = False
+    merging: bool = False
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ def _scan(job: _Job) -> _Kept:
     """On a worker: fetch the file, keep it, and say what its columns (and records) hold."""
     path = _fetched(job)
     verdicts = SchemaBuilder()
-    copies = NewestCopies([job.file.request_id]) if job.dedupe else None
+    copies = NewestCopies([job.file.request_id], merging=job.merging) if job.dedupe else None
     read = read_file(path, job.file.name, job.file.format)
     for batch in read.batches:
         verdicts.observe(batch, text=read.text)
@@ -209,11 +210,10 @@ def scanned(
         api_url, retry = api.api_url, api.retry
     secret = Hidden(resolve_token(options.token, api_url))
     cache_dir = resolve_cache_dir(options.cache, api_url)
+    where = None if cache_dir is None else str(cache_dir)
     jobs = [
-        _Job(
-            api_url, secret, None if cache_dir is None else str(cache_dir), retry, f, options.dedupe
-        )
-        for f in (replace(f, url="") for f in files)
+        _Job(api_url, secret, where, retry, replace(f, url=""), options.dedupe, options.merging)
+        for f in files
     ]
     # The scans run where dask runs tasks (the workers, on a cluster); only verdicts come back.
     scans = [delayed(_scan, pure=False)(job) for job in jobs]
@@ -225,7 +225,7 @@ def scanned(
     schema = with_provenance(data) if provenance else data
     newest = None
     if options.dedupe:
-        newest = NewestCopies(rids)
+        newest = NewestCopies(rids, merging=options.merging)
         for job, found in zip(jobs, kept, strict=True):
             assert found.seen is not None
             newest.include(job.file, found.seen, found.idless)

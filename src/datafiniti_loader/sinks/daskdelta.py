@@ -97,7 +97,7 @@ def write_delta_on_dask(
         return DeltaSummary(
             shown, table.version(), False, "merge", requests=tuple(requested), note=note
         )
-    found = scanned(requested, replace(options, dedupe=True))
+    found = scanned(requested, replace(options, dedupe=True, merging=True))
     requests = tuple(found.request_ids)
     schema = delta_types(found.schema)
     plan = plan_from(found.newest, found.request_ids, table)
