@@ -44,6 +44,16 @@ else:
     connection = {"token": sandbox.token, "api_url": sandbox.api_url}
 # Parquet goes to a scratch directory removed at the end; give your own path to keep it.
 scratch = tempfile.TemporaryDirectory(prefix="explore-output-")
+
+
+def have(frame, *columns):
+    # Whether this download has these columns (the product cells need product data).
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        print(f"(this download has no {', '.join(missing)}: cell skipped)")
+    return not missing
+
+
 REQUEST_ID""",
     ),
     (
@@ -90,7 +100,11 @@ that file, so any row can be traced back to its source.""",
         """provenance = [c for c in df.columns if c.startswith("_")]
 df.groupby("_source_file", observed=True).size().rename("rows").to_frame()""",
     ),
-    ("code", """df[["id", "postalCode", "upc", *provenance]].sample(5, random_state=0)"""),
+    (
+        "code",
+        """shown = [c for c in ("id", "postalCode", "upc") if c in df.columns]
+df[[*shown, *provenance]].sample(min(5, len(df)), random_state=0)""",
+    ),
     (
         "md",
         """## A first look
@@ -108,25 +122,28 @@ value, never a silent gap.""",
     ),
     (
         "code",
-        """typed = load_results(
-    REQUEST_ID,
-    dtype={"prices.amountMax": "float64", "prices.isSale": "boolean", "brand": "category"},
-    **connection,
-)
-typed[["prices.amountMax", "prices.isSale", "brand"]].dtypes""",
+        """asked = {"prices.amountMax": "float64", "prices.isSale": "boolean", "brand": "category"}
+typed = None
+if have(df, *asked):
+    typed = load_results(REQUEST_ID, dtype=asked, **connection)
+    display(typed[list(asked)].dtypes)""",
     ),
     (
         "code",
         """fig, axes = plt.subplots(1, 3, figsize=(15, 4))
 
-df["reviews.rating"].value_counts().sort_index().plot.bar(ax=axes[0], title="Review ratings")
+if have(df, "reviews.rating"):
+    df["reviews.rating"].value_counts().sort_index().plot.bar(ax=axes[0], title="Review ratings")
 
-typed.boxplot(column="prices.amountMax", by="brand", ax=axes[1], rot=45)
-axes[1].set_title("Max price by brand")
+if typed is not None:
+    typed.boxplot(column="prices.amountMax", by="brand", ax=axes[1], rot=45)
+    axes[1].set_title("Max price by brand")
 fig.suptitle("")
 
-records = df.drop_duplicates("id").set_index("dateAdded").sort_index()
-records["id"].resample("MS").count().plot(ax=axes[2], marker="o", title="Records by month added")
+if have(df, "id", "dateAdded"):
+    records = df.drop_duplicates("id").set_index("dateAdded").sort_index()
+    by_month = records["id"].resample("MS").count()
+    by_month.plot(ax=axes[2], marker="o", title="Records by month added")
 plt.tight_layout()
 plt.show()""",
     ),
@@ -148,11 +165,16 @@ summary""",
         """import pyarrow.dataset as ds
 
 dataset = ds.dataset(f"{scratch.name}/products", format="parquet")
-top_brand = df["brand"].value_counts().index[0]
-dataset.to_table(
-    columns=["id", "brand", "reviews.rating", "_source_file"],
-    filter=ds.field("brand") == top_brand,
-).to_pandas().head()""",
+if have(df, "brand", "reviews.rating"):
+    top_brand = df["brand"].value_counts().index[0]
+    display(
+        dataset.to_table(
+            columns=["id", "brand", "reviews.rating", "_source_file"],
+            filter=ds.field("brand") == top_brand,
+        )
+        .to_pandas()
+        .head()
+    )""",
     ),
     (
         "md",
@@ -169,7 +191,10 @@ the download is created only against the sandbox; with a real token, set
         "code",
         """from datafiniti_loader import count, create_download
 
-v4 = {**connection, "api_url": sandbox.api_url_v4 if sandbox else "https://api.datafiniti.co/v4"}
+# API v4 counts for free: the same host as the API in use (DATAFINITI_API_URL), on /v4.
+api_url = sandbox.api_url if sandbox else os.environ.get("DATAFINITI_API_URL", "")
+api_url = api_url or "https://api.datafiniti.co/v3"
+v4 = {**connection, "api_url": api_url.rstrip("/").removesuffix("/v3") + "/v4"}
 QUERY = "brand:Sony"
 count(QUERY, data_type="products", **v4)""",
     ),
@@ -212,19 +237,21 @@ where a record's rows disagree, `conflicts` says so.""",
         "code",
         """from datafiniti_loader import load_tables
 
-tables = load_tables(REQUEST_ID, **connection)
-print(
-    f"{len(df):,} rows in the flat frame; {len(tables['records']):,} products, "
-    f"{len(tables['reviews']):,} reviews"
-)
-tables""",
+tables = {}
+if have(df, "id"):  # tidy tables tell records apart by id
+    tables = load_tables(REQUEST_ID, **connection)
+    nested = [n for n in tables if n not in ("records", "conflicts")]
+    lists = ", ".join(f"{len(tables[n]):,} {n}" for n in nested)
+    print(f"{len(df):,} rows in the flat frame; {len(tables['records']):,} records; {lists}")
+    display(tables)""",
     ),
     (
         "code",
-        """# The mean rating per product, done right: from the reviews, joined to the products.
-mean = tables["reviews"].groupby("_record_id")["rating"].mean().rename("mean_rating")
-products = tables["records"].set_index("id").join(mean)
-products[["name", "brand", "mean_rating"]].head()""",
+        """# The mean rating per record, done right: from the reviews, joined to the records.
+if "reviews" in tables and have(tables["reviews"], "rating"):
+    mean = tables["reviews"].groupby("_record_id")["rating"].mean().rename("mean_rating")
+    rated = tables["records"].set_index("id").join(mean)
+    display(rated[[c for c in ("name", "brand", "mean_rating") if c in rated.columns]].head())""",
     ),
     (
         "md",
@@ -243,7 +270,7 @@ import pandas as pd
 
 if importlib.util.find_spec("deltalake") is None:
     print("pip install 'datafiniti-loader[delta]' to run this section")
-else:
+elif have(df, "id", "dateUpdated"):  # a merge keeps each record's newest copy
     from datafiniti_loader import delta_history, to_delta
 
     lake = f"{scratch.name}/lake"

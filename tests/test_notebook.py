@@ -48,3 +48,30 @@ def test_notebook_runs_against_the_sandbox(tmp_path: Path, monkeypatch: pytest.M
     assert "<table>" in html and "_1.csv" in html  # the files table
     assert "Parquet files written" in html  # the Parquet summary was shown
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "home"]  # nothing else left
+
+
+@pytest.mark.slow
+def test_notebook_runs_on_the_request_the_environment_names(
+    sandbox, fixture_files, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Business data, from the API in DATAFINITI_API_URL: no product column assumed."""
+    from build_notebook import build
+
+    rid = sandbox.add_request(fixture_files["businesses"])
+    sandbox.add_query("brand:Sony", fixture_files["products"])  # the query cell counts here
+    monkeypatch.setenv("DATAFINITI_API_URL", sandbox.api_url)
+    monkeypatch.setenv("DATAFINITI_API_TOKEN", sandbox.token)
+    monkeypatch.setenv("DATAFINITI_REQUEST_ID", str(rid))
+    monkeypatch.setenv("DATAFINITI_CACHE_DIR", str(tmp_path / "cache"))
+    notebook = build()
+    client = nbclient.NotebookClient(
+        notebook, timeout=180, kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+    )  # fmt: skip
+    client.execute()
+    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "cell skipped" in text  # the product cells said why they did nothing
+    counted = [e for e in sandbox.log if e.method == "POST" and e.path == "/v4/products/search"]
+    assert counted  # the query cell asked the API in use (its /v4), not api.datafiniti.co
