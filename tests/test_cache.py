@@ -267,10 +267,11 @@ def test_a_lock_file_planted_as_a_symlink_creates_nothing_elsewhere(
     sandbox.faults.drops.extend([10_000] * 4)
     with pytest.raises(DownloadError):
         loader.load(rid)
-    (lock,) = cache_dir.rglob(".*.lock")
+    assert not list(cache_dir.rglob(".*.lock"))  # its holder removed it on the way out
+    (partial,) = cache_dir.rglob(".*.partial")
+    lock = partial.with_name(partial.name.removesuffix(".partial") + ".lock")
     elsewhere = tmp_path / "elsewhere" / "created-by-the-loader"
     elsewhere.parent.mkdir()
-    lock.unlink()
     lock.symlink_to(elsewhere)
     with pytest.raises(StorageError, match="symbolic link"):
         loader.load(rid)
@@ -294,10 +295,32 @@ def test_a_complete_file_that_cannot_be_read_is_dropped_from_the_cache(
     rid = sandbox.add_request([source])
     with pytest.raises(ParseError, match="cached copy was removed"):
         loader.load(rid)
-    assert [p.name for p in cache_dir.rglob(f"*-{rid}_1.*")] == [f".0-1-{rid}_1.{name[-3:]}.lock"]
+    assert [p.name for p in cache_dir.rglob(f"*-{rid}_1.*")] == []  # no lock file left either
     source.write_bytes(fixed)  # served anew (Datafiniti re-wrote it, or a proxy stopped mangling)
     served = next(iter(sandbox.objects.values()))
     served.size, served.etag = len(fixed), '"fixed"'
     sandbox.log.clear()
     assert len(loader.load(rid)) == 2
     assert [e.status for e in sandbox.log if e.server == "bucket"] == [200]
+
+
+def test_no_lock_file_is_left_behind_and_waiters_still_wait(
+    loader: Loader, sandbox: Sandbox, fixture_files, cache_dir: Path
+) -> None:
+    import threading
+
+    rid = sandbox.add_request(fixture_files["products"])
+    sandbox.faults.throttle = 200_000  # slow enough for the loads to meet at the lock
+    frames: list[int] = []
+    loads = [
+        threading.Thread(target=lambda: frames.append(len(loader.load(rid)))) for _ in range(3)
+    ]
+    for load in loads:
+        load.start()
+    for load in loads:
+        load.join()
+    sandbox.faults.throttle = None
+    assert frames == [72, 72, 72]
+    gets = [e for e in sandbox.log if e.server == "bucket" and e.method == "GET"]
+    assert len(gets) == 2  # one download per file: the others waited for it
+    assert not list(cache_dir.rglob("*.lock"))

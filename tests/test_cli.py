@@ -555,3 +555,9 @@ def test_sigterm_stops_the_sandbox_as_ctrl_c_does(fixture_files, tmp_path: Path)
     out, err = server.communicate(timeout=30)
     assert server.returncode == 0 and "sandbox stopped" in out and "Traceback" not in err
     assert list(scratch.iterdir()) == []
+
+
+def test_cache_verbs_refuse_no_cache_as_a_usage_error(tmp_path: Path) -> None:
+    for action in ("info", "clear"):
+        done = run("cache", action, "--no-cache")
+        assert done.returncode == 2 and "--no-cache names none" in done.stderr

@@ -662,11 +662,16 @@ def _cache(args: argparse.Namespace) -> int:
     from .fetch.cache import CacheScope, FileCache
     from .sinks.delta import api_host
 
+    if args.no_cache:
+        say(
+            "datafiniti-loader: usage: cache info|clear look at a cache; --no-cache names "
+            "none (use --cache-dir DIR, or neither for the default)",
+            file=sys.stderr,
+        )
+        return 2
     api_url = resolve_api_url(args.api_url)
     root = resolve_cache_dir(_cache_setting(args), api_url)
-    if root is None:
-        say("caching is off (--no-cache)")
-        return 0
+    assert root is not None
     cache = FileCache(root, api_url)
     # An API named (--api-url or DATAFINITI_API_URL) narrows both verbs to its entries.
     named = bool(args.api_url or os.environ.get("DATAFINITI_API_URL"))

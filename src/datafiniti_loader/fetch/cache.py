@@ -600,26 +600,54 @@ def _write_json(path: Path, value: dict[str, Any]) -> None:
 def _locked(path: Path, cancelled: threading.Event) -> Iterator[None]:
     """An exclusive advisory lock on ``path``, waited for while the load goes on.
 
-    The lock file stays (removing it would let a waiter lock a file no longer
-    there); the kernel releases the lock when its holder exits, however it exits.
+    The holder removes the lock file before letting go, so none is left
+    behind. A waiter that then gets the lock of the removed file sees that
+    ``path`` is no longer the file it locked (or is gone) and starts over
+    with the file now there. The kernel releases a lock when its holder
+    exits, however it exits; a killed holder's file is simply locked again.
     """
     if fcntl is None:  # pragma: no cover
         yield
         return
-    handle = open_lock_file(path)
-    try:
-        while True:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    while True:
+        handle = open_lock_file(path)
+        try:
+            _wait_for_lock(handle, path, cancelled)
+            if _same_file(handle, path):
                 break
-            except BlockingIOError:
-                if cancelled.wait(_LOCK_POLL):
-                    from .transport import DownloadCancelled
-
-                    raise DownloadCancelled(path.name) from None
+        except BaseException:
+            handle.close()
+            raise
+        handle.close()  # the file locked was removed by its last holder: lock the new one
+    try:
         yield
     finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # while still held: no waiter can have locked the new name yet
         handle.close()  # releases the lock
+
+
+def _wait_for_lock(handle: Any, path: Path, cancelled: threading.Event) -> None:
+    assert fcntl is not None
+    while True:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if cancelled.wait(_LOCK_POLL):
+                from .transport import DownloadCancelled
+
+                raise DownloadCancelled(path.name) from None
+
+
+def _same_file(handle: Any, path: Path) -> bool:
+    """Whether ``path`` still names the file ``handle`` holds open."""
+    try:
+        named = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(handle.fileno())
+    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
 
 
 class ScratchStore(FileStore):
