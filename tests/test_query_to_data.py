@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections import deque
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from datafiniti_loader import (
     RequestNotReady,
     count,
     create_download,
+    load_results,
 )
 from datafiniti_loader.remote.client import poll_pause
 from datafiniti_loader.sandbox import Sandbox
@@ -209,19 +211,25 @@ def test_v4_results_while_running_are_not_taken_for_the_whole_download(
         api.results(created)
 
 
-def test_cancel_ends_the_wait_with_request_failed(queries: Sandbox) -> None:
+def test_cancel_ends_the_wait_and_what_was_written_still_loads(
+    queries: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
     queries.creation_polls = (1, 5)
     api = client(queries, "v4")
     created = api.create_download("brand:Sony", num_records=100)
-    api.request(created)
-    api.request(created)
+    for _ in range(5):  # queued, then running until half the records (one file) are written
+        api.request(created)
     after = api.cancel(created)
     assert after.status == "cancelled" and after.is_failed
     assert [e.method for e in queries.log if e.server == "api"].count("DELETE") == 1
     with pytest.raises(RequestFailed, match="cancelled"):
         api.wait(created, timeout=5)
-    with pytest.raises(RequestFailed, match="cancelled"):
-        api.results(created)
+    # What it wrote before the cancel stays (and is charged): it loads, with a WARNING.
+    with caplog.at_level(logging.WARNING, logger="datafiniti_loader"):
+        written = api.results(created)
+        frame = load_results(created, token=queries.token, api_url=api.api_url, progress=False)
+    assert written and len(written) < 2 and "was cancelled" in caplog.text
+    assert frame["_source_file"].unique().tolist() == [written[0].name] and len(frame) == 48
     with pytest.raises(ApiError, match="already cancelled"):
         api.cancel(created)
     with pytest.raises(ConfigurationError, match="needs API v4"):

@@ -45,9 +45,9 @@ def test_v4_states(sandbox: Sandbox, fixture_files) -> None:
     with pytest.raises(RequestNotReady, match="running"):
         v4(sandbox).results(running)
     assert v4(sandbox).wait(running).is_done
-    cancelled = sandbox.add_request(fixture_files["products"], error="stopped")
+    failed = sandbox.add_request([], error="stopped")  # ended before writing anything
     with pytest.raises(RequestFailed, match="cancelled"):
-        v4(sandbox).results(cancelled)
+        v4(sandbox).results(failed)
 
 
 def test_load_results_over_v4_equals_v3(

@@ -124,14 +124,23 @@ class Client:
         RequestNotReady
             The request is still running.
         RequestFailed
-            The request ended with an error or was cancelled.
+            The request ended with an error, or was cancelled before writing
+            any file (a cancelled download's files are returned, with a WARNING:
+            they stay, and are charged).
         RequestNotFound
             No such request; :class:`NoResults` when it completed without files.
         """
         rid = normalize_request_id(request_id)
         listing = self._version.results(self._http, rid)
         if listing.request is not None:  # v4 fills files in while running: status decides
-            self._raise_for_state(listing.request)
+            if listing.request.is_cancelled and listing.files:
+                logger.warning(
+                    "download request %d was cancelled: loading the %d file(s) it wrote before "
+                    "(%d of %d records; they are charged)", rid, len(listing.files),
+                    listing.request.num_downloaded, listing.request.num_requested,
+                )  # fmt: skip
+            else:
+                self._raise_for_state(listing.request)
         for file in listing.files:
             reason = unsafe_hop(self.api_url, file.url)
             if reason:

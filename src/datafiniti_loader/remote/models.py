@@ -254,6 +254,11 @@ class DownloadRequest:
         return self.status.upper() in _DONE_STATUSES and not self.error
 
     @property
+    def is_cancelled(self) -> bool:
+        """True when the download was cancelled (API v4); what it wrote stays, and is charged."""
+        return self.status.upper() == "CANCELLED"
+
+    @property
     def is_failed(self) -> bool:
         """True when the request ended with an error or was cancelled."""
         return bool(self.error) or self.status.upper() in _FAILED_STATUSES
