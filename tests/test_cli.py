@@ -561,3 +561,39 @@ def test_cache_verbs_refuse_no_cache_as_a_usage_error(tmp_path: Path) -> None:
     for action in ("info", "clear"):
         done = run("cache", action, "--no-cache")
         assert done.returncode == 2 and "--no-cache names none" in done.stderr
+
+
+def test_the_sandboxs_counts_agree_with_its_downloads_in_every_format(
+    fixture_files, tmp_path: Path
+) -> None:
+    import pandas as pd
+
+    exports, _, server = _sandbox_process()
+    v4 = {**exports, "DATAFINITI_API_URL": exports["DATAFINITI_API_URL"][:-3] + "/v4",
+          "DATAFINITI_CACHE_DIR": str(tmp_path / "cache")}  # fmt: skip
+    try:
+        for kind, fmt in (("businesses", "json"), ("properties", "json"), ("products", "csv")):
+            counted = run("count", "anything", "--type", kind, env=v4)
+            assert counted.returncode == 0, counted.stderr
+            found = int(counted.stdout.split()[0].replace(",", ""))
+            assert found > 0, counted.stdout
+            out = tmp_path / f"{kind}-{fmt}"
+            made = run("-q", "download", "anything", "--type", kind, "--format", fmt,
+                       "--records", "all", "--yes", "--output", str(out), env=v4)  # fmt: skip
+            assert made.returncode == 0, made.stderr + made.stdout
+            frame = pd.read_parquet(out)
+            held = frame["id"].nunique() if "id" in frame.columns else len(frame)
+            assert held == found, (kind, fmt, held, found)
+    finally:
+        _stop(server)
+
+    mine = tmp_path / "mine.csv"
+    mine.write_text(Path(fixture_files["products"][0]).read_text())
+    exports, lines, server = _sandbox_process("--serve", str(mine))
+    v4 = {**exports, "DATAFINITI_API_URL": exports["DATAFINITI_API_URL"][:-3] + "/v4"}
+    try:
+        assert any("any query of any type" in line for line in lines)
+        counted = run("count", "brand:Whatever", "--type", "businesses", env=v4)
+        assert counted.returncode == 0 and counted.stdout.startswith("24 "), counted.stdout
+    finally:
+        _stop(server)

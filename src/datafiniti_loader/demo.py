@@ -79,6 +79,19 @@ def serve_sandbox(
     return 0
 
 
+def _answer_queries_with(sandbox: Sandbox, rid: int) -> None:
+    """Let every query count and download request ``rid``'s files (in their format)."""
+    from .remote.models import DATA_TYPES
+
+    request = sandbox.requests[rid]
+    files = [served.path for _, served in request.files]
+    format = (
+        "csv" if all(f.name.lower().removesuffix(".gz").endswith(".csv") for f in files) else "json"
+    )
+    for kind in DATA_TYPES:
+        sandbox.add_query("*", files, data_type=kind, format=format, records=request.records)
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -97,6 +110,7 @@ def _announce(
             rid = request_ids[n] if request_ids else None
             rid = sandbox.add_request(files, request_id=rid, result_ids=_content_ids(files))
             ids[f"your files: {', '.join(p.name for p in files)}"] = rid
+        _answer_queries_with(sandbox, next(iter(ids.values())))
     else:
         ids = _serve_fixtures(sandbox, fixtures)
     print("Datafiniti sandbox running (Ctrl-C to stop)")
@@ -107,7 +121,9 @@ def _announce(
         print(f"request {rid}: {count} file(s) ({name})")
     first = next(iter(ids.values()))
     print(f"try: datafiniti-loader files {first}")
-    if not serve:
+    if serve:
+        print(f"any query of any type downloads (and counts) the files of request {first}")
+    else:
         print("any query downloads (and counts) the fixtures of its type, e.g.")
         print("try: datafiniti-loader download 'brand:Sony' --type products --records 50 --wait")
     print(f"API v4 (count, cancel): DATAFINITI_API_URL={sandbox.api_url_v4}", flush=True)

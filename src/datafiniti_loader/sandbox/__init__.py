@@ -34,7 +34,7 @@ from typing import Any
 from ..config import use_sandbox_cache
 from .server import ApiHandler, BucketHandler, Faults, LogEntry, SandboxServer, aware_now
 from .signing import MAX_EXPIRES, Signer
-from .since import Since, narrowed, split_since
+from .since import Since, converted, narrowed, split_since
 
 __all__ = ["Creation", "Faults", "LogEntry", "Sandbox", "SandboxQuery", "SandboxRequest"]
 
@@ -385,7 +385,7 @@ class Sandbox:
         """
         paths = [Path(p) for p in files]
         if records is None:
-            records = sum(_count_records(ServedObject(p.name, p, 0, "")) for p in paths)
+            records = sum(_count_file(p) for p in paths)
         self.queries[(data_type, format.lower(), query)] = SandboxQuery(paths, records)
 
     def match(self, data_type: str, format: str | None, query: str) -> SandboxQuery | None:
@@ -401,6 +401,13 @@ class Sandbox:
             found = self._registered(data_type, fmt, query)
             if found is not None and found.records > 0:
                 return found
+        if format:  # registered in the other format only: Datafiniti writes any format asked
+            other = "json" if format.lower() == "csv" else "csv"
+            found = self._registered(data_type, other, query)
+            if found is not None and found.records > 0:
+                target = Path(tempfile.mkdtemp(prefix="as-", dir=self._scratch_dir()))
+                files = converted(found.files, target, format.lower())
+                return SandboxQuery(files, sum(_count_file(p) for p in files))
         return None
 
     def _registered(self, data_type: str, format: str, query: str) -> SandboxQuery | None:
@@ -505,6 +512,10 @@ def _extension(path: Path) -> str:
 def _etag(path: Path) -> str:
     with open(path, "rb") as handle:
         return f'"{hashlib.file_digest(handle, "md5").hexdigest()}"'
+
+
+def _count_file(path: Path) -> int:
+    return _count_records(ServedObject(path.name, path, 0, ""))
 
 
 def _count_records(obj: ServedObject) -> int:

@@ -148,3 +148,62 @@ def _line_admitted(line: bytes, since: Since | None) -> bool:
     except ValueError:
         return False
     return isinstance(record, dict) and since.admits(record.get("dateUpdated"))
+
+
+def converted(files: list[Path], target_dir: Path, format: str) -> list[Path]:
+    """``files`` written in ``format`` (``"csv"`` or ``"json"``), as Datafiniti would give them.
+
+    CSV to JSON Lines: one line per record ``id``, its own fields from its
+    first row, and each dotted group (``reviews.rating``, ``reviews.text``)
+    as a list of objects, one per row that fills any of it. JSON Lines to
+    CSV: one row per record, nested values as their JSON text.
+    """
+    out = []
+    for n, source in enumerate(files, start=1):
+        raw = source.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+        stem = source.name.removesuffix(".gz").rsplit(".", 1)[0]
+        if format == "json":
+            target = target_dir / f"{stem}-{n}.txt"
+            records = _records_of_csv(raw.decode("utf-8-sig"))
+            target.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+        else:
+            target = target_dir / f"{stem}-{n}.csv"
+            rows = [json.loads(line) for line in raw.splitlines() if line.strip()]
+            header = list(dict.fromkeys(k for row in rows for k in row))
+            buffer = io.StringIO()
+            writer = csv.writer(buffer, lineterminator="\n")
+            writer.writerow(header)
+            for row in rows:
+                writer.writerow([_cell(row.get(k)) for k in header])
+            target.write_text(buffer.getvalue(), encoding="utf-8")
+        out.append(target)
+    return out
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _records_of_csv(text: str) -> list[dict[str, object]]:
+    rows = csv.DictReader(io.StringIO(text, newline=""))
+    records: dict[str, dict[str, object]] = {}
+    for number, row in enumerate(rows):
+        key = row.get("id") or f"row {number}"
+        record = records.get(key)
+        if record is None:
+            record = {k: v for k, v in row.items() if k and "." not in k and v != ""}
+            records[key] = record
+        groups: dict[str, dict[str, str]] = {}
+        for name, value in row.items():
+            prefix, dot, field = (name or "").partition(".")
+            if dot and value != "":
+                groups.setdefault(prefix, {})[field] = value
+        for prefix, element in groups.items():
+            listed = record.setdefault(prefix, [])
+            assert isinstance(listed, list)
+            listed.append(element)
+    return list(records.values())
