@@ -597,3 +597,18 @@ def test_the_sandboxs_counts_agree_with_its_downloads_in_every_format(
         assert counted.returncode == 0 and counted.stdout.startswith("24 "), counted.stdout
     finally:
         _stop(server)
+
+
+def test_misdirected_calls_say_what_is_wrong(sandbox: Sandbox, fixture_files) -> None:
+    rid = str(sandbox.add_request(fixture_files["products"]))
+    token = {"DATAFINITI_API_TOKEN": sandbox.token}
+    at_bucket = run("status", rid, env={**token, "DATAFINITI_API_URL": sandbox.bucket_url + "/v3"})
+    assert at_bucket.returncode == 1 and "not Datafiniti's API" in at_bucket.stderr
+    assert "Check the arguments" not in at_bucket.stderr
+    https = sandbox.api_url.replace("http://", "https://")
+    plain = run("status", rid, env={**token, "DATAFINITI_API_URL": https})
+    assert plain.returncode == 1 and "does not speak TLS" in plain.stderr
+    assert "certificate" not in plain.stderr
+    done = run("cancel", rid, env={**token, "DATAFINITI_API_URL": sandbox.api_url_v4})
+    assert done.returncode == 1 and "cannot be cancelled" in done.stderr
+    assert "Check the arguments" not in done.stderr

@@ -21,6 +21,7 @@ from ..config import ca_bundle, unsafe_hop
 from ..errors import (
     ApiError,
     AuthenticationError,
+    ConfigurationError,
     DatafinitiError,
     DownloadMayExist,
     RequestNotFound,
@@ -76,23 +77,26 @@ class ApiResponse:
         kind: type | tuple[type, ...] = dict,
         ok: tuple[int, ...] = (200,),
         not_found: str | None = None,
+        refused: str = (
+            "A 400 to this call means the server is not Datafiniti's API: check the API URL "
+            "(DATAFINITI_API_URL, api_url= or --api-url)."
+        ),
     ) -> Any:
         """The body, when the status is in ``ok`` and the body is a ``kind``; else a typed error.
 
         The one place that turns an endpoint's unexpected answer into an
         error: 404 into :class:`RequestNotFound` (with ``not_found`` as the
         message) where the endpoint means "no such request", 400 into an
-        :class:`ApiError` with Datafiniti's reason, anything else into an
-        :class:`ApiError` describing what came back.
+        :class:`ApiError` with Datafiniti's reason and ``refused`` (what to do:
+        the arguments of a search, the API URL of a status call), anything
+        else into an :class:`ApiError` describing what came back.
         """
         if self.status == 404 and not_found is not None:
             raise RequestNotFound(not_found, status=404)
         if self.status == 400:
             reason = self.said or "no reason given"
             raise ApiError(
-                f"Datafiniti refused /{path} (HTTP 400: {reason}). Check the arguments "
-                "(query, data type, format, view, number of records).",
-                status=400,
+                f"Datafiniti refused /{path} (HTTP 400: {reason}). {refused}", status=400
             )
         if self.status not in ok or not isinstance(self.body, kind):
             raise self.unexpected(path, what)
@@ -243,12 +247,19 @@ class ApiSession:
                 stream=True,  # read by _finish, up to MAX_BODY_BYTES
             )
             return response, None
-        except requests.exceptions.SSLError:
-            failure = DatafinitiError(
-                f"TLS certificate verification failed for {self._host}. If a proxy or "
-                "firewall inspects TLS, point REQUESTS_CA_BUNDLE (or SSL_CERT_FILE) at "
-                "its CA certificate."
-            )
+        except requests.exceptions.SSLError as exc:
+            if _not_tls(exc):
+                failure = ConfigurationError(
+                    f"The server at {self._host} does not speak TLS (https://): it answered in "
+                    "plain text. Check the API URL's scheme and port (DATAFINITI_API_URL, "
+                    "api_url= or --api-url)."
+                )
+            else:
+                failure = DatafinitiError(
+                    f"TLS certificate verification failed for {self._host}. If a proxy or "
+                    "firewall inspects TLS, point REQUESTS_CA_BUNDLE (or SSL_CERT_FILE) at "
+                    "its CA certificate."
+                )
         except requests.TooManyRedirects:
             failure = ApiError(
                 f"The API at {self._host} kept redirecting (more than 30 times). Check the "
@@ -334,6 +345,15 @@ class _ApiHttpSession(requests.Session):
             )
         # requests drops the token when the redirect leaves the API's host
         super().rebuild_auth(prepared_request, response)  # type: ignore[no-untyped-call]
+
+
+def _not_tls(exc: BaseException) -> bool:
+    """Whether a TLS failure came from a server that answered in plain text (a wrong port).
+
+    requests' message carries OpenSSL's reason for the failed handshake.
+    """
+    text = str(exc).lower()
+    return any(sign in text for sign in ("wrong version number", "record layer failure"))
 
 
 def _maybe_created(what: str, status: int | None = None) -> DatafinitiError:

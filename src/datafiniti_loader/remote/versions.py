@@ -119,6 +119,10 @@ def for_url(api_url: str) -> ApiVersion:
     return V4() if urlsplit(api_url).path.rstrip("/").endswith("/v4") else V3()
 
 
+#: What to do about a 400 to a call that carries the user's arguments (a search).
+CHECK_ARGUMENTS = "Check the arguments (query, data type, format, view, number of records)."
+
+
 def _no_request(rid: int) -> str:
     return (
         f"Datafiniti has no download request {rid} for this token. Check the id (the number "
@@ -198,8 +202,9 @@ class V3:
                 view=query.view or "",
             )
         body = response.expect(
-            path, "a 303 to the new request", kind=(dict, list), ok=(200, 201, 202)
-        )
+            path, "a 303 to the new request", kind=(dict, list), ok=(200, 201, 202),
+            refused=CHECK_ARGUMENTS,
+        )  # fmt: skip
         record = body[0] if isinstance(body, list) and body else body
         if not isinstance(record, dict):
             raise response.unexpected(path, "a 303 to the new request")
@@ -251,14 +256,16 @@ class V4:
         response = http.call("POST", path, json=payload, spends=True)
         if response.status == 400 and "<= 0" in response.said:
             raise _nothing_matches(query)
-        body = response.expect(path, "a JSON download object", ok=(200, 201, 202))
+        body = response.expect(
+            path, "a JSON download object", ok=(200, 201, 202), refused=CHECK_ARGUMENTS
+        )
         return _parsed(response, path, lambda: DownloadRequest.from_v4(body))
 
     def count(self, http: ApiSession, query: Query) -> int:
         """A search for no records: ``num_found`` and nothing else (no download, no credits)."""
         path = f"{query.data_type}/search"
         response = http.call("POST", path, json={"query": query.text, "num_records": 0})
-        body = response.expect(path, "a JSON search answer with num_found")
+        body = response.expect(path, "a JSON search answer with num_found", refused=CHECK_ARGUMENTS)
         return _parsed(response, path, lambda: whole_number(body.get("num_found"), "num_found"))
 
     def cancel(self, http: ApiSession, rid: int) -> DownloadRequest | None:
@@ -268,8 +275,10 @@ class V4:
         if response.status == 204 or (response.status in (200, 202) and not response.body):
             return None
         body = response.expect(
-            path, "a JSON download object", ok=(200, 202), not_found=_no_request(rid)
-        )
+            path, "a JSON download object", ok=(200, 202), not_found=_no_request(rid),
+            refused=f"A download that has ended (completed or cancelled) cannot be cancelled; "
+            f"see its state with `datafiniti-loader status {rid}`.",
+        )  # fmt: skip
         return _parsed(response, path, lambda: DownloadRequest.from_v4(body))
 
     @staticmethod
