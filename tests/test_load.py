@@ -1,6 +1,7 @@
 """load_results end to end against the sandbox serving the project's fixtures."""
 
 import json
+import re
 import threading
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from conftest import Loader
 from datafiniti_loader import ColumnNotFound, RequestNotReady
 from datafiniti_loader.sandbox import Sandbox
+from datafiniti_loader.sandbox.fixtures import write_large_csv
 from helpers import assert_lossless_csv, assert_same_json
 
 PROVENANCE = ["_request_id", "_result_id", "_source_file", "_source_row", "_result_created_at"]
@@ -200,14 +202,38 @@ def test_progress_bars_only_when_asked(
 
 
 def test_one_info_line_per_load(
-    loader: Loader, sandbox: Sandbox, fixture_files, caplog: pytest.LogCaptureFixture
+    loader: Loader, sandbox: Sandbox, fixture_files, caplog: pytest.LogCaptureFixture, tmp_path
 ) -> None:
     rid = sandbox.add_request(fixture_files["products"])
     with caplog.at_level("INFO", logger="datafiniti_loader"):
         loader.load(rid)
     lines = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
     assert len(lines) == 1
-    assert f"request {rid}: 2 file(s) (2 downloaded, 0 cached" in lines[0] and "72 rows" in lines[0]
+    assert f"request {rid}: 2 file(s) (2 downloaded, 0 cached, 0." in lines[0]
+    assert "72 rows" in lines[0]
+    caplog.clear()
+    big = sandbox.add_request([write_large_csv(tmp_path / "big.csv", 2_000_000)])
+    with caplog.at_level("INFO", logger="datafiniti_loader"):
+        loader.load(big)
+        loader.load(big)  # from the cache
+    first, again = (r.getMessage() for r in caplog.records if r.levelname == "INFO")
+    rows = re.search(r"([\d,]+) rows", first)
+    assert rows and "," in rows.group(1)  # 12,345 rows, as the command line prints numbers
+    assert "(0 downloaded, 1 cached)" in again  # no "0.0 MB" for what came from the cache
+
+
+def test_the_wait_bar_shows_no_rate_and_no_log_line_breaks_into_it(
+    loader: Loader, sandbox: Sandbox, fixture_files, caplog: pytest.LogCaptureFixture, capsys
+) -> None:
+    rid = sandbox.add_request(fixture_files["products"], pending_polls=2, records=36)
+    with caplog.at_level("INFO", logger="datafiniti_loader"):
+        loader.load(rid, wait=True, progress=True)
+    err = capsys.readouterr().err
+    assert "preparing" in err and "records/s" not in err
+    waits = [
+        r.getMessage() for r in caplog.records if r.levelno >= 20 and "running" in r.getMessage()
+    ]
+    assert waits == []  # the bar showed each poll; no INFO line was printed into it
 
 
 def test_library_is_quiet_by_default() -> None:

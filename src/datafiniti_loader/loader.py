@@ -497,15 +497,16 @@ def log_summary(source: LoadSource, rows: int, columns: int, target: str = "") -
     dropped = ""
     if source.newest is not None:
         dropped = f", newest copies of {source.newest.repeated_records:,} repeated record(s) kept"
+    fetched = f", {stats.bytes_downloaded / 1e6:,.1f} MB" if stats.downloaded_files else ""
     logger.info(
-        "%s: %d file(s) (%d downloaded, %d cached, %.1f MB), %d rows x %d columns%s%s in %.2fs",
+        "%s: %s file(s) (%s downloaded, %s cached%s), %s rows x %s columns%s%s in %.2fs",
         source.label,
-        len(source.files),
-        stats.downloaded_files,
-        stats.cached_files,
-        stats.bytes_downloaded / 1e6,
-        rows,
-        columns,
+        f"{len(source.files):,}",
+        f"{stats.downloaded_files:,}",
+        f"{stats.cached_files:,}",
+        fetched,  # no "0.0 MB" for a load from the cache
+        f"{rows:,}",  # as the command line prints numbers: 117,000
+        f"{columns:,}",
         dropped,
         f" -> {target}" if target else "",
         time.perf_counter() - source.started,
@@ -592,8 +593,13 @@ def wait_for(api: Client, rid: int, wait: bool | float, progress: bool | None) -
 
     A status bar shows records and status meanwhile, where progress bars are wanted.
     """
-    status = WaitProgress(want_progress(progress), rid)
-    try:
-        return api.wait(rid, timeout=None if wait is True else float(wait), on_poll=status.poll)
+    shown = want_progress(progress)
+    status = WaitProgress(shown, rid)
+    try:  # with a bar, the bar shows each poll; without one, Client.wait logs the changes
+        return api.wait(
+            rid,
+            timeout=None if wait is True else float(wait),
+            on_poll=status.poll if shown else None,
+        )
     finally:
         status.close()

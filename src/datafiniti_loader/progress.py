@@ -92,7 +92,12 @@ class WaitProgress:
     def __init__(self, enabled: bool, request_id: int) -> None:
         self._bar: Any = None
         if enabled:
-            self._bar = _tqdm()(desc=f"request {request_id} preparing", unit=" records")
+            # No rate: records appear in Datafiniti's steps, not at a speed worth showing.
+            self._bar = _tqdm()(
+                desc=f"request {request_id} preparing",
+                unit=" records",
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt}{postfix}",
+            )
 
     def poll(self, current: DownloadRequest) -> None:
         """Show what the latest poll said."""

@@ -219,7 +219,8 @@ class Client:
         """Poll until the request completes; return it.
 
         ``on_poll`` is called with what each poll said (a progress display);
-        a line is logged (INFO) each time the status or progress changes.
+        a line is logged each time the status or progress changes (INFO, or
+        DEBUG when ``on_poll`` shows it already).
 
         Raises
         ------
@@ -239,7 +240,8 @@ class Client:
                 return current
             if current.describe() != said:
                 said = current.describe()
-                logger.info("%s", said)
+                # A display (on_poll) shows each poll: a log line would break into its bar.
+                logger.log(logging.DEBUG if on_poll else logging.INFO, "%s", said)
             pause = poll_pause(polls, self.poll_interval)
             if deadline is not None:
                 left = deadline - time.monotonic()
