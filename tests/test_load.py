@@ -199,6 +199,11 @@ def test_progress_bars_only_when_asked(
     loader.load(rid, progress=True, cache=False)
     err = capsys.readouterr().err
     assert "files" in err and "2/2" in err and "bytes" in err
+    # The files bar says the load goes on once every file is in; the bytes bar has no
+    # percentage, which would fall each time a download announced its size.
+    assert "2/2 [" in err and "converting" in err
+    byte_lines = [part for part in err.replace("\r", "\n").splitlines() if "bytes" in part]
+    assert byte_lines and not any("%" in line for line in byte_lines)
 
 
 def test_one_info_line_per_load(

@@ -1,10 +1,12 @@
 """Progress bars (tqdm) for waiting and downloading, shown only where someone watches.
 
 Bytes are counted in decimal megabytes, as the load's summary line counts
-them. The bytes bar's total grows as each download announces its size, so
-it shows how much is left and an ETA once every file has started. The bars
-are closed before a load's summary line is logged, so that line is never
-written into a live bar.
+them. The bytes bar counts bytes and their rate with no percentage: sizes
+are only known as each download starts, and a total that grows would make
+the percentage fall. The files bar carries the percentage, and once every
+file is in says the load is still converting, until the bars close. The
+bars are closed before a load's summary line is logged, so that line is
+never written into a live bar.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ class Progress:
 
     def __init__(self, enabled: bool, files: int, description: str) -> None:
         self._lock = threading.Lock()
+        #: Bytes the downloads said they would bring.
+        self.expected_bytes = 0
         self._bytes: Any = None
         self._files: Any = None
         if not enabled:
@@ -50,7 +54,7 @@ class Progress:
         tqdm = _tqdm()
         self._files = tqdm(total=files, desc=f"{description} files", unit="file", position=0)
         self._bytes = tqdm(
-            total=0,
+            total=None,  # a counter and a rate: no percentage that could fall
             desc=f"{description} bytes",
             unit="B",
             unit_scale=True,
@@ -59,11 +63,9 @@ class Progress:
         )
 
     def expect_bytes(self, count: int) -> None:
-        """A download announced how many bytes it will bring."""
-        if self._bytes is not None:
-            with self._lock:
-                self._bytes.total += count
-                self._bytes.refresh()
+        """A download announced how many bytes it will bring (kept, not shown as a total)."""
+        with self._lock:
+            self.expected_bytes += count
 
     def add_bytes(self, count: int) -> None:
         """Bytes arrived over the network."""
@@ -72,10 +74,12 @@ class Progress:
                 self._bytes.update(count)
 
     def file_done(self) -> None:
-        """One more file is ready."""
+        """One more file is ready; with the last, the bar says the load goes on converting."""
         if self._files is not None:
             with self._lock:
                 self._files.update(1)
+                if self._files.total and self._files.n >= self._files.total:
+                    self._files.set_postfix_str("converting")
 
     def close(self) -> None:
         """Finish the bars (idempotent)."""
