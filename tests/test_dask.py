@@ -268,7 +268,7 @@ def test_a_failed_merge_on_the_workers_leaves_the_table_as_it_was(
 
 
 def test_workers_merge_into_a_table_on_an_object_store(
-    loader: Loader, sandbox: Sandbox, fixture_files, cluster_client, s3_bucket
+    loader: Loader, sandbox: Sandbox, fixture_files, cluster_client, s3_bucket, tmp_path
 ) -> None:
     pytest.importorskip("deltalake")
     from deltalake import DeltaTable
@@ -283,7 +283,17 @@ def test_workers_merge_into_a_table_on_an_object_store(
     )  # fmt: skip
     assert summary.committed and summary.rows_inserted == 72
     table = DeltaTable(f"{bucket}/products", storage_options=options)
-    assert table.to_pyarrow_table().num_rows == 72 and table.version() == 0
+    assert table.version() == 0
+    local = to_delta(
+        rid, f"{bucket}/local", storage_options=options, **loader.options({"cache": False})
+    )
+    assert local.rows_inserted == 72
+
+    def rows(path: str) -> pd.DataFrame:
+        frame = DeltaTable(path, storage_options=options).to_pandas()
+        return frame.sort_values(["_source_file", "_source_row"]).reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(rows(f"{bucket}/products"), rows(f"{bucket}/local"))
 
 
 def test_workers_killed_mid_conversion_publish_nothing_partial(
