@@ -612,3 +612,14 @@ def test_misdirected_calls_say_what_is_wrong(sandbox: Sandbox, fixture_files) ->
     done = run("cancel", rid, env={**token, "DATAFINITI_API_URL": sandbox.api_url_v4})
     assert done.returncode == 1 and "cannot be cancelled" in done.stderr
     assert "Check the arguments" not in done.stderr
+
+
+def test_a_load_says_what_it_wrote_once(sandbox: Sandbox, fixture_files, tmp_path: Path) -> None:
+    rid = str(sandbox.add_request(fixture_files["products"]))
+    env = {"DATAFINITI_API_URL": sandbox.api_url, "DATAFINITI_API_TOKEN": sandbox.token,
+           "DATAFINITI_CACHE_DIR": str(tmp_path / "cache")}  # fmt: skip
+    done = run("load", rid, "-o", str(tmp_path / "out"), env=env)
+    assert done.returncode == 0, done.stderr
+    said = [line for line in (done.stdout + done.stderr).splitlines() if "72 rows" in line]
+    assert len(said) == 1 and said[0].startswith("wrote 72 rows x 22 columns from 2 result")
+    # the verb's own line, not the library's log line as well

@@ -404,6 +404,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.quiet:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         logging.getLogger("datafiniti_loader").setLevel(logging.INFO)
+        for handler in logging.getLogger().handlers:  # each verb prints what it did, once
+            handler.addFilter(_not_the_load_summary)
     try:
         return int(_run(args) or 0)
     except DatafinitiError as exc:
@@ -425,6 +427,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         say(f"datafiniti-loader: error: {exc}", file=sys.stderr)
         return 1
+
+
+def _not_the_load_summary(record: logging.LogRecord) -> bool:
+    """Drop the library's load summary: the verb's own line says what was written."""
+    from .loader import LOAD_SUMMARY
+
+    return not getattr(record, LOAD_SUMMARY, False)
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:

@@ -45,6 +45,7 @@ from .remote.models import DownloadRequest, FileKey, ResultFile
 from .retry import RetryPolicy
 
 __all__ = [
+    "LOAD_SUMMARY",
     "FileRead",
     "FileScan",
     "LoadOptions",
@@ -490,6 +491,10 @@ class RowCounter:
             yield batch
 
 
+#: Marks the load's summary log record: the command line prints its own line instead.
+LOAD_SUMMARY = "datafiniti_load_summary"
+
+
 def log_summary(source: LoadSource, rows: int, columns: int, target: str = "") -> None:
     """One INFO line per load, after the progress bars are closed (never inside them)."""
     source.download.progress.close()
@@ -510,6 +515,7 @@ def log_summary(source: LoadSource, rows: int, columns: int, target: str = "") -
         dropped,
         f" -> {target}" if target else "",
         time.perf_counter() - source.started,
+        extra={LOAD_SUMMARY: True},
     )
 
 

@@ -1,10 +1,11 @@
 """Progress bars (tqdm) for waiting and downloading, shown only where someone watches.
 
 Bytes are counted in decimal megabytes, as the load's summary line counts
-them. The bytes bar counts bytes and their rate with no percentage: sizes
-are only known as each download starts, and a total that grows would make
-the percentage fall. The files bar carries the percentage, and once every
-file is in says the load is still converting, until the bars close. The
+them. The bytes bar counts bytes and their rate with no percentage while
+files arrive: sizes are only known as each download starts, and a total
+that grew would make the percentage fall; with the last file its total is
+set (100%). The files bar carries the percentage, and once every file is in
+says the load is still converting, until the bars close. The
 bars are closed before a load's summary line is logged, so that line is
 never written into a live bar.
 """
@@ -80,6 +81,9 @@ class Progress:
                 self._files.update(1)
                 if self._files.total and self._files.n >= self._files.total:
                     self._files.set_postfix_str("converting")
+                    if self._bytes is not None:  # every byte is in: now the total is known
+                        self._bytes.total = self._bytes.n
+                        self._bytes.refresh()
 
     def close(self) -> None:
         """Finish the bars (idempotent)."""
