@@ -44,11 +44,14 @@ if TYPE_CHECKING:
         count,
         create_download,
         delta_history,
+        download_files,
+        list_downloads,
         load_results,
         load_tables,
         to_delta,
         to_parquet,
     )
+    from .display import DownloadList
     from .remote.client import Client
     from .remote.models import DownloadRequest, ResultFile
     from .retry import RetryPolicy
@@ -61,6 +64,9 @@ logging.getLogger("datafiniti_loader").addHandler(logging.NullHandler())
 
 _LAZY = {
     "count": "api",
+    "download_files": "api",
+    "list_downloads": "api",
+    "DownloadList": "display",
     "create_download": "api",
     "delta_history": "api",
     "to_delta": "api",
@@ -88,6 +94,7 @@ __all__ = [
     "DatafinitiError",
     "DeltaSummary",
     "DownloadError",
+    "DownloadList",
     "DownloadMayExist",
     "DownloadRequest",
     "NoResults",
@@ -112,6 +119,8 @@ __all__ = [
     "count",
     "create_download",
     "delta_history",
+    "download_files",
+    "list_downloads",
     "load_results",
     "load_tables",
     "sync",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from .config import CacheSetting
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
+    from .display import DownloadList
     from .remote.models import DownloadRequest
     from .sinks.delta import DeltaSummary
 
@@ -538,3 +541,75 @@ def create_download(
         return client.create_download(
             query, data_type=data_type, num_records=num_records, format=format, view=view
         )
+
+
+def download_files(
+    request_id: Sources,
+    *,
+    dest: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    token: str | None = None,
+    api_url: str | None = None,
+    wait: bool | float = False,
+    cache: CacheSetting = None,
+    max_workers: int | None = None,
+    progress: bool | None = None,
+    retry: RetryPolicy | None = None,
+) -> list[Path]:
+    """The request's result files on local disk, verified and unparsed, in result order.
+
+    Without ``dest`` the paths are the cache's own copies (read them, do not
+    edit them); with ``dest`` each file is copied there under its name
+    (``6073_1.csv``), whole or not at all. A file already in ``dest`` with the
+    same bytes is kept; one with other bytes raises :class:`TargetExists`
+    unless ``overwrite``. Files already in the cache are not downloaded again.
+
+    Raises
+    ------
+    ConfigurationError
+        ``cache=False`` without ``dest``: the files would be removed on return.
+
+    Examples
+    --------
+    >>> paths = download_files(6073, dest="raw/6073")          # doctest: +SKIP
+    >>> [p.name for p in paths]                                 # doctest: +SKIP
+    ['6073_1.csv', '6073_2.csv']
+    """
+    from .fetch.keep import kept_copy
+
+    if cache is False and dest is None:
+        raise ConfigurationError(
+            "download_files with cache=False (--no-cache) needs dest= (--dest): without a "
+            "cache the files would be removed as the call returns."
+        )
+    options = LoadOptions(token, api_url, wait, cache, max_workers, progress, retry)
+    folder = None if dest is None else Path(dest).expanduser()
+    paths = []
+    with open_load(request_id, options) as source:
+        for file, path in source.download.local_files():
+            paths.append(
+                path if folder is None else kept_copy(file, path, folder, overwrite=overwrite)
+            )
+        source.download.progress.close()
+    return paths
+
+
+def list_downloads(
+    *,
+    limit: int | None = None,
+    token: str | None = None,
+    api_url: str | None = None,
+    retry: RetryPolicy | None = None,
+) -> DownloadList:
+    """The account's past downloads, newest first: status, query, records, date.
+
+    v3 ``GET /requests``, v4 ``GET /downloads``. Shown as a table in notebooks.
+
+    Examples
+    --------
+    >>> list_downloads(limit=5)                           # doctest: +SKIP
+    """
+    from .display import DownloadList
+
+    with Client(token, api_url, retry=retry) as client:
+        return DownloadList(client.downloads(limit))

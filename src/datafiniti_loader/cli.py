@@ -50,6 +50,8 @@ _VERB_OPTIONS = {
     "merge": {"token", "api_url", "cache", "quiet"},
     "sync": {"token", "api_url", "cache", "quiet"},
     "history": {"quiet"},
+    "fetch": {"token", "api_url", "cache", "quiet"},
+    "requests": {"token", "api_url", "quiet"},
     "cache": {"api_url", "cache"},
     "sandbox": {"token"},
     "demo": {"cache", "quiet"},
@@ -255,6 +257,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="forget a download an earlier sync asked for without hearing back (none was made)",
     )
     _add_dtype_option(sync)
+
+    fetch = verbs.add_parser(
+        "fetch",
+        parents=[_verb_options("fetch")],
+        help="download a request's result files as they are (no parsing); prints their paths",
+    )
+    fetch.add_argument("request_id", help="the download request id")
+    fetch.add_argument(
+        "--dest", metavar="DIR", help="copy the files into DIR (default: keep them in the cache)"
+    )
+    fetch.add_argument(
+        "--overwrite", action="store_true", help="replace files in DIR that hold other bytes"
+    )
+    _add_wait_option(fetch)
+
+    requests_verb = verbs.add_parser(
+        "requests",
+        parents=[_verb_options("requests")],
+        help="the account's past downloads, newest first (status, records, type, query)",
+    )
+    requests_verb.add_argument("--limit", type=int, metavar="N", help="only the newest N")
 
     history = verbs.add_parser(
         "history",
@@ -485,6 +508,21 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.verb == "sync":
         return _sync(args)
+    if args.verb == "fetch":
+        from .api import download_files
+
+        for path in download_files(
+            args.request_id, dest=args.dest, overwrite=args.overwrite, token=args.token,
+            api_url=args.api_url, wait=args.wait, cache=_cache_setting(args),
+            progress=False if args.quiet else None,
+        ):  # fmt: skip
+            say(str(path))
+        return 0
+    if args.verb == "requests":
+        from .api import list_downloads
+
+        say(list_downloads(limit=args.limit, token=args.token, api_url=args.api_url).table())
+        return 0
     if args.verb == "history":
         from .api import delta_history
 

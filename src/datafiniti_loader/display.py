@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class ShownFile(Protocol):
@@ -48,9 +48,14 @@ class ShownRequest(Protocol):
     def data_type(self) -> str: ...
     @property
     def data_format(self) -> str: ...
+    @property
+    def query(self) -> str: ...
+    @property
+    def date_started(self) -> datetime | None: ...
 
 
 __all__ = [
+    "DownloadList",
     "ShownFile",
     "ShownRequest",
     "expires_in",
@@ -59,6 +64,7 @@ __all__ = [
     "html_table",
     "request_html",
     "summary_html",
+    "text_table",
 ]
 
 _HEADER = ("ID", "NAME", "FORMAT", "CREATED (UTC)", "EXPIRES IN")
@@ -93,10 +99,15 @@ def _rows(files: Iterable[ShownFile], now: datetime | None) -> list[tuple[str, .
 
 def files_table(files: Iterable[ShownFile], now: datetime | None = None) -> str:
     """A plain-text table: id, name, format, created, expires in."""
-    rows = [_HEADER, *_rows(files, now)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(_HEADER))]
+    return text_table(_HEADER, _rows(files, now))
+
+
+def text_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """Rows of text as aligned columns, for a terminal."""
+    lines = [tuple(header), *(tuple(r) for r in rows)]
+    widths = [max(len(r[i]) for r in lines) for i in range(len(header))]
     return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in lines
     )
 
 
@@ -130,3 +141,31 @@ def request_html(request: ShownRequest) -> str:
 def summary_html(rows: Sequence[tuple[str, str]]) -> str:
     """A result's facts (what was written, where) as a small HTML table."""
     return html_table(("", "written"), rows)
+
+
+_DOWNLOADS_HEADER = ("ID", "STARTED (UTC)", "STATUS", "RECORDS", "TYPE", "QUERY")
+
+
+class DownloadList(list[Any]):
+    """Download requests, newest first: a list, shown as a table (HTML in notebooks)."""
+
+    def rows(self) -> list[tuple[str, ...]]:
+        """One row of text per request."""
+        return [
+            (
+                str(r.id),
+                f"{r.date_started:%Y-%m-%d %H:%M}" if r.date_started else "-",
+                r.status + (f" ({r.error})" if r.error else ""),
+                f"{r.num_downloaded:,} of {r.num_requested:,}",
+                f"{r.data_type} {r.data_format}".strip() or "-",
+                (r.query[:80] + ("..." if len(r.query) > 80 else "")) or "-",
+            )
+            for r in self
+        ]
+
+    def table(self) -> str:
+        """The requests as aligned text (what ``datafiniti-loader requests`` prints)."""
+        return text_table(_DOWNLOADS_HEADER, self.rows())
+
+    def _repr_html_(self) -> str:
+        return html_table(_DOWNLOADS_HEADER, self.rows())

@@ -209,6 +209,20 @@ class Client:
         said = self._version.cancel(self._http, rid)
         return said if said is not None else self.request(rid)
 
+    def downloads(self, limit: int | None = None) -> list[DownloadRequest]:
+        """The account's download requests, newest first (at most ``limit``).
+
+        v3 ``GET /requests``, v4 ``GET /downloads``. Newest is by start date
+        as the API gives it, then by id.
+        """
+        found = self._version.downloads(self._http)
+        newest = sorted(
+            found,
+            key=lambda r: (r.date_started.timestamp() if r.date_started else float("-inf"), r.id),
+            reverse=True,
+        )
+        return newest if limit is None else newest[: max(0, limit)]
+
     def wait(
         self,
         request_id: int | str | DownloadRequest,

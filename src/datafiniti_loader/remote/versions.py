@@ -113,6 +113,9 @@ class ApiVersion(Protocol):
     def cancel(self, http: ApiSession, rid: int) -> DownloadRequest | None:
         """Cancel a running download; its state if the answer gave one."""
 
+    def downloads(self, http: ApiSession) -> list[DownloadRequest]:
+        """The account's download requests, as the API lists them."""
+
 
 def for_url(api_url: str) -> ApiVersion:
     """The adapter for an API base URL, from its last path segment (``/v3`` or ``/v4``)."""
@@ -218,6 +221,14 @@ class V3:
         """v3 has no way to cancel a download: say so."""
         raise _needs_v4("Cancelling a download", "cancel")
 
+    def downloads(self, http: ApiSession) -> list[DownloadRequest]:
+        """``GET /requests``: a list of request records."""
+        response = http.get("requests")
+        body = response.expect("requests", "a JSON list of requests", kind=(list, dict))
+        return _parsed(
+            response, "requests", lambda: [DownloadRequest.from_api(r) for r in _listed(body)]
+        )
+
 
 class V4:
     """API v4: Bearer; ``POST /{type}/search`` creates or counts, ``/downloads/{id}`` tells all."""
@@ -281,12 +292,31 @@ class V4:
         )  # fmt: skip
         return _parsed(response, path, lambda: DownloadRequest.from_v4(body))
 
+    def downloads(self, http: ApiSession) -> list[DownloadRequest]:
+        """``GET /downloads``: a list of download objects."""
+        response = http.get("downloads")
+        body = response.expect("downloads", "a JSON list of downloads", kind=(list, dict))
+        return _parsed(
+            response, "downloads", lambda: [DownloadRequest.from_v4(r) for r in _listed(body)]
+        )
+
     @staticmethod
     def _download(http: ApiSession, rid: int) -> tuple[ApiResponse, dict[str, Any]]:
         path = f"downloads/{rid}"
         response = http.get(path)
         body = response.expect(path, "a JSON download object", not_found=_no_request(rid))
         return response, body
+
+
+def _listed(body: Any) -> list[dict[str, Any]]:
+    """The objects of a listing: a JSON list, or one under ``downloads``, ``requests``..."""
+    if isinstance(body, dict):
+        body = next(
+            (body[k] for k in ("downloads", "requests", "data", "records") if k in body), None
+        )
+    if not isinstance(body, list) or not all(isinstance(item, dict) for item in body):
+        raise ValueError("the listing is not a list of objects")
+    return body
 
 
 def _v3_files(body: list[Any], rid: int) -> list[ResultFile]:

@@ -211,10 +211,15 @@ class ApiHandler(_Handler):
     name = "api"
 
     def do_GET(self) -> None:
-        """Answer v3's /results, /requests and /data, and v4's /downloads."""
+        """Answer v3's /results, /requests and /data, and v4's /downloads (one, or all)."""
         if self._answered_before_routing():
             return
         parts = self._parts()
+        if parts == ["v4", "downloads"]:  # the account's downloads (a listing polls nothing)
+            listed = list(self.sandbox.requests.values())
+            return self.json(200, [self._download_v4(r, poll=False) for r in listed])
+        if parts == ["v3", "requests"]:
+            return self.json(200, [self._listed_v3(r) for r in self.sandbox.requests.values()])
         if len(parts) == 3 and parts[:2] == ["v4", "downloads"]:
             request = self._known(parts[2])
             if request is None:
@@ -367,6 +372,13 @@ class ApiHandler(_Handler):
         except (ValueError, UnicodeDecodeError):
             return False
         return user == self.sandbox.token and password == ""
+
+    @staticmethod
+    def _listed_v3(request: Any) -> dict[str, Any]:
+        state: dict[str, Any] = request.peek()
+        if state["status"] == "QUEUED":  # v3 knows no queue: its requests start at once
+            state["status"] = "STARTED"
+        return state
 
     def _request(self, request: Any) -> None:
         if request is None:

@@ -1,0 +1,76 @@
+"""download_files / fetch (result files as they are) and list_downloads / requests (past ones)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import FAST_RETRY
+from datafiniti_loader import (
+    ConfigurationError,
+    DownloadList,
+    TargetExists,
+    download_files,
+    list_downloads,
+)
+from datafiniti_loader.sandbox import Sandbox
+from test_cli import run
+
+
+def test_download_files_gives_verified_files_in_result_order(
+    sandbox: Sandbox, fixture_files, tmp_path: Path
+) -> None:
+    files = fixture_files["products"]
+    rid = sandbox.add_request(files)
+    settings = {"token": sandbox.token, "api_url": sandbox.api_url, "progress": False,
+                "retry": FAST_RETRY, "cache": tmp_path / "cache"}  # fmt: skip
+    cached = download_files(rid, **settings)
+    assert [p.read_bytes() for p in cached] == [f.read_bytes() for f in files]
+    assert all(str(p).startswith(str(tmp_path / "cache")) for p in cached)
+    dest = tmp_path / "raw"
+    copied = download_files(rid, dest=dest, **settings)
+    assert [p.name for p in copied] == [f"{rid}_1.csv", f"{rid}_2.csv"]
+    assert [p.read_bytes() for p in copied] == [f.read_bytes() for f in files]
+    gets = [e for e in sandbox.log if e.server == "bucket" and e.method == "GET"]
+    assert len(gets) == 2  # the second call came from the cache
+    assert download_files(rid, dest=dest, **settings) == copied  # same bytes: kept
+    copied[0].write_text("my edits")
+    with pytest.raises(TargetExists, match="overwrite=True"):
+        download_files(rid, dest=dest, **settings)
+    assert copied[0].read_text() == "my edits"  # never replaced unasked
+    download_files(rid, dest=dest, overwrite=True, **settings)
+    assert copied[0].read_bytes() == files[0].read_bytes()
+    assert not list(dest.glob(".*.part"))
+    with pytest.raises(ConfigurationError, match="dest="):
+        download_files(rid, **{**settings, "cache": False})
+
+
+def test_fetch_prints_the_paths(sandbox: Sandbox, fixture_files, tmp_path: Path) -> None:
+    rid = sandbox.add_request(fixture_files["businesses"])
+    env = {"DATAFINITI_API_URL": sandbox.api_url, "DATAFINITI_API_TOKEN": sandbox.token}
+    done = run("-q", "fetch", str(rid), "--dest", str(tmp_path / "raw"), "--no-cache", env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [str(tmp_path / "raw" / f"{rid}_1.csv")]
+
+
+@pytest.mark.parametrize("version", ["v3", "v4"])
+def test_past_downloads_newest_first(sandbox: Sandbox, fixture_files, version: str) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    old = datetime.now(UTC) - timedelta(days=3)
+    first = sandbox.add_request(fixture_files["products"], created=old)
+    second = sandbox.add_request(fixture_files["businesses"])
+    api_url = sandbox.api_url if version == "v3" else sandbox.api_url_v4
+    listed = list_downloads(token=sandbox.token, api_url=api_url)
+    assert isinstance(listed, DownloadList)
+    assert [r.id for r in listed] == [second, first]
+    assert listed[0].status.lower() == "completed" and listed[0].date_started is not None
+    assert "<table>" in listed._repr_html_() and str(second) in listed.table()
+    assert [r.id for r in list_downloads(limit=1, token=sandbox.token, api_url=api_url)] == [second]
+    env = {"DATAFINITI_API_URL": api_url, "DATAFINITI_API_TOKEN": sandbox.token}
+    shown = run("requests", env=env)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0].split()[:3] == ["ID", "STARTED", "(UTC)"]
+    assert [line.split()[0] for line in lines[1:]] == [str(second), str(first)]
