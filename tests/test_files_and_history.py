@@ -74,3 +74,29 @@ def test_past_downloads_newest_first(sandbox: Sandbox, fixture_files, version: s
     lines = shown.stdout.splitlines()
     assert lines[0].split()[:3] == ["ID", "STARTED", "(UTC)"]
     assert [line.split()[0] for line in lines[1:]] == [str(second), str(first)]
+
+
+def test_nrows_fetches_only_the_files_it_needs(sandbox: Sandbox, fixture_files) -> None:
+    from datafiniti_loader import load_results
+
+    rid = sandbox.add_request(fixture_files["products"])  # 48 rows, then 24
+    settings = {"token": sandbox.token, "api_url": sandbox.api_url, "progress": False,
+                "cache": False}  # fmt: skip
+    head = load_results(rid, nrows=10, **settings)
+    gets = [e for e in sandbox.log if e.server == "bucket" and e.method == "GET"]
+    assert len(head) == 10 and len(gets) == 1  # the second file was never fetched
+    whole = load_results(rid, **settings)
+    # Only the files read are known: the second file's extra column is not in a 10-row look.
+    assert set(head.columns) < set(whole.columns) and "primaryCategories" not in head.columns
+    for column in ("id", "name", "_source_file", "_source_row"):  # types may differ: see docs
+        assert head[column].astype(str).tolist() == whole[column].head(10).astype(str).tolist()
+    spanning = load_results(rid, nrows=60, output="arrow", **settings)
+    assert "primaryCategories" in spanning.column_names
+    assert spanning.num_rows == 60 and spanning["_source_file"].unique().to_pylist() == [
+        f"{rid}_1.csv", f"{rid}_2.csv"
+    ]  # fmt: skip
+    assert len(load_results(rid, nrows=1000, **settings)) == 72
+    with pytest.raises(ConfigurationError, match="dedupe"):
+        load_results(rid, nrows=5, dedupe=True, **settings)
+    with pytest.raises(ConfigurationError, match="positive"):
+        load_results(rid, nrows=0, **settings)

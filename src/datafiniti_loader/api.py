@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 from .config import CacheSetting
 from .errors import ConfigurationError
-from .loader import LoadOptions, Sources, open_load, read_table, request_ids
+from .loader import LoadOptions, Sources, open_load, read_head, read_table, request_ids
 from .read.tidy import tidy
 from .remote.client import Client
 from .retry import RetryPolicy
@@ -45,6 +45,7 @@ def load_results(
     retry: RetryPolicy | None = ...,
     dedupe: bool = ...,
     dtype: Mapping[str, str] | None = ...,
+    nrows: int | None = ...,
 ) -> pd.DataFrame: ...
 @overload
 def load_results(
@@ -62,6 +63,7 @@ def load_results(
     retry: RetryPolicy | None = ...,
     dedupe: bool = ...,
     dtype: Mapping[str, str] | None = ...,
+    nrows: int | None = ...,
 ) -> pa.Table: ...
 @overload
 def load_results(
@@ -79,6 +81,7 @@ def load_results(
     retry: RetryPolicy | None = ...,
     dedupe: bool = ...,
     dtype: Mapping[str, str] | None = ...,
+    nrows: int | None = ...,
 ) -> Any: ...
 def load_results(
     request_id: Sources,
@@ -95,6 +98,7 @@ def load_results(
     retry: RetryPolicy | None = None,
     dedupe: bool = False,
     dtype: Mapping[str, str] | None = None,
+    nrows: int | None = None,
 ) -> Any:
     """Load every result file of a Datafiniti download request into one frame.
 
@@ -146,6 +150,12 @@ def load_results(
         cannot be read as asked raises :class:`ParseError` naming the column,
         file, row and value; a column no file has, :class:`ColumnNotFound`.
 
+    nrows : int, optional
+        A quick look: the first ``nrows`` rows (not with ``dedupe`` nor
+        ``output="dask"``). Only the files those rows need are fetched, in
+        order; each of them whole. Columns are those of the files read, and
+        their types are decided from the rows read.
+
     Returns
     -------
     pandas.DataFrame, pyarrow.Table, polars.DataFrame or dask.dataframe.DataFrame
@@ -169,6 +179,8 @@ def load_results(
             f"output must be one of {', '.join(map(repr, OUTPUTS))}; got {output!r}."
         )
     options = LoadOptions(token, api_url, wait, cache, max_workers, progress, retry, dedupe, dtype)
+    if output == "dask" and nrows is not None:
+        raise ConfigurationError("nrows= is a quick look in memory: not with output='dask'.")
     if output == "dask":
         from .sinks.dask import load_dask
 
@@ -181,6 +193,16 @@ def load_results(
             )
         return load_dask(request_id, options, columns=columns, provenance=provenance)
     sink = {"arrow": lambda table: table, "polars": to_polars, "pandas": to_pandas}[output]
+    if nrows is not None:
+        if isinstance(nrows, bool) or not isinstance(nrows, int) or nrows <= 0:
+            raise ConfigurationError(f"nrows must be a positive whole number; got {nrows!r}.")
+        if dedupe:
+            raise ConfigurationError(
+                "nrows= is a quick look at the first rows; dedupe=True needs every file "
+                "(the newest copy of a record may be in the last one). Use one or the other."
+            )
+        with open_load(request_id, options) as source:
+            return sink(read_head(source, columns, provenance, nrows))
     with open_load(request_id, options) as source:
         # No local name holds the table, so to_pandas can free it as it converts.
         return sink(read_table(source, columns, provenance))

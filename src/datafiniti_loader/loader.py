@@ -55,6 +55,7 @@ __all__ = [
     "Sources",
     "close_batches",
     "open_load",
+    "read_head",
     "read_table",
     "request_files",
     "request_ids",
@@ -463,6 +464,42 @@ def read_table(source: LoadSource, columns: Sequence[str] | None, provenance: bo
     if provenance:
         schema = with_provenance(schema)
     table = pa.Table.from_batches(out, schema=schema)
+    log_summary(source, table.num_rows, len(table.column_names))
+    return table
+
+
+def read_head(
+    source: LoadSource, columns: Sequence[str] | None, provenance: bool, nrows: int
+) -> pa.Table:
+    """The first ``nrows`` rows: files are fetched in order, and only as many as they need.
+
+    Each file needed is downloaded whole (where a CSV record ends is only
+    known by reading it), then read only up to the rows wanted. Column types
+    are decided from the rows read, as for a whole load from all of them.
+    """
+    source.keep_parsed = False  # a parsed copy of part of a file must never be kept
+    builder = SchemaBuilder()
+    held: list[tuple[ResultFile, list[pa.RecordBatch]]] = []
+    got = 0
+    for file in source.files:
+        if got >= nrows:
+            break
+        read = source.batches_of(file, source.download.fetch(file))
+        batches: list[pa.RecordBatch] = []
+        try:
+            for batch in read.batches:
+                batch = batch.slice(0, nrows - got)
+                builder.observe(batch, text=read.text)
+                batches.append(batch)
+                got += batch.num_rows
+                if got >= nrows:
+                    break
+        finally:
+            close_batches(read.batches)
+        held.append((file, batches))
+    data = data_schema(builder, columns, provenance, source.dtypes)
+    out = [b for file, batches in held for b in typed_batches(file, batches, data, provenance)]
+    table = pa.Table.from_batches(out, schema=with_provenance(data) if provenance else data)
     log_summary(source, table.num_rows, len(table.column_names))
     return table
 
