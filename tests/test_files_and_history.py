@@ -100,3 +100,30 @@ def test_nrows_fetches_only_the_files_it_needs(sandbox: Sandbox, fixture_files) 
         load_results(rid, nrows=5, dedupe=True, **settings)
     with pytest.raises(ConfigurationError, match="positive"):
         load_results(rid, nrows=0, **settings)
+
+
+def test_frames_say_where_they_came_from(sandbox: Sandbox, fixture_files, tmp_path: Path) -> None:
+    import json
+
+    import pyarrow.parquet as pq
+
+    from datafiniti_loader import create_download, load_results, to_parquet
+
+    sandbox.add_query("brand:Sony", fixture_files["products"])
+    v4 = {"token": sandbox.token, "api_url": sandbox.api_url_v4}
+    sandbox.creation_polls = (0, 0)
+    request = create_download("brand:Sony", num_records=10, **v4)
+    v4 = {**v4, "progress": False}
+    frame = load_results(request, wait=True, **v4)
+    origin = frame.attrs["datafiniti"]
+    host = sandbox.api_url.split("//")[1].split("/")[0]
+    assert origin["request_ids"] == [request.id] and origin["api"] == host
+    assert origin["query"] == "brand:Sony" and origin["data_type"] == "products"
+    assert origin["library"] and origin["loaded_at"]
+    assert sandbox.token not in json.dumps(origin)
+    table = load_results(request.id, output="arrow", **v4)
+    kept = json.loads(table.schema.metadata[b"datafiniti"])
+    assert kept["request_ids"] == [request.id] and "query" not in kept  # an id says no query
+    to_parquet(request.id, str(tmp_path / "out"), **v4)
+    written = pq.read_schema(next((tmp_path / "out").glob("*.parquet")))
+    assert json.loads(written.metadata[b"datafiniti_loader"])["api"] == host

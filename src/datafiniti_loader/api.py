@@ -13,7 +13,7 @@ from .loader import LoadOptions, Sources, open_load, read_head, read_table, requ
 from .read.tidy import tidy
 from .remote.client import Client
 from .retry import RetryPolicy
-from .sinks.outputs import OUTPUTS, to_pandas, to_polars
+from .sinks.outputs import OUTPUTS, labelled, to_pandas, to_polars, with_origin
 from .sinks.parquet import ParquetSummary, dataset_metadata, write_parquet
 from .sinks.tables import TABLE_OUTPUTS, Tables, tables_from
 from .sinks.tablesparquet import check_options, write_tables
@@ -202,10 +202,43 @@ def load_results(
                 "(the newest copy of a record may be in the last one). Use one or the other."
             )
         with open_load(request_id, options) as source:
-            return sink(read_head(source, columns, provenance, nrows))
+            about = origin_of(request_id, source.client.api_url)
+            return with_origin(
+                sink(labelled(read_head(source, columns, provenance, nrows), about)), about
+            )
     with open_load(request_id, options) as source:
+        about = origin_of(request_id, source.client.api_url)
         # No local name holds the table, so to_pandas can free it as it converts.
-        return sink(read_table(source, columns, provenance))
+        return with_origin(sink(labelled(read_table(source, columns, provenance), about)), about)
+
+
+def origin_of(request_id: Sources, api_url: str) -> dict[str, Any]:
+    """What a frame says of where it came from: requests, API host, query, library, time.
+
+    The query and data type are those of the :class:`DownloadRequest` objects
+    given, when they are (an id alone does not say them). Never the token.
+    """
+    from datetime import UTC, datetime
+
+    from ._version import __version__
+    from .remote.models import DownloadRequest
+    from .sinks.delta import api_host
+
+    given = request_id if isinstance(request_id, list | tuple) else [request_id]
+    requests = [r for r in given if isinstance(r, DownloadRequest)]
+    origin: dict[str, Any] = {
+        "request_ids": request_ids(request_id),
+        "api": api_host(api_url),
+        "library": __version__,
+        "loaded_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    queries = sorted({r.query for r in requests if r.query})
+    kinds = sorted({r.data_type for r in requests if r.data_type})
+    if queries:
+        origin["query"] = queries[0] if len(queries) == 1 else queries
+    if kinds:
+        origin["data_type"] = kinds[0] if len(kinds) == 1 else kinds
+    return origin
 
 
 def load_tables(

@@ -186,6 +186,7 @@ class Scanned:
     files: list[ResultFile]
     parts: list[_Partition]
     schema: pa.Schema
+    api_url: str
     newest: NewestCopies | None = None
 
 
@@ -237,7 +238,7 @@ def scanned(
         )
         for job, found in zip(jobs, kept, strict=True)
     ]  # fmt: skip
-    return Scanned(rids, files, parts, schema, newest)
+    return Scanned(rids, files, parts, schema, api_url, newest)
 
 
 def run_all(tasks: list[Any]) -> list[Any]:

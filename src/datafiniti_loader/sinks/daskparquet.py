@@ -75,7 +75,9 @@ def write_parquet_on_dask(
     fs, target = fsspec.core.url_to_fs(path, **(storage_options or {}))
     target = target.rstrip("/")
     found = scanned(request_id, options, columns=columns, provenance=provenance)
-    about = dataset_metadata_of(found.request_ids, found.files, found.newest is not None)
+    about = dataset_metadata_of(
+        found.request_ids, found.files, found.newest is not None, found.api_url
+    )
     with staged_dataset(fs, target, path, overwrite) as staging:
         staging_url = fs.unstrip_protocol(staging)
         hidden = Hidden(dict(storage_options or {}))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pandas as pd
@@ -9,7 +10,14 @@ import pyarrow as pa
 
 from ..read.schema import PROVENANCE_SCHEMA
 
-__all__ = ["OUTPUTS", "to_pandas", "to_polars"]
+__all__ = [
+    "ORIGIN",
+    "OUTPUTS",
+    "labelled",
+    "to_pandas",
+    "to_polars",
+    "with_origin",
+]
 
 OUTPUTS = ("pandas", "arrow", "polars", "dask")
 
@@ -56,3 +64,22 @@ def to_polars(table: pa.Table) -> Any:
             "output='polars' needs polars: pip install 'datafiniti-loader[polars]'"
         ) from None
     return pl.from_arrow(table)
+
+
+#: Where frames keep what they came from: ``df.attrs[ORIGIN]``, Arrow schema metadata.
+ORIGIN = "datafiniti"
+
+
+def labelled(table: pa.Table, origin: dict[str, Any]) -> pa.Table:
+    """``table`` with ``origin`` in its schema metadata (no data copied)."""
+    metadata = dict(table.schema.metadata or {})
+    metadata[ORIGIN.encode()] = json.dumps(origin).encode()
+    return table.replace_schema_metadata(metadata)
+
+
+def with_origin(frame: Any, origin: dict[str, Any]) -> Any:
+    """A pandas frame with ``origin`` in ``attrs`` (other frames as they are)."""
+    attrs = getattr(frame, "attrs", None)
+    if isinstance(attrs, dict):
+        attrs[ORIGIN] = origin
+    return frame

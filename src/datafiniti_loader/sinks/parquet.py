@@ -373,17 +373,22 @@ def _all_batches(
 
 def dataset_metadata(source: LoadSource) -> dict[str, Any]:
     """The footer's record of the load: known before any row is written, so no row counts."""
-    return dataset_metadata_of(source.request_ids, source.files, source.newest is not None)
+    return dataset_metadata_of(
+        source.request_ids, source.files, source.newest is not None, source.client.api_url
+    )
 
 
 def dataset_metadata_of(
-    request_ids: list[int], files: list[ResultFile], deduplicated: bool
+    request_ids: list[int], files: list[ResultFile], deduplicated: bool, api_url: str
 ) -> dict[str, Any]:
     """:func:`dataset_metadata` from what it is made of (engines without a ``LoadSource``)."""
+    from .delta import api_host
+
     single = {"request_id": request_ids[0]} if len(request_ids) == 1 else {}
     return {
         **single,
         "request_ids": request_ids,
+        "api": api_host(api_url),
         "deduplicated": deduplicated,
         "file_request_ids": [f.request_id for f in files],
         "result_ids": [f.id for f in files],
