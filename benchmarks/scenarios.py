@@ -260,10 +260,16 @@ def dask_parquet(cfg: dict[str, Any]) -> dict[str, Any]:
     running); with ``count`` the client's calls go through a counting proxy.
     """
     import os
+    import tempfile
+
+    import dask
 
     from datafiniti_loader import to_parquet
 
     cluster = client = None
+    # dask's scratch space (lock files, spilled data) goes with the run, not into /tmp for good.
+    scratch = tempfile.TemporaryDirectory(prefix="bench-dask-")
+    dask.config.set({"temporary-directory": scratch.name})
     if cfg["workers"]:
         from dask.distributed import Client, LocalCluster
 
@@ -287,6 +293,7 @@ def dask_parquet(cfg: dict[str, Any]) -> dict[str, Any]:
     if client is not None and cluster is not None:
         client.close()
         cluster.close()
+    scratch.cleanup()
     found = {"rows": summary.rows, "seconds": elapsed}
     if proxy is not None:
         found["client_bucket_mb"] = proxy.bucket_bytes / 1e6

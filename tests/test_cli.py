@@ -544,7 +544,7 @@ def test_sigterm_stops_the_sandbox_as_ctrl_c_does(fixture_files, tmp_path: Path)
     scratch.mkdir()
     server = subprocess.Popen(
         [sys.executable, "-m", "datafiniti_loader.cli", "sandbox"],
-        env={**os.environ, "TMPDIR": str(scratch)},
+        cwd=tmp_path, env={**os.environ, "TMPDIR": str(scratch)},  # no fixtures dir: generated
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert server.stdout is not None
@@ -623,3 +623,32 @@ def test_a_load_says_what_it_wrote_once(sandbox: Sandbox, fixture_files, tmp_pat
     said = [line for line in (done.stdout + done.stderr).splitlines() if "72 rows" in line]
     assert len(said) == 1 and said[0].startswith("wrote 72 rows x 22 columns from 2 result")
     # the verb's own line, not the library's log line as well
+
+
+def test_sandbox_scratch_is_made_only_when_needed_and_a_killed_runs_is_swept(
+    fixture_files, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    from datafiniti_loader import load_results
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    with Sandbox():
+        pass
+    assert list(scratch.iterdir()) == []  # a sandbox nothing loaded from makes nothing
+    killed = subprocess.run(
+        [sys.executable, "-c",
+         "import os, tempfile; tempfile.tempdir = os.environ['SCRATCH']\n"
+         "from datafiniti_loader.sandbox import Sandbox\n"
+         "box = Sandbox().start(); print(box._scratch_dir(), flush=True); os._exit(9)"],
+        env={**os.environ, "SCRATCH": str(scratch)}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    left = Path(killed.stdout.strip())
+    assert killed.returncode == 9 and left.is_dir()  # killed: it could not clean up
+    with Sandbox() as box:
+        rid = box.add_request(fixture_files["products"])
+        load_results(rid, token=box.token, api_url=box.api_url, progress=False)
+        assert not left.exists()  # the next sandbox swept it
+    assert list(scratch.iterdir()) == []

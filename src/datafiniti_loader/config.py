@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import netrc
 import os
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -164,12 +165,13 @@ def ca_bundle() -> str | None:
     return None
 
 
-#: Caches of the sandboxes running in this process, by their API's host and port.
-_SANDBOX_CACHES: dict[str, Path] = {}
+#: Caches of the sandboxes running in this process, by their API's host and port
+#: (a callable: the sandbox makes its directory only when a load first needs it).
+_SANDBOX_CACHES: dict[str, Callable[[], Path]] = {}
 
 
-def use_sandbox_cache(api_url: str, cache: Path | None) -> None:
-    """Make loads from a sandbox's API default to ``cache`` (``None``: forget it).
+def use_sandbox_cache(api_url: str, cache: Callable[[], Path] | None) -> None:
+    """Make loads from a sandbox's API default to ``cache()`` (``None``: forget it).
 
     A sandbox's downloads are test data: they belong in its own temporary
     directory, removed with it, not in the user's cache.
@@ -197,7 +199,7 @@ def resolve_cache_dir(cache: CacheSetting, api_url: str | None = None) -> Path |
             return Path(from_env).expanduser()
         sandbox = _SANDBOX_CACHES.get(urlsplit(api_url).netloc) if api_url else None
         if sandbox is not None:
-            return sandbox
+            return sandbox()
         from platformdirs import user_cache_dir
 
         return Path(user_cache_dir("datafiniti-loader", appauthor=False))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import signal
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from .config import CacheSetting
 from .errors import ConfigurationError
+from .fetch.orphans import owned_tempdir
 from .sandbox import Sandbox
 
 if TYPE_CHECKING:
@@ -151,7 +151,7 @@ def run_demo(output: str, *, cache: CacheSetting = None, quiet: bool = False) ->
     from .remote.client import Client
 
     sandbox, ids = _start(None)
-    scratch = tempfile.TemporaryDirectory(prefix="datafiniti-demo-cache-")
+    scratch = owned_tempdir("datafiniti-demo-cache-")
     where = cache if cache is not None else scratch.name
     progress = False if quiet else None
     token, api_url = sandbox.token, sandbox.api_url

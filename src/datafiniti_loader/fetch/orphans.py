@@ -17,10 +17,18 @@ import logging
 import os
 import shutil
 import socket
+import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["OWNER_MARKER", "mark_owned", "owner_record", "process_alive", "remove_orphans"]
+__all__ = [
+    "OWNER_MARKER",
+    "mark_owned",
+    "owned_tempdir",
+    "owner_record",
+    "process_alive",
+    "remove_orphans",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +45,18 @@ def owner_record() -> dict[str, Any]:
 def mark_owned(directory: Path) -> None:
     """Write the marker into a directory this process just made (before anything else)."""
     (directory / OWNER_MARKER).write_text(json.dumps(owner_record()), encoding="utf-8")
+
+
+def owned_tempdir(prefix: str) -> tempfile.TemporaryDirectory[str]:
+    """A temporary directory marked as this process's; those of killed processes go first.
+
+    ``TemporaryDirectory`` removes its directory when closed or collected,
+    but not when the process is killed: the marker lets the next one remove it.
+    """
+    remove_orphans(Path(tempfile.gettempdir()), prefix)
+    made = tempfile.TemporaryDirectory(prefix=prefix)
+    mark_owned(Path(made.name))
+    return made
 
 
 def remove_orphans(parent: Path, prefix: str) -> None:

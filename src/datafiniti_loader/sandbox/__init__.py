@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import use_sandbox_cache
+from ..fetch.orphans import owned_tempdir
 from .server import ApiHandler, BucketHandler, Faults, LogEntry, SandboxServer, aware_now
 from .signing import MAX_EXPIRES, Signer
 from .since import Since, converted, narrowed, split_since
@@ -265,7 +266,7 @@ class Sandbox:
             self._threads.append(thread)
         # Loads from this sandbox (with no cache named) keep their files here, not in the
         # user's cache: removed with the sandbox.
-        use_sandbox_cache(self.api_url, Path(self._scratch_dir()) / "cache")
+        use_sandbox_cache(self.api_url, lambda: Path(self._scratch_dir()) / "cache")
         return self
 
     def close(self) -> None:
@@ -426,8 +427,8 @@ class Sandbox:
         return SandboxQuery(*narrowed(found.files, target, since=since))
 
     def _scratch_dir(self) -> str:
-        if self._scratch is None:
-            self._scratch = tempfile.TemporaryDirectory(prefix="datafiniti-sandbox-")
+        if self._scratch is None:  # made on first use: a sandbox that needs none makes none
+            self._scratch = owned_tempdir("datafiniti-sandbox-")
         return self._scratch.name
 
     @property

@@ -21,8 +21,6 @@ it) never shows in a ``repr``.
 from __future__ import annotations
 
 import socket
-import tempfile
-import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,6 +33,7 @@ import pyarrow.compute as pc
 from ..config import resolve_cache_dir, resolve_token
 from ..fetch.cache import FileCache
 from ..fetch.download import Download
+from ..fetch.orphans import owned_tempdir
 from ..fetch.transport import Transport
 from ..loader import (
     LoadOptions,
@@ -167,10 +166,8 @@ def _keep_dir() -> Path:
         return Path(get_worker().local_directory) / "datafiniti-kept"
     except (ImportError, ValueError):
         pass
-    if "dir" not in _KEEP:
-        made = tempfile.TemporaryDirectory(prefix="datafiniti-kept-")
-        _KEEP["dir"] = made
-        weakref.finalize(made, made.cleanup)
+    if "dir" not in _KEEP:  # removed when the process ends; by the next one if it is killed
+        _KEEP["dir"] = owned_tempdir("datafiniti-kept-")
     return Path(_KEEP["dir"].name)
 
 
