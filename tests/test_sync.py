@@ -385,3 +385,25 @@ def test_the_journal_is_left_alone_by_delta_readers_and_vacuum(
     deleted = table.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
     assert deleted and (target / "_datafiniti_sync.json").exists()
     assert sorted(r["id"] for r in table.to_pyarrow_table().to_pylist()) == ["A", "B", "C"]
+
+
+def test_records_bought_that_the_table_already_had_still_move_the_mark(
+    sandbox: Sandbox, api: dict[str, Any], tmp_path: Path
+) -> None:
+    from datafiniti_loader import to_delta
+
+    serve(sandbox, tmp_path, FIRST, version=1)
+    target = tmp_path / "shoes"
+    first = sync(QUERY, str(target), **api)
+    # Someone merges a newer copy of A into the table by hand, outside the sync.
+    newer = tmp_path / "by_hand.txt"
+    newer.write_text(json.dumps(product("A", "2026-11-06T00:00:00Z", "Runner by hand")) + "\n")
+    to_delta(sandbox.add_request([newer]), str(target), **api)
+    # Datafiniti's copy changed after the mark, but is older than the table's.
+    serve(sandbox, tmp_path, [product("A", "2026-11-05T00:00:00Z", "Runner 2")], version=2)
+    bought = sync(QUERY, str(target), **api)
+    assert bought.downloaded == 1 and bought.records_unchanged == 1 and bought.committed
+    assert bought.mark == "2026-11-05T00:00:00Z" and bought.version == first.version + 2
+    assert rows(target)["A"]["name"] == "Runner by hand"  # the newer copy stays
+    again = sync(QUERY, str(target), **api)
+    assert again.status == "unchanged" and len(sandbox.downloads_created) == 2  # not bought again

@@ -201,15 +201,20 @@ def load_results(
                 "nrows= is a quick look at the first rows; dedupe=True needs every file "
                 "(the newest copy of a record may be in the last one). Use one or the other."
             )
-        with open_load(request_id, options) as source:
-            about = origin_of(request_id, source.client.api_url)
-            return with_origin(
-                sink(labelled(read_head(source, columns, provenance, nrows), about)), about
-            )
     with open_load(request_id, options) as source:
         about = origin_of(request_id, source.client.api_url)
         # No local name holds the table, so to_pandas can free it as it converts.
-        return with_origin(sink(labelled(read_table(source, columns, provenance), about)), about)
+        return with_origin(
+            sink(
+                labelled(
+                    read_table(source, columns, provenance)
+                    if nrows is None
+                    else read_head(source, columns, provenance, nrows),
+                    about,
+                )
+            ),
+            about,
+        )
 
 
 def origin_of(request_id: Sources, api_url: str) -> dict[str, Any]:

@@ -177,10 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N|all",
         help="how many records to download, or 'all' (every record costs credits)",
     )
-    download.add_argument(
-        "--format", choices=["csv", "json"], default="csv", help="file format (default csv)"
-    )
-    download.add_argument("--view", help="a Datafiniti view, e.g. product_flat_prices")
+    _add_download_shape(download, default_format="csv")
     download.add_argument(
         "--yes", "-y", action="store_true", help="do not ask for confirmation before creating it"
     )
@@ -227,10 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument(
         "--into", required=True, metavar="PATH", help="the Delta table (path or object-store URI)"
     )
-    sync.add_argument(
-        "--format", choices=["csv", "json"], default="json", help="file format (default json)"
-    )
-    sync.add_argument("--view", help="a Datafiniti view, e.g. product_flat_prices")
+    _add_download_shape(sync, default_format="json")
     sync.add_argument(
         "--tables",
         action="store_true",
@@ -360,6 +354,17 @@ def _add_query_arguments(parser: argparse.ArgumentParser) -> None:
         choices=DATA_TYPES,
         help="the data type (default products)",
     )
+
+
+def _add_download_shape(parser: argparse.ArgumentParser, *, default_format: str) -> None:
+    """``--format`` and ``--view``: what a created download's files look like."""
+    parser.add_argument(
+        "--format",
+        choices=["csv", "json"],
+        default=default_format,
+        help=f"file format (default {default_format})",
+    )
+    parser.add_argument("--view", help="a Datafiniti view, e.g. product_flat_prices")
 
 
 def _add_wait_option(parser: argparse.ArgumentParser) -> None:

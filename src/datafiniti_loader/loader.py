@@ -595,7 +595,7 @@ def open_load(
         store = ScratchStore() if cache_dir is None else FileCache(cache_dir, api.api_url)
         label = f"request {rids[0]}" if len(rids) == 1 else f"{len(rids)} requests"
         bars = Progress(want_progress(options.progress), len(files), label)
-        transport = Transport(api.retry, on_bytes=bars.add_bytes, on_size=bars.expect_bytes)
+        transport = Transport(api.retry, on_bytes=bars.add_bytes)
         download = Download(
             api,
             files,

@@ -46,8 +46,6 @@ class Progress:
 
     def __init__(self, enabled: bool, files: int, description: str) -> None:
         self._lock = threading.Lock()
-        #: Bytes the downloads said they would bring.
-        self.expected_bytes = 0
         self._bytes: Any = None
         self._files: Any = None
         if not enabled:
@@ -62,11 +60,6 @@ class Progress:
             unit_divisor=1000,
             position=1,
         )
-
-    def expect_bytes(self, count: int) -> None:
-        """A download announced how many bytes it will bring (kept, not shown as a total)."""
-        with self._lock:
-            self.expected_bytes += count
 
     def add_bytes(self, count: int) -> None:
         """Bytes arrived over the network."""

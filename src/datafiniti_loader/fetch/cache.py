@@ -180,11 +180,6 @@ class CacheScope:
         return not self.this_host and self.request is None
 
 
-def scope_is_whole(scope: CacheScope | None) -> bool:
-    """Whether ``scope`` (``None``: no scope) is the whole cache."""
-    return scope is None or scope.whole
-
-
 class FileCache(FileStore):
     """A persistent cache shared by runs and processes.
 
@@ -503,11 +498,9 @@ class FileCache(FileStore):
                 if level != self.root.parent:
                     with contextlib.suppress(OSError):
                         level.rmdir()  # only when empty
-        leftovers = [path for entry, path, _ in self._owned_files() if entry is not None]
-        if (
-            not scope_is_whole(scope) and not leftovers
-        ):  # nothing of the cache is left: its tag goes
-            for _, path, _ in self._owned_files():
+        rest = list(self._owned_files())
+        if all(entry is None for entry, _, _ in rest):  # only the cache's tag is left: it goes
+            for _, path, _ in rest:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
         return removed

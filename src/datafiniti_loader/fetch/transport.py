@@ -109,7 +109,6 @@ class _Attempt:
         self.partial = partial
         self.downloaded = 0
         self.received = 0
-        self.announced = False  # the bytes it will bring were counted in a progress total
         if partial.etag and partial.path.exists() and not partial.path.is_symlink():
             self.received = partial.path.stat().st_size
             if self.received:
@@ -135,8 +134,6 @@ class Transport:
         Attempts, backoff and timeouts.
     on_bytes : callable, optional
         Called with the number of bytes each time some arrive (progress bars).
-    on_size : callable, optional
-        Called once per download with the bytes it still has to bring.
     """
 
     def __init__(
@@ -144,11 +141,9 @@ class Transport:
         policy: RetryPolicy | None = None,
         *,
         on_bytes: Callable[[int], None] | None = None,
-        on_size: Callable[[int], None] | None = None,
     ) -> None:
         self.policy = policy or RetryPolicy()
         self.on_bytes = on_bytes
-        self.on_size = on_size
         self._fs: BucketFileSystem | None = None
         self._fs_lock = threading.Lock()
         self._cancelled = threading.Event()
@@ -233,9 +228,6 @@ class Transport:
         with self._open_body(file, headers) as body:
             total = _check_answer(body.status, body.headers, offset, attempt)
             attempt.partial.describe(body.headers.get("ETag") or None)
-            if not attempt.announced and total is not None and self.on_size is not None:
-                attempt.announced = True
-                self.on_size(total - attempt.received)
             try:
                 attempt.downloaded += self._write_body(body, attempt)
             except BucketUnreachable as exc:

@@ -223,11 +223,7 @@ class V3:
 
     def downloads(self, http: ApiSession) -> list[DownloadRequest]:
         """``GET /requests``: a list of request records."""
-        response = http.get("requests")
-        body = response.expect("requests", "a JSON list of requests", kind=(list, dict))
-        return _parsed(
-            response, "requests", lambda: [DownloadRequest.from_api(r) for r in _listed(body)]
-        )
+        return _listing(http, "requests", DownloadRequest.from_api)
 
 
 class V4:
@@ -294,11 +290,7 @@ class V4:
 
     def downloads(self, http: ApiSession) -> list[DownloadRequest]:
         """``GET /downloads``: a list of download objects."""
-        response = http.get("downloads")
-        body = response.expect("downloads", "a JSON list of downloads", kind=(list, dict))
-        return _parsed(
-            response, "downloads", lambda: [DownloadRequest.from_v4(r) for r in _listed(body)]
-        )
+        return _listing(http, "downloads", DownloadRequest.from_v4)
 
     @staticmethod
     def _download(http: ApiSession, rid: int) -> tuple[ApiResponse, dict[str, Any]]:
@@ -306,6 +298,15 @@ class V4:
         response = http.get(path)
         body = response.expect(path, "a JSON download object", not_found=_no_request(rid))
         return response, body
+
+
+def _listing(
+    http: ApiSession, path: str, build: Callable[[dict[str, Any]], DownloadRequest]
+) -> list[DownloadRequest]:
+    """``GET /path``: the account's requests, each built by ``build``."""
+    response = http.get(path)
+    body = response.expect(path, f"a JSON list of {path}", kind=(list, dict))
+    return _parsed(response, path, lambda: [build(item) for item in _listed(body)])
 
 
 def _listed(body: Any) -> list[dict[str, Any]]:

@@ -102,9 +102,7 @@ def narrowed(
 def _narrowed_file(
     source: Path, target_dir: Path, since: Since | None, limit: int | None
 ) -> tuple[Path, int] | None:
-    raw = source.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
+    raw = _bytes_of(source)
     target = target_dir / source.name.removesuffix(".gz")
     if target.name.lower().endswith(".csv"):
         rows, records = _csv_rows(raw.decode("utf-8-sig"), since, limit)
@@ -120,6 +118,12 @@ def _narrowed_file(
         return None
     target.write_bytes(b"\n".join(lines) + b"\n")
     return target, len(lines)
+
+
+def _bytes_of(path: Path) -> bytes:
+    """A served file's bytes, gunzipped if they are gzip (as the bucket may serve them)."""
+    raw = path.read_bytes()
+    return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
 
 
 def _csv_rows(text: str, since: Since | None, limit: int | None) -> tuple[list[list[str]], int]:
@@ -160,9 +164,7 @@ def converted(files: list[Path], target_dir: Path, format: str) -> list[Path]:
     """
     out = []
     for n, source in enumerate(files, start=1):
-        raw = source.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
+        raw = _bytes_of(source)
         stem = source.name.removesuffix(".gz").rsplit(".", 1)[0]
         if format == "json":
             target = target_dir / f"{stem}-{n}.txt"

@@ -264,7 +264,7 @@ def require_dask() -> None:
         import dask.dataframe  # noqa: F401
     except ImportError:
         raise ImportError(
-            "engine 'dask' needs dask: pip install 'datafiniti-loader[dask]'"
+            "output='dask' and engine='dask' need dask: pip install 'datafiniti-loader[dask]'"
         ) from None
 
 

@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 
 from ..config import resolve_api_url
 from ..errors import ConfigurationError
-from ..loader import LoadOptions, Sources, request_ids
+from ..loader import LoadOptions, RowCounter, Sources, request_ids
 from ..read.schema import conform
 from .dask import Hidden, _Partition, partition_batches, require_dask, run_all, scanned
 from .delta import (
@@ -53,17 +53,9 @@ def _write_files(
     """On a worker: the partition's rows as new data files of the table; their add actions."""
     files = DataFiles(path, options.value, tag=tag)
     batches, close = partition_batches(part)
-    counted = [0]
-
-    def conformed() -> Any:
-        for batch in batches:
-            batch = conform(batch, schema)
-            counted[0] += batch.num_rows
-            if batch.num_rows:
-                yield batch
-
+    counter = RowCounter(conform(batch, schema) for batch in batches if batch.num_rows)
     try:
-        return files.write(conformed(), schema), counted[0]
+        return files.write(iter(counter), schema), counter.rows
     finally:
         close()
 
@@ -93,10 +85,7 @@ def write_delta_on_dask(
     merged_before = merged_requests(table, api_url) if table is not None else set()
     requested = sorted(request_ids(request_id))  # ties go to the newer download
     if table is not None and set(requested) <= merged_before:
-        note = f"request(s) {', '.join(map(str, requested))} already merged"
-        return DeltaSummary(
-            shown, table.version(), False, "merge", requests=tuple(requested), note=note
-        )
+        return DeltaSummary.already_merged(shown, table.version(), "merge", requested)
     found = scanned(requested, replace(options, dedupe=True, merging=True))
     requests = tuple(found.request_ids)
     schema = delta_types(found.schema)

@@ -95,6 +95,8 @@ class DeltaSummary:
         Records whose copy in the downloads was not newer than the table's.
     requests : tuple of int
         The requests written.
+    merged_before : bool
+        Every request was merged before: nothing was downloaded or written.
     """
 
     path: str
@@ -107,6 +109,19 @@ class DeltaSummary:
     records_unchanged: int = 0
     requests: tuple[int, ...] = ()
     note: str = ""
+    #: True when every request was merged before: nothing was downloaded or written.
+    merged_before: bool = False
+
+    @classmethod
+    def already_merged(
+        cls, path: str, version: int, mode: str, requests: Sequence[int]
+    ) -> DeltaSummary:
+        """The summary of a write whose requests the table holds already."""
+        listed = ", ".join(map(str, requests))
+        note = f"request(s) {listed} already merged"
+        return cls(
+            path, version, False, mode, requests=tuple(requests), note=note, merged_before=True
+        )
 
     def describe(self) -> str:
         """One line for people: what changed, or why nothing did."""
@@ -173,8 +188,7 @@ def write_delta(
         merged_requests(table, api_url) if table is not None and mode == "merge" else set()
     )
     if table is not None and mode == "merge" and set(requests) <= merged_before:
-        note = f"request(s) {', '.join(map(str, requests))} already merged"
-        return DeltaSummary(shown, table.version(), False, mode, requests=requests, note=note)
+        return DeltaSummary.already_merged(shown, table.version(), mode, requests)
     scan = source.scan(keep=False)
     schema = delta_types(with_provenance(data_schema(scan.builder, None, True, source.dtypes)))
     plan = plan_write(source, table)
@@ -305,9 +319,9 @@ def history(path: str, storage_options: dict[str, str] | None = None) -> list[di
     return out
 
 
-def table_notes(table: DeltaTable) -> list[tuple[int, dict[str, Any]]]:
-    """What this library recorded in each commit, newest first, with the commit's version."""
-    return [(int(c.get("version", -1)), _about(c)) for c in table.history()]
+def table_notes(table: DeltaTable) -> list[dict[str, Any]]:
+    """What this library recorded in each commit, newest first."""
+    return [_about(c) for c in table.history()]
 
 
 def note_version(path: str, about: dict[str, Any], storage_options: dict[str, str] | None) -> int:
@@ -319,18 +333,13 @@ def note_version(path: str, about: dict[str, Any], storage_options: dict[str, st
     table = open_table(path, storage_options)
     if table is None:
         raise DatafinitiError(f"There is no Delta table at {shown_path(path)}.")
-    schema = pa_schema(table)
+    import pyarrow as pa
+
+    schema = pa.schema(table.schema().to_arrow())
     partition_by = list(table.metadata().partition_columns)
     commit = committing(table, path, schema, [], "append", partition_by, storage_options)
     commit_write(DataFiles(path, storage_options, partition_by), about, shown_path(path), commit)
     return table.version() + 1
-
-
-def pa_schema(table: DeltaTable) -> pa.Schema:
-    """The table's schema as Arrow's."""
-    import pyarrow as pa
-
-    return pa.schema(table.schema().to_arrow())
 
 
 def _when(millis: Any) -> datetime | None:

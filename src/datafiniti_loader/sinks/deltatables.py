@@ -73,8 +73,7 @@ def write_delta_tables(
     requests = tuple(source.request_ids)
     api_url = source.client.api_url
     if records is not None and set(requests) <= merged_requests(records, api_url):
-        note = f"request(s) {', '.join(map(str, requests))} already merged"
-        return DeltaSummary(shown, records.version(), False, "merge", requests=requests, note=note)
+        return DeltaSummary.already_merged(shown, records.version(), "merge", requests)
     scan = source.scan(keep=False)
     flat = data_schema(scan.builder, None, True, source.dtypes)
     plan = plan_write(source, records)

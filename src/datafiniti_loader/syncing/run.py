@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any
 
 from ..errors import (
@@ -268,13 +268,14 @@ def _merge(
             "the mark stays at %s (a later sync asks for them again); raise max_records",
             rid, done.num_requested, done.num_found, pending.previous_mark,
         )  # fmt: skip
-    mark: list[str | None] = [pending.previous_mark]
+
+    def mark_of(source: LoadSource) -> str | None:
+        """The mark after this download (once its records are read): kept if it is short."""
+        return newest_date(source, pending.previous_mark) if complete else pending.previous_mark
 
     def noted(source: LoadSource) -> dict[str, Any]:
-        if complete:
-            mark[0] = newest_date(source, pending.previous_mark)
-        synced = {**_identity_json(pending.identity), "mark": mark[0], "asked": pending.asked}
-        return {"sync": synced}
+        mark = mark_of(source)
+        return {"sync": {**asdict(pending.identity), "mark": mark, "asked": pending.asked}}
 
     with open_load([rid], options, client=client) as source:
         try:
@@ -292,22 +293,24 @@ def _merge(
                 "that includes both, and pass forget_pending=True (--forget-pending) so "
                 "that this download is not tried again."
             ) from None
-        if not written.committed and "already merged" not in written.note:
+        if not written.committed and not written.merged_before:
             # Records bought that the table had: the mark still moves, in a commit of its own.
             about = commit_about([rid], client.api_url, "merge", rows_inserted=0, **noted(source))
             target = f"{str(path).rstrip('/')}/{RECORDS}" if pending.identity.tables else path
             written = replace(
                 written, version=note_version(target, about, storage_options), committed=True
             )
-    if not written.committed:  # merged by the run that was stopped before clearing the journal
-        state = table_state(path, pending.identity, storage_options)
-        mark[0] = state.mark if state is not None else mark[0]
+        if written.merged_before:  # by the run that was stopped before clearing the journal
+            state = table_state(path, pending.identity, storage_options)
+            mark = state.mark if state is not None else pending.previous_mark
+        else:
+            mark = mark_of(source)
     journal.remove()
     summary = SyncSummary(
         shown_path(path), pending.identity.query, pending.asked,
         "merged" if complete else "incomplete", counted, done.num_downloaded or done.num_requested,
         written.records_added, written.records_replaced, written.records_unchanged,
-        pending.previous_mark, mark[0], written.version, written.committed, rid,
+        pending.previous_mark, mark, written.version, written.committed, rid,
     )  # fmt: skip
     logger.info("%s", summary.describe())
     return summary
@@ -325,16 +328,6 @@ def _write(
 
         return write_delta_tables(source, path, storage_options=storage_options, noted=noted)
     return write_delta(source, path, mode="merge", storage_options=storage_options, noted=noted)
-
-
-def _identity_json(identity: SyncIdentity) -> dict[str, Any]:
-    return {
-        "query": identity.query,
-        "data_type": identity.data_type,
-        "format": identity.format,
-        "view": identity.view,
-        "tables": identity.tables,
-    }
 
 
 def _adopted(

@@ -101,32 +101,37 @@ def table_state(
     table = records if identity.tables else flat
     if table is None:
         return None
-    for _, about in table_notes(table):  # newest first: the latest sync's mark
-        synced = about.get("sync")
-        if isinstance(synced, dict):
-            theirs = _identity(synced)
-            if theirs != identity:
-                raise SyncMismatch(
-                    f"{shown} is kept current from another query: "
-                    f"{'; '.join(identity.differences(theirs))}. A synced table is one "
-                    "query's; sync this one into a new path."
-                )
-            return TableState(theirs, synced.get("mark"), table.version())
-    raise SyncMismatch(
-        f"{shown} holds a Delta table that no sync made, so nothing says which of its "
-        "records are current. Sync into a new path (to_delta merges downloads into this one)."
-    )
+    synced = _latest_sync(table)
+    if synced is None:
+        raise SyncMismatch(
+            f"{shown} holds a Delta table that no sync made, so nothing says which of its "
+            "records are current. Sync into a new path (to_delta merges downloads into this one)."
+        )
+    theirs = _identity(synced)
+    if theirs != identity:
+        raise SyncMismatch(
+            f"{shown} is kept current from another query: "
+            f"{'; '.join(identity.differences(theirs))}. A synced table is one "
+            "query's; sync this one into a new path."
+        )
+    return TableState(theirs, synced.get("mark"), table.version())
 
 
 def synced_mark(path: str, tables: bool, storage_options: dict[str, str] | None) -> str | None:
     """The mark of the latest sync of ``path`` (``None``: none yet), whatever its query."""
     root = str(path).rstrip("/")
     table = open_table(f"{root}/{RECORDS}" if tables else root, storage_options)
-    for _, about in table_notes(table) if table is not None else ():
-        synced = about.get("sync")
-        if isinstance(synced, dict):
-            mark = synced.get("mark")
-            return str(mark) if mark is not None else None
+    synced = _latest_sync(table) if table is not None else None
+    mark = synced.get("mark") if synced is not None else None
+    return str(mark) if mark is not None else None
+
+
+def _latest_sync(table: Any) -> dict[str, Any] | None:
+    """What the newest commit of a sync recorded (query settings and mark), if any."""
+    for about in table_notes(table):  # newest first
+        if isinstance(about.get("sync"), dict):
+            synced: dict[str, Any] = about["sync"]
+            return synced
     return None
 
 
