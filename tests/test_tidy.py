@@ -322,3 +322,33 @@ def test_conflicts_are_exactly_the_values_unlike_the_records_first_row(seed: int
         zip(found["_source_row"].to_pylist(), found["column"].to_pylist(), strict=True)
     ) == sorted(expected)
     assert expected  # the draw has conflicts to find
+
+
+@pytest.mark.parametrize(
+    "lengths",
+    [
+        [1, 0, 2, 1],  # as many elements as records: every row taken, but not each once
+        [2, 0, 1, 0],  # a repeat and a gap within one batch: rows 0, 0, 2 are no run
+        [0, 3, 0, 0, 1],
+    ],
+)
+def test_empty_lists_leave_every_element_with_its_own_record(lengths: list[int]) -> None:
+    ids = [chr(ord("A") + n) for n in range(len(lengths))]
+    reviews = [[{"rating": 10 * n + k} for k in range(length)] for n, length in enumerate(lengths)]
+    provenance = {
+        field.name: pa.array(
+            [9] * len(ids) if field.name == "_request_id" else
+            ["9_1.txt"] * len(ids) if field.name == "_source_file" else
+            list(range(len(ids))) if field.name == "_source_row" else [None] * len(ids),
+            field.type,
+        )
+        for field in PROVENANCE_SCHEMA
+    }  # fmt: skip
+    flat = pa.table({"id": ids, "reviews": reviews, **provenance})
+    found = tidy(flat)["reviews"]
+    expected = [(ids[n], k, 10 * n + k) for n, length in enumerate(lengths) for k in range(length)]
+    assert list(
+        zip(found["_record_id"].to_pylist(), found["_index"].to_pylist(),
+            found["rating"].to_pylist(), strict=True)
+    ) == expected  # fmt: skip
+    assert found["_source_row"].to_pylist() == [ids.index(r) for r, _, _ in expected]
