@@ -8,7 +8,7 @@ from the rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -34,6 +34,8 @@ __all__ = [
     "Plan",
     "against_table",
     "delta_types",
+    "held_keys",
+    "plan_against",
     "plan_from",
     "plan_write",
     "rows_to_write",
@@ -86,6 +88,16 @@ def plan_from(
     newest: NewestCopies | None, request_ids: list[int], table: DeltaTable | None
 ) -> Plan:
     """:func:`plan_write` from the downloads' decided copies (engines without a ``LoadSource``)."""
+    return plan_against(newest, request_ids, _table_keys(table) if table is not None else None)
+
+
+def plan_against(
+    newest: NewestCopies | None, request_ids: list[int], theirs: pa.Table | None
+) -> Plan:
+    """Which of the downloads' copies win over ``theirs`` (from :func:`held_keys`; None: empty).
+
+    For any store that can say, per record it holds, its newest date and request.
+    """
     if newest is None:
         return Plan(pa.array([], pa.string()), pa.array([], pa.string()), 0, 0, 0)
     winners = newest.winners
@@ -97,8 +109,9 @@ def plan_from(
             "request": pc.take(requests, winners["download"]),
         }
     )
-    theirs = _table_keys(table) if table is not None else _EMPTY_KEYS
-    joined = mine.join(theirs, "id", join_type="left outer", right_suffix="_t")
+    joined = mine.join(
+        _EMPTY_KEYS if theirs is None else theirs, "id", join_type="left outer", right_suffix="_t"
+    )
     known = pc.is_valid(joined["when_t"])
     newer = pc.or_(
         pc.greater(joined["when"], joined["when_t"]),
@@ -131,15 +144,24 @@ def _table_keys(table: DeltaTable) -> pa.Table:
             "or use mode='append'."
         )
     columns = [ID_COLUMN, UPDATED_COLUMN] + (["_request_id"] if "_request_id" in present else [])
+    return held_keys(table.to_pyarrow_dataset().to_batches(columns=columns), "the Delta table")
+
+
+def held_keys(batches: Iterable[pa.RecordBatch], what: str) -> pa.Table:
+    """Per record a store holds: its newest date and request (the table :func:`plan_against` takes).
+
+    ``batches`` have ``id`` and ``dateUpdated`` columns, and ``_request_id`` where
+    the store has one; ``what`` names the store in a :class:`ParseError`.
+    """
     parts = [_EMPTY_KEYS.rename_columns(["id", "when", "request"])]
-    for batch in table.to_pyarrow_dataset().to_batches(columns=columns):
+    for batch in batches:
         ids = record_ids(batch.column(ID_COLUMN))
         requests = (  # rows another tool wrote carry no request: they lose every tie
-            pc.fill_null(batch.column("_request_id"), 0)
-            if "_request_id" in columns
+            pc.fill_null(pc.cast(batch.column("_request_id"), pa.int64()), 0)
+            if "_request_id" in batch.schema.names
             else pa.array([0] * batch.num_rows, pa.int64())
         )
-        when = record_dates(batch.column(UPDATED_COLUMN), "the Delta table")
+        when = record_dates(batch.column(UPDATED_COLUMN), what)
         part = pa.table({"id": ids, "when": when, "request": requests}).filter(pc.is_valid(ids))
         # A flat view repeats a record on many rows: one line per id and date early.
         part = part.group_by(["id", "when"]).aggregate([("request", "max")])

@@ -23,6 +23,7 @@ import logging
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -61,6 +62,17 @@ class SyncIdentity:
         """``name: theirs -> ours`` for each setting that differs."""
         mine, theirs = asdict(self), asdict(other)
         return [f"{k} {theirs[k]!r} (now {mine[k]!r})" for k in mine if mine[k] != theirs[k]]
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> SyncIdentity:
+        """An identity as a commit, a journal or dlt's state recorded it."""
+        return cls(
+            str(raw.get("query")),
+            str(raw.get("data_type")),
+            str(raw.get("format")),
+            raw.get("view"),
+            bool(raw.get("tables")),
+        )
 
 
 @dataclass(frozen=True)
@@ -107,7 +119,7 @@ def table_state(
             f"{shown} holds a Delta table that no sync made, so nothing says which of its "
             "records are current. Sync into a new path (to_delta merges downloads into this one)."
         )
-    theirs = _identity(synced)
+    theirs = SyncIdentity.from_json(synced)
     if theirs != identity:
         raise SyncMismatch(
             f"{shown} is kept current from another query: "
@@ -135,16 +147,6 @@ def _latest_sync(table: Any) -> dict[str, Any] | None:
     return None
 
 
-def _identity(synced: dict[str, Any]) -> SyncIdentity:
-    return SyncIdentity(
-        str(synced.get("query")),
-        str(synced.get("data_type")),
-        str(synced.get("format")),
-        synced.get("view"),
-        bool(synced.get("tables")),
-    )
-
-
 @dataclass(frozen=True)
 class Pending:
     """A download a sync asked for and has not merged yet (``request_id`` None: no answer)."""
@@ -165,7 +167,7 @@ class Pending:
         """The journal read back; a malformed one raises ``ValueError``/``TypeError``."""
         rid = raw.get("request_id")
         return cls(
-            _identity(raw["identity"]),
+            SyncIdentity.from_json(raw["identity"]),
             str(raw["asked"]),
             int(raw["records"]),
             raw.get("previous_mark"),
@@ -194,6 +196,20 @@ class Journal:
         self._options = storage_options
         self._handler: Any = None
         self.shown = shown_path(f"{self._root}/{JOURNAL}")
+
+    @classmethod
+    def in_directory(cls, directory: Path) -> Journal:
+        """A journal in a local directory (made if missing), kept without deltalake.
+
+        For runs that keep no Delta table: the dlt source keeps its journal in
+        the pipeline's working directory.
+        """
+        import pyarrow.fs as pafs
+
+        directory.mkdir(parents=True, exist_ok=True)
+        journal = cls(str(directory), None)
+        journal._handler = pafs.SubTreeFileSystem(str(directory), pafs.LocalFileSystem())
+        return journal
 
     @property
     def _fs(self) -> Any:
