@@ -15,7 +15,13 @@ pytest.importorskip("duckdb")
 import dlt
 from dlt.pipeline.exceptions import PipelineStepFailed
 
-from datafiniti_loader import ConfigurationError, RequestNotReady, SyncMismatch, TooManyRecords
+from datafiniti_loader import (
+    ColumnNotFound,
+    ConfigurationError,
+    RequestNotReady,
+    SyncMismatch,
+    TooManyRecords,
+)
 from datafiniti_loader.dlt import datafiniti_source
 from datafiniti_loader.sandbox import Sandbox
 
@@ -304,6 +310,13 @@ def test_one_pipeline_keeps_one_query_and_bad_arguments_say_what_to_do(
         pipe.run(datafiniti_source(query="brand:Other", max_records=10, **api))
     assert isinstance(cause(raised.value), SyncMismatch)
     assert "pipeline of its own" in str(cause(raised.value))
+    undated = tmp_path / "undated.csv"
+    undated.write_text("id,name,reviews.rating\nA,Runner,5\n")
+    with pytest.raises(PipelineStepFailed) as raised:
+        pipe.run(datafiniti_source(sandbox.add_request([undated]), **api))
+    assert isinstance(cause(raised.value), ColumnNotFound)
+    assert str(cause(raised.value)).startswith("Merging with the dlt source needs the columns")
+    assert "load_tables or to_parquet(tables=True)" in str(cause(raised.value))
     for wrong in ({}, {"request_ids": 1, "query": QUERY}):
         with pytest.raises(ConfigurationError, match="one of the two"):
             datafiniti_source(**wrong, **api)

@@ -572,8 +572,9 @@ class LoadOptions:
     retry: RetryPolicy | None = None
     dedupe: bool = False
     dtype: Mapping[str, str] | None = None
-    #: A Delta merge asks for ``dedupe``: its errors then speak of the merge.
-    merging: bool = False
+    #: A merge asks for ``dedupe``: its errors then speak of the merge (True: a Delta
+    #: merge; a string names another merger, such as "the dlt source").
+    merging: bool | str = False
 
 
 @contextmanager

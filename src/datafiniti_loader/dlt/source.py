@@ -138,7 +138,7 @@ def datafiniti_source(
         )
     options = LoadOptions(
         token=token, api_url=api_url, wait=wait, cache=cache, progress=progress, retry=retry,
-        dedupe=True, dtype=dtype, merging=True,
+        dedupe=True, dtype=dtype, merging="the dlt source",
     )  # fmt: skip
     if query is not None:
         wanted = Query.checked(query, data_type, 1, format, view)

@@ -56,7 +56,7 @@ class NewestCopies:
     once; :meth:`keep` then says which rows of a batch stay.
     """
 
-    def __init__(self, request_ids: list[int], *, merging: bool = False) -> None:
+    def __init__(self, request_ids: list[int], *, merging: bool | str = False) -> None:
         self._order = {rid: n for n, rid in enumerate(request_ids)}
         #: For a Delta merge (not ``dedupe``): its errors say what a merge needs.
         self.merging = merging
@@ -137,18 +137,24 @@ class NewestCopies:
 
 
 def _identity(
-    file: ResultFile, batch: pa.RecordBatch, *, dates: bool = True, merging: bool = False
+    file: ResultFile, batch: pa.RecordBatch, *, dates: bool = True, merging: bool | str = False
 ) -> tuple[pa.Array, pa.Array]:
-    """The batch's ids as text and its dates as UTC timestamps."""
+    """The batch's ids as text and its dates as UTC timestamps.
+
+    ``merging``: ``True`` for a Delta merge, or the name of another merger
+    (``"the dlt source"``); a missing column's error says what that one needs.
+    """
     names = batch.schema.names
     missing = [c for c in (ID_COLUMN, UPDATED_COLUMN) if c not in names]
     if missing:
-        what = "Merging into a Delta table" if merging else "dedupe=True (--dedupe)"
-        otherwise = (
-            "or write with mode='append' (merge --mode append), which keeps every row"
-            if merging
-            else "or load without dedupe"
-        )
+        if merging is True:
+            what = "Merging into a Delta table"
+            otherwise = "or write with mode='append' (merge --mode append), which keeps every row"
+        elif merging:
+            what = f"Merging with {merging}"
+            otherwise = "or load it with load_tables or to_parquet(tables=True), which need neither"
+        else:
+            what, otherwise = "dedupe=True (--dedupe)", "or load without dedupe"
         raise ColumnNotFound(
             f"{what} needs the columns {ID_COLUMN!r} and {UPDATED_COLUMN!r} in every file (they "
             f"tell a record's copies apart and which is newest), and {file.name} (request "

@@ -85,7 +85,7 @@ class _Job:
     retry: RetryPolicy
     file: ResultFile
     dedupe: bool = False
-    merging: bool = False
+    merging: bool | str = False
 
 
 @dataclass(frozen=True)
