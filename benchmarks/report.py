@@ -174,6 +174,21 @@ def render(report: dict[str, Any]) -> str:
                 f"| {r['flat_mb']:.0f} | {r['tables_mb']:.0f} |"
             )
         lines.append("")
+    if report.get("dlt"):
+        lines += [
+            "### The dlt source into DuckDB vs `to_parquet(tables=True)`",
+            "",
+            "| data | GB | to_parquet(tables) s | MB | dlt extract s | ratio | MB | normalize + load s | MB | whole run s | run again s (extract) | MB |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in report["dlt"]:
+            lines.append(
+                f"| {r['data']} | {r['gb']:.2f} | {r['parquet_s']:.2f} | {r['parquet_mb']:.0f} "
+                f"| {r['extract_s']:.2f} | {r['ratio']:.2f} | {r['extract_mb']:.0f} "
+                f"| {r['load_s']:.2f} | {r['load_mb']:.0f} | {r['first_s']:.2f} "
+                f"| {r['again_s']:.2f} ({r['again_extract_s']:.2f}) | {r['again_mb']:.0f} |"
+            )
+        lines.append("")
     lines += footnotes("\n".join(lines))
     return "\n".join(lines)
 

@@ -164,6 +164,50 @@ def load_tables(cfg: dict[str, Any]) -> int:
     return len(tables["records"])
 
 
+def tables_parquet(cfg: dict[str, Any]) -> int:
+    from datafiniti_loader import to_parquet
+
+    summary = to_parquet(
+        cfg["request_id"], cfg["out"], token=cfg["token"], api_url=cfg["api_url"], cache=False,
+        progress=False, overwrite=True, tables=True,
+    )  # fmt: skip
+    return summary.rows
+
+
+def dlt_duckdb(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The dlt source into a DuckDB file, step by step; run twice on one ``out``.
+
+    The extract step is this library's work (and dlt's writing of it); normalize
+    and load are dlt's and DuckDB's, in this process, so they are timed and their
+    peak memory taken apart (the peak is reset between steps).
+    """
+    import dlt
+
+    from datafiniti_loader.dlt import datafiniti_source
+
+    pipeline = dlt.pipeline(
+        "bench", destination=dlt.destinations.duckdb(f"{cfg['out']}/warehouse.duckdb"),
+        dataset_name="datafiniti", pipelines_dir=f"{cfg['out']}/dlt",
+    )  # fmt: skip
+    source = datafiniti_source(
+        cfg["request_id"], token=cfg["token"], api_url=cfg["api_url"], cache=False,
+        progress=False,
+    )  # fmt: skip
+    started = time.perf_counter()
+    pipeline.extract(source)
+    extracted = time.perf_counter()
+    extract_mb = peak_rss_mb()
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")  # VmHWM from here on: the load's own peak
+    pipeline.normalize()
+    pipeline.load()
+    done = time.perf_counter()
+    with pipeline.sql_client() as client:
+        rows = int(client.execute_sql("SELECT count(*) FROM records")[0][0])
+    return {"rows": rows, "seconds": done - started, "extract_s": extracted - started,
+            "extract_mb": extract_mb, "load_s": done - extracted, "load_mb": peak_rss_mb()}  # fmt: skip
+
+
 def load_arrow(cfg: dict[str, Any]) -> int:
     from datafiniti_loader import load_results
 
@@ -318,6 +362,8 @@ SCENARIOS = {
         pyarrow_read_json,
         pyarrow_json_parquet,
         dask_parquet,
+        tables_parquet,
+        dlt_duckdb,
     )
 }
 
@@ -337,7 +383,12 @@ if __name__ == "__main__":
     if name == "to_delta":  # its own import, paid before the clock like the others
         import deltalake  # noqa: F401
 
-        import datafiniti_loader.sinks.delta  # noqa: F401
+        import datafiniti_loader.sinks.delta
+
+    if name == "dlt_duckdb":
+        import dlt  # noqa: F401
+
+        import datafiniti_loader.dlt  # noqa: F401
 
     started = time.perf_counter()
     result: Any = SCENARIOS[name](config)

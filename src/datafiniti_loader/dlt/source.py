@@ -60,6 +60,8 @@ logger = logging.getLogger("datafiniti_loader")
 #: The key of this source's entry in dlt's resource state (query mode).
 STATE_KEY = "sync"
 _MERGED_KEPT = 20  # downloads remembered as merged: enough to recognise the journal's
+#: Arrow bytes per item handed to dlt (see :func:`_gathered`).
+ITEM_BYTES = 32 * 1024 * 1024
 
 
 @dlt.source(name="datafiniti", section=known_sections.SOURCES, max_table_nesting=0)
@@ -250,13 +252,33 @@ def _rows(source: LoadSource, destination: Destination) -> Iterator[Any]:
     with tidy_parts(source, flat, _winning(plan.replace_ids)) as parts:
         for name, files in parts.items():
             schema = unified_schema(files)
-            for batch in conformed(files, schema):
-                if batch.num_rows:
-                    yield _item(pa.Table.from_batches([batch]), name)
+            for table in _gathered(conformed(files, schema), schema):
+                yield _item(table, name)
     if len(plan.existing_ids):  # replaced records: their old child rows go, in every table
         loaded = [destination.table_name(name) for name in parts if name != RECORDS]
         for name in dict.fromkeys([*loaded, *destination.child_tables()]):
             yield _item(tombstones(name, plan.existing_ids), name)
+
+
+def _gathered(batches: Iterator[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.Table]:
+    """The batches as tables of about :data:`ITEM_BYTES` each.
+
+    dlt works out and checks a table's schema for every item it is given
+    (measured: about 5 ms each, 6 of the 9 s of a 0.27 GB extract when each
+    spilled batch was an item); a few large items cost it little, and memory
+    holds one of them at a time.
+    """
+    held: list[pa.RecordBatch] = []
+    size = 0
+    for batch in batches:
+        if batch.num_rows:
+            held.append(batch)
+            size += batch.nbytes
+        if size >= ITEM_BYTES:
+            yield pa.Table.from_batches(held, schema)
+            held, size = [], 0
+    if held:
+        yield pa.Table.from_batches(held, schema)
 
 
 def _winning(replace_ids: pa.Array) -> Callable[[pa.RecordBatch], pa.RecordBatch]:
