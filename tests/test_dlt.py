@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +132,14 @@ def test_downloads_merge_across_runs_newest_copy_wins_and_its_child_rows_replace
         ("A", 0, 5), ("A", 1, 4), ("A", 2, 3), ("B", 0, 2), ("C", 0, 1), ("C", 1, 2), ("E", 0, 4)
     ]  # fmt: skip
     assert len(table(pipe, "prices")) == 5
+    schema = pipe.default_schema  # each table's keys, as dlt holds them
+    for name, keys in (("records", ["id"]), ("reviews", ["_record_id", "_index"])):
+        columns = schema.get_table_columns(name)
+        assert [c for c, hints in columns.items() if hints.get("primary_key")] == keys
+        assert schema.get_table(name)["write_disposition"] == "merge"
+    assert [c for c, h in schema.get_table_columns("prices").items() if h.get("merge_key")] == [
+        "_record_id"
+    ]
 
     # An overlapping download: A newer with fewer reviews, B an older copy, C newer with no
     # review at all, D new, E as new as the destination's (a later download wins the tie).
@@ -351,3 +361,13 @@ def cause(error: BaseException) -> BaseException:
         if type(error).__module__.startswith("datafiniti_loader"):
             return error
     return error
+
+
+def test_without_dlt_the_import_names_the_extra() -> None:
+    code = (
+        "import sys; sys.modules['dlt'] = None\n"  # as if dlt were not installed
+        "try:\n    import datafiniti_loader.dlt\n"
+        "except ImportError as exc:\n    print(exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "pip install 'datafiniti-loader[dlt]'" in done.stdout
