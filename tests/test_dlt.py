@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 
 pytest.importorskip("dlt")
@@ -18,6 +20,7 @@ import dlt
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from datafiniti_loader import (
+    ColumnConflict,
     ColumnNotFound,
     ConfigurationError,
     RequestNotReady,
@@ -25,6 +28,7 @@ from datafiniti_loader import (
     TooManyRecords,
 )
 from datafiniti_loader.dlt import datafiniti_source
+from datafiniti_loader.dlt.fit import check_fits
 from datafiniti_loader.sandbox import Sandbox
 
 QUERY = "categories:shoes AND brand:Acme"
@@ -203,6 +207,11 @@ def test_a_list_of_downloads_keeps_each_records_newest_copy_among_them(
     assert by_id(pipe)["A"]["name"] == "New"
     assert children(pipe, "reviews") == [("A", 0, 1)]
 
+    # Another pipeline into the same dataset: the destination, not its own schema, decides.
+    other = pipeline(tmp_path, "other")
+    other.run(datafiniti_source(older, **api))
+    assert by_id(pipe)["A"]["name"] == "New"
+
 
 def serve(sandbox: Sandbox, directory: Path, records: list[dict[str, Any]], version: int) -> None:
     """Register QUERY as matching ``records`` (again: the records changed)."""
@@ -371,3 +380,77 @@ def test_without_dlt_the_import_names_the_extra() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "pip install 'datafiniti-loader[dlt]'" in done.stdout
+
+
+def test_values_the_destinations_column_type_would_change_stop_the_run_before_loading(
+    sandbox: Sandbox, api: dict[str, Any], tmp_path: Path
+) -> None:
+    header = "id,dateUpdated,postalCode\n"
+    (tmp_path / "a.csv").write_text(
+        header + "A,2026-11-01T00:00:00Z,10001\nB,2026-11-01T00:00:00Z,94105\n"
+    )
+    (tmp_path / "b.csv").write_text(header + "A,2026-11-02T00:00:00Z,02134\n")
+    pipe = pipeline(tmp_path)
+    pipe.run(datafiniti_source(sandbox.add_request([tmp_path / "a.csv"]), **api))
+    with pytest.raises(PipelineStepFailed) as raised:
+        pipe.run(datafiniti_source(sandbox.add_request([tmp_path / "b.csv"]), **api))
+    error = cause(raised.value)
+    assert isinstance(error, ColumnConflict)
+    assert "records.postal_code is bigint" in str(error) and "'02134'" in str(error)
+    assert "dtype={'postalCode': 'string'}" in str(error)
+    assert {r["id"]: r["postal_code"] for r in table(pipe, "records")} == {"A": 10001, "B": 94105}
+
+    # Another pipeline on the same dataset: its own schema knows nothing, the destination does.
+    other = pipeline(tmp_path, "other")
+    with pytest.raises(PipelineStepFailed) as raised:
+        rid = sandbox.add_request([tmp_path / "b.csv"])
+        other.run(datafiniti_source(rid, dtype={"postalCode": "string"}, **api))
+    assert "'02134'" in str(cause(raised.value))
+    assert {r["id"]: r["postal_code"] for r in table(pipe, "records")} == {"A": 10001, "B": 94105}
+
+    # Kept as text from the first load (in a dataset of its own), the column takes both.
+    typed = pipeline(tmp_path / "new", "typed")
+    for name in ("a.csv", "b.csv"):
+        rid = sandbox.add_request([tmp_path / name])
+        typed.run(datafiniti_source(rid, dtype={"postalCode": "string"}, **api))
+    assert {r["id"]: r["postal_code"] for r in table(typed, "records")} == {
+        "A": "02134", "B": "94105"
+    }  # fmt: skip
+
+    # JSON gives dates as text: they go into the CSV's timestamp column as the same instants.
+    later = [{"id": "B", "dateUpdated": "2026-11-03T10:00:00Z", "postalCode": 94107}]
+    pipe.run(datafiniti_source(sandbox.add_request([written(tmp_path, "c", later, "json")]), **api))
+    held = by_id(pipe)["B"]
+    assert (
+        held["postal_code"] == 94107
+        and held["date_updated"].isoformat() == "2026-11-03T10:00:00+00:00"
+    )
+
+
+@pytest.mark.parametrize(
+    ("values", "theirs", "misfit"),
+    [
+        (pa.array(["10001", "94105"]), "bigint", None),
+        (pa.array(["10001", "02134"]), "bigint", "02134"),
+        (pa.array(["8.49E+11", None]), "double", None),
+        (pa.array(["4.5", "N/A"]), "double", "N/A"),
+        (pa.array([4.0, 4.5]), "bigint", 4.5),
+        (pa.array(["2026-11-03T10:00:00Z"]), "timestamp", None),
+        (pa.array(["yesterday"]), "timestamp", "yesterday"),
+        (pa.array([None, None], pa.null()), "bigint", None),
+        (pa.array([1, 2]), "text", None),
+        (pa.array([[1], [2]]), "bigint", [1]),
+    ],
+)
+def test_a_value_fits_a_destination_column_only_unchanged(
+    values: pa.Array, theirs: str, misfit: object
+) -> None:
+    schema = pa.schema([pa.field("x", values.type)])
+    check = lambda: check_fits(  # noqa: E731
+        "t", schema, {"x": {"data_type": theirs}}, str, lambda name: [values]
+    )
+    if misfit is None:
+        check()
+    else:
+        with pytest.raises(ColumnConflict, match=re.escape(repr(misfit))):
+            check()

@@ -149,10 +149,13 @@ class ColumnNotFound(DatafinitiError, ValueError):
 
 
 class ColumnConflict(DatafinitiError, ValueError):
-    """A result file has a column named like a provenance column (``_source_row``...).
+    """A column cannot go where it must, and nothing was written.
 
-    The library never renames a file's column nor lets one hide another: such
-    files load with ``provenance=False``.
+    A result file has a column named like a provenance column
+    (``_source_row``...): the library never renames a file's column nor lets
+    one hide another, so such files load with ``provenance=False``. Or (the dlt
+    source) a download has values the destination's column type would change,
+    such as ``02134`` for a ``bigint`` column.
     """
 
 

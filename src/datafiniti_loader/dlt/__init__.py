@@ -7,7 +7,8 @@
 - :mod:`.source`: the source, its two modes (downloads given, or a query
   kept current) and the rows it hands dlt;
 - :mod:`.hints`: each table's keys and how a record's rows are replaced;
-- :mod:`.held`: what the destination already holds, read back through dlt.
+- :mod:`.held`: what the destination already holds, read back through dlt;
+- :mod:`.fit`: whether a download's values fit the destination's column types.
 
 Needs the ``[dlt]`` extra (``pip install 'datafiniti-loader[dlt]'``).
 """

@@ -51,8 +51,31 @@ class Destination:
         """``name`` as dlt names it in the destination (``priceHistory`` -> ``price_history``)."""
         return str(self._schema.naming.normalize_identifier(name))
 
+    def columns(self, names: list[str]) -> dict[str, dict[str, Any]]:
+        """The columns of tables ``names`` as the destination has them, by lower-cased name.
+
+        Asked of the destination itself (its information schema, through dlt's
+        job client), not of this pipeline's schema, which knows nothing of what
+        another pipeline put in the same dataset; dlt's schema is the answer only
+        where the destination cannot say (a destination without SQL tables).
+        """
+        wanted = {self.table_name(n): n for n in names}
+        try:
+            with self._pipeline.destination_client() as client:
+                found = dict(client.get_storage_tables(list(wanted)))
+        except (AttributeError, NotImplementedError):
+            found = {name: self._schema.tables.get(name, {}).get("columns", {}) for name in wanted}
+        return {
+            wanted[name]: {str(c).lower(): hints for c, hints in (columns or {}).items()}
+            for name, columns in found.items()
+            if name in wanted
+        }
+
     def child_tables(self) -> list[str]:
-        """The child tables (``reviews``...) an earlier run of this source made."""
+        """The child tables (``reviews``...) earlier runs of this pipeline's source made.
+
+        From dlt's schema: tables another pipeline added to the dataset are not known here.
+        """
         return sorted(
             name
             for name, table in self._schema.tables.items()
@@ -62,11 +85,12 @@ class Destination:
     def keys(self, ids: pa.Array) -> pa.Table | None:
         """For the records of ``ids`` the destination holds: newest date and request.
 
-        ``None`` when the destination has no ``records`` table yet.
+        ``None`` when the destination has no ``records`` table yet (as the
+        destination says: another pipeline may have filled the dataset).
         """
         if getattr(self._pipeline, "destination", None) is None:
             raise self._no_destination("the pipeline has none")
-        columns = self._schema.tables.get(self.table_name(RECORDS), {}).get("columns", {})
+        columns = self.columns([RECORDS]).get(RECORDS, {})
         names = {c: self.table_name(c) for c in _KEY_COLUMNS if self.table_name(c) in columns}
         if ID_COLUMN not in names or UPDATED_COLUMN not in names:
             return None  # nothing loaded yet (or not by this source: nothing to compare)

@@ -50,6 +50,7 @@ from ..sinks.tablesparquet import conformed, tidy_parts, unified_schema
 from ..syncing.marks import newest_date
 from ..syncing.purchase import awaited, checked_max_records, merging, purchase
 from ..syncing.state import Journal, SyncIdentity
+from .fit import check_fits
 from .held import Destination
 from .hints import child_hints, keyed, records_hints, tombstones
 
@@ -250,14 +251,31 @@ def _rows(source: LoadSource, destination: Destination) -> Iterator[Any]:
     if plan.added + plan.replaced == 0:
         return
     with tidy_parts(source, flat, _winning(plan.replace_ids)) as parts:
+        schemas = {name: unified_schema(files) for name, files in parts.items()}
+        held = destination.columns(list(parts))
+        for name, files in parts.items():  # every table checked before any row goes to dlt
+            check_fits(
+                destination.table_name(name), schemas[name], held.get(name, {}),
+                lambda column: destination.table_name(column).lower(),
+                _values_of(files, schemas[name]),
+            )  # fmt: skip
         for name, files in parts.items():
-            schema = unified_schema(files)
-            for table in _gathered(conformed(files, schema), schema):
+            for table in _gathered(conformed(files, schemas[name]), schemas[name]):
                 yield _item(table, name)
     if len(plan.existing_ids):  # replaced records: their old child rows go, in every table
         loaded = [destination.table_name(name) for name in parts if name != RECORDS]
         for name in dict.fromkeys([*loaded, *destination.child_tables()]):
             yield _item(tombstones(name, plan.existing_ids), name)
+
+
+def _values_of(files: list[Path], schema: pa.Schema) -> Callable[[str], Iterator[pa.Array]]:
+    """A column's values in a table's spilled parts, batch by batch."""
+
+    def values(column: str) -> Iterator[pa.Array]:
+        for batch in conformed(files, schema):
+            yield batch.column(column)
+
+    return values
 
 
 def _gathered(batches: Iterator[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.Table]:
