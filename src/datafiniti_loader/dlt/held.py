@@ -132,8 +132,8 @@ class Destination:
         return ConfigurationError(
             "The Datafiniti dlt source compares each record with the copy the destination "
             "holds (an older download must not replace a newer record), so it needs a "
-            "destination it can query: give the pipeline one (duckdb, postgres, "
-            f"filesystem...); {why}."
+            "destination it can query with SQL: give the pipeline one (duckdb, postgres, "
+            f"snowflake...); {why}."
         )
 
 

@@ -130,9 +130,9 @@ def datafiniti_source(
 
     Notes
     -----
-    The comparison with the destination needs a pipeline with a destination
-    dlt can query (any SQL destination, or ``filesystem``). Names follow dlt's
-    naming convention (``dateUpdated`` becomes ``date_updated``).
+    The comparison with the destination needs a pipeline with a SQL
+    destination (tested: DuckDB). Names follow dlt's naming convention
+    (``dateUpdated`` becomes ``date_updated``).
     """
     if (request_ids is None) == (query is None):
         raise ConfigurationError(
