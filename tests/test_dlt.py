@@ -350,7 +350,7 @@ def test_the_token_can_come_from_dlts_secrets_and_a_destination_is_needed(
     pipe = pipeline(tmp_path)
     pipe.run(datafiniti_source(rid, api_url=sandbox.api_url_v4, progress=False))
     assert sorted(by_id(pipe)) == ["A"]
-    # dlt keeps what it resolved from config in its trace: a secret only as "<secret>".
+    # dlt keeps what it resolved from config in its trace, a secret's value left out.
     kept = [p for p in (tmp_path / "dlt").rglob("*") if p.is_file()]
     assert any(p.name == "trace.pickle" for p in kept)
     assert not [p for p in kept if sandbox.token.encode() in p.read_bytes()]

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from .config import CacheSetting
+from .config import CacheSetting, positive_count
 from .errors import ConfigurationError
 from .loader import LoadOptions, Sources, open_load, read_head, read_table, request_ids
 from .read.tidy import tidy
@@ -194,8 +194,7 @@ def load_results(
         return load_dask(request_id, options, columns=columns, provenance=provenance)
     sink = {"arrow": lambda table: table, "polars": to_polars, "pandas": to_pandas}[output]
     if nrows is not None:
-        if isinstance(nrows, bool) or not isinstance(nrows, int) or nrows <= 0:
-            raise ConfigurationError(f"nrows must be a positive whole number; got {nrows!r}.")
+        positive_count("nrows", nrows)
         if dedupe:
             raise ConfigurationError(
                 "nrows= is a quick look at the first rows; dedupe=True needs every file "

@@ -204,3 +204,12 @@ def resolve_cache_dir(cache: CacheSetting, api_url: str | None = None) -> Path |
 
         return Path(user_cache_dir("datafiniti-loader", appauthor=False))
     return Path(cache).expanduser()
+
+
+def positive_count(name: str, value: int | None) -> int | None:
+    """``value`` once it is a positive whole number (``None`` passes): nrows, max_records."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigurationError(f"{name} must be a positive whole number; got {value!r}.")
+    return value

@@ -59,7 +59,11 @@ class Destination:
         another pipeline put in the same dataset; dlt's schema is the answer only
         where the destination cannot say (a destination without SQL tables).
         """
+        if getattr(self._pipeline, "destination", None) is None:
+            raise self._no_destination("the pipeline has none")
         wanted = {self.table_name(n): n for n in names}
+        if not wanted:
+            return {}
         try:
             with self._pipeline.destination_client() as client:
                 found = dict(client.get_storage_tables(list(wanted)))
@@ -82,15 +86,13 @@ class Destination:
             if name != self.table_name(RECORDS) and is_child_table(table.get("columns", {}))
         )
 
-    def keys(self, ids: pa.Array) -> pa.Table | None:
+    def keys(self, ids: pa.Array, columns: dict[str, Any]) -> pa.Table | None:
         """For the records of ``ids`` the destination holds: newest date and request.
 
-        ``None`` when the destination has no ``records`` table yet (as the
-        destination says: another pipeline may have filled the dataset).
+        ``columns``: the destination's ``records`` columns (:meth:`columns`).
+        ``None`` when it has no ``records`` table yet (as the destination says:
+        another pipeline may have filled the dataset).
         """
-        if getattr(self._pipeline, "destination", None) is None:
-            raise self._no_destination("the pipeline has none")
-        columns = self.columns([RECORDS]).get(RECORDS, {})
         names = {c: self.table_name(c) for c in _KEY_COLUMNS if self.table_name(c) in columns}
         if ID_COLUMN not in names or UPDATED_COLUMN not in names:
             return None  # nothing loaded yet (or not by this source: nothing to compare)

@@ -33,22 +33,20 @@ from typing import Any
 
 import dlt
 import pyarrow as pa
-import pyarrow.compute as pc
 from dlt.common.configuration.specs import known_sections
 from dlt.common.typing import TSecretStrValue
 
-from ..config import CacheSetting
+from ..config import CacheSetting, positive_count
 from ..errors import ConfigurationError, SyncMismatch
 from ..loader import LoadOptions, LoadSource, Sources, data_schema, open_load, request_ids
-from ..read.dedupe import ID_COLUMN, record_ids
 from ..read.tidy import RECORDS
 from ..remote.client import Client
 from ..remote.versions import Query
 from ..retry import RetryPolicy
-from ..sinks.deltaplan import Plan, plan_against
+from ..sinks.deltaplan import Plan, plan_against, winning_rows
 from ..sinks.tablesparquet import conformed, tidy_parts, unified_schema
-from ..syncing.marks import newest_date
-from ..syncing.purchase import awaited, checked_max_records, merging, purchase
+from ..syncing.marks import mark_after
+from ..syncing.purchase import awaited, merging, purchase
 from ..syncing.state import Journal, SyncIdentity
 from .fit import check_fits
 from .held import Destination
@@ -146,16 +144,18 @@ def datafiniti_source(
     if query is not None:
         wanted = Query.checked(query, data_type, 1, format, view)
         identity = SyncIdentity(wanted.text, wanted.data_type, wanted.format, wanted.view, True)
-        limit = checked_max_records(max_records)
+        limit = positive_count("max_records", max_records)
         if limit is None:
             raise ConfigurationError(
                 "A query run of the dlt source needs max_records: the most records one run "
                 "may buy (each record costs credits, and a pipeline runs unattended)."
             )
-        queried = _Queried(identity, limit, confirm, request_id, forget_pending)
 
         def kept_current() -> Iterator[Any]:
-            yield from queried.rows(options)
+            yield from _changed_rows(
+                identity, options, limit=limit, confirm=confirm, request_id=request_id,
+                forget_pending=forget_pending,
+            )  # fmt: skip
 
         return dlt.resource(kept_current, **records_hints())
     assert request_ids is not None
@@ -179,65 +179,56 @@ def _destination() -> Destination:
     return Destination(dlt.current.pipeline(), dlt.current.source_schema())
 
 
-class _Queried:
-    """The query mode's run: the mark from dlt's state, the purchase, the mark moved."""
-
-    def __init__(
-        self,
-        identity: SyncIdentity,
-        limit: int,
-        confirm: Callable[[int], bool] | None,
-        request_id: int | str | None,
-        forget_pending: bool,
-    ) -> None:
-        self.identity = identity
-        self.limit = limit
-        self.confirm = confirm
-        self.request_id = request_id
-        self.forget_pending = forget_pending
-
-    def rows(self, options: LoadOptions) -> Iterator[Any]:
-        """Buy what changed since the mark, hand its rows on, move the mark in dlt's state."""
-        state = dlt.current.resource_state()
-        synced: dict[str, Any] = state.get(STATE_KEY) or {}
-        if synced and SyncIdentity.from_json(synced["identity"]) != self.identity:
-            theirs = SyncIdentity.from_json(synced["identity"])
-            raise SyncMismatch(
-                "This pipeline's Datafiniti source is kept current from another query: "
-                f"{'; '.join(self.identity.differences(theirs))}. Its mark means nothing "
-                "for this one: give this query a pipeline of its own (another pipeline_name)."
-            )
-        mark: str | None = synced.get("mark")
-        merged: list[int] = list(synced.get("merged", []))
-        pipeline = dlt.current.pipeline()
-        schema = dlt.current.source_schema()
-        journal = Journal.in_directory(Path(pipeline.working_dir) / "datafiniti" / schema.name)
-        left = journal.read()
-        if left is not None and left.request_id in merged:
-            journal.remove()  # merged by a run whose state dlt committed
-        with Client(options.token, options.api_url, retry=options.retry) as client:
-            bought = purchase(
-                client, journal, self.identity, mark, limit=self.limit, confirm=self.confirm,
-                request_id=self.request_id, forget_pending=self.forget_pending,
+def _changed_rows(
+    identity: SyncIdentity,
+    options: LoadOptions,
+    *,
+    limit: int,
+    confirm: Callable[[int], bool] | None,
+    request_id: int | str | None,
+    forget_pending: bool,
+) -> Iterator[Any]:
+    """Query mode: buy what changed since the mark, hand its rows on, move the mark in dlt state."""
+    state = dlt.current.resource_state()
+    synced: dict[str, Any] = state.get(STATE_KEY) or {}
+    theirs = SyncIdentity.from_json(synced["identity"]) if synced else identity
+    if theirs != identity:
+        raise SyncMismatch(
+            "This pipeline's Datafiniti source is kept current from another query: "
+            f"{'; '.join(identity.differences(theirs))}. Its mark means nothing "
+            "for this one: give this query a pipeline of its own (another pipeline_name)."
+        )
+    mark: str | None = synced.get("mark")
+    merged: list[int] = list(synced.get("merged", []))
+    pipeline = dlt.current.pipeline()
+    schema = dlt.current.source_schema()
+    journal = Journal.in_directory(Path(pipeline.working_dir) / "datafiniti" / schema.name)
+    left = journal.read()
+    if left is not None and left.request_id in merged:
+        journal.remove()  # merged by a run whose state dlt committed
+    with Client(options.token, options.api_url, retry=options.retry) as client:
+        bought = purchase(
+            client, journal, identity, mark, limit=limit, confirm=confirm,
+            request_id=request_id, forget_pending=forget_pending,
+        )  # fmt: skip
+        pending = bought.pending
+        if pending is None or pending.request_id is None:
+            logger.info(
+                "dlt: %s: nothing downloaded (%s%s)", identity.query[:120],
+                bought.status, f" since {mark}" if mark else "",
             )  # fmt: skip
-            pending = bought.pending
-            if pending is None or pending.request_id is None:
-                logger.info(
-                    "dlt: %s: nothing downloaded (%s%s)", self.identity.query[:120],
-                    bought.status, f" since {mark}" if mark else "",
-                )  # fmt: skip
-                return
-            rid = pending.request_id
-            _, complete = awaited(client, pending, options.wait, options.progress)
-            with open_load([rid], options, client=client) as source, merging(rid):
-                yield from _rows(source, Destination(pipeline, schema))
-                moved = newest_date(source, mark) if complete else mark
-        # dlt commits this with the rows; the journal goes at the next run, once it is.
-        state[STATE_KEY] = {
-            "identity": asdict(self.identity),
-            "mark": moved,
-            "merged": [*merged, rid][-_MERGED_KEPT:],
-        }
+            return
+        rid = pending.request_id
+        _, complete = awaited(client, pending, options.wait, options.progress)
+        with open_load([rid], options, client=client) as source, merging(rid):
+            yield from _rows(source, Destination(pipeline, schema))
+            moved = mark_after(source, pending.previous_mark, complete)
+    # dlt commits this with the rows; the journal goes at the next run, once it is.
+    state[STATE_KEY] = {
+        "identity": asdict(identity),
+        "mark": moved,
+        "merged": [*merged, rid][-_MERGED_KEPT:],
+    }
 
 
 def _rows(source: LoadSource, destination: Destination) -> Iterator[Any]:
@@ -246,13 +237,17 @@ def _rows(source: LoadSource, destination: Destination) -> Iterator[Any]:
     flat = data_schema(scan.builder, None, True, source.dtypes)
     newest = source.newest
     assert newest is not None, "the source reads with dedupe"
-    plan = plan_against(newest, source.request_ids, destination.keys(newest.winners["id"]))
+    records = destination.columns([RECORDS])  # the destination's: its keys and types
+    theirs = destination.keys(newest.winners["id"], records.get(RECORDS, {}))
+    plan = plan_against(newest, source.request_ids, theirs)
     _log_plan(source, plan)
     if plan.added + plan.replaced == 0:
         return
-    with tidy_parts(source, flat, _winning(plan.replace_ids)) as parts:
+    # Rows without an id cannot be merged: passing every request as merged keeps none.
+    keep = winning_rows(plan.replace_ids, set(source.request_ids))
+    with tidy_parts(source, flat, keep) as parts:
         schemas = {name: unified_schema(files) for name, files in parts.items()}
-        held = destination.columns(list(parts))
+        held = {**records, **destination.columns([n for n in parts if n != RECORDS])}
         for name, files in parts.items():  # every table checked before any row goes to dlt
             check_fits(
                 destination.table_name(name), schemas[name], held.get(name, {}),
@@ -297,16 +292,6 @@ def _gathered(batches: Iterator[pa.RecordBatch], schema: pa.Schema) -> Iterator[
             held, size = [], 0
     if held:
         yield pa.Table.from_batches(held, schema)
-
-
-def _winning(replace_ids: pa.Array) -> Callable[[pa.RecordBatch], pa.RecordBatch]:
-    """A filter of typed rows: only the copies that win (rows without an id cannot be merged)."""
-
-    def keep(batch: pa.RecordBatch) -> pa.RecordBatch:
-        ids = record_ids(batch.column(ID_COLUMN))
-        return batch.filter(pc.fill_null(pc.is_in(ids, value_set=replace_ids), False))
-
-    return keep
 
 
 def _item(table: pa.Table, name: str) -> Any:

@@ -90,10 +90,7 @@ def write_delta_on_dask(
     requests = tuple(found.request_ids)
     schema = delta_types(found.schema)
     plan = plan_from(found.newest, found.request_ids, table)
-    newest = found.newest
-    assert newest is not None
-    idless = any(newest.idless_rows.get(r, 0) for r in requests if r not in merged_before)
-    if table is not None and plan.added + plan.replaced == 0 and not idless:
+    if table is not None and not plan.any_rows(found.newest, merged_before):
         return DeltaSummary(
             shown, table.version(), False, "merge", 0, 0, 0, plan.unchanged, requests,
             note="no copy is newer than the table's",

@@ -192,7 +192,7 @@ def write_delta(
     scan = source.scan(keep=False)
     schema = delta_types(with_provenance(data_schema(scan.builder, None, True, source.dtypes)))
     plan = plan_write(source, table)
-    if table is not None and mode == "merge" and not plan.any_rows(source, merged_before):
+    if table is not None and mode == "merge" and not plan.any_rows(source.newest, merged_before):
         return DeltaSummary(
             shown, table.version(), False, mode, 0, 0, 0, plan.unchanged, requests,
             note="no copy is newer than the table's",

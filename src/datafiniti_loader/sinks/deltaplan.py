@@ -8,7 +8,7 @@ from the rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -39,6 +39,7 @@ __all__ = [
     "plan_from",
     "plan_write",
     "rows_to_write",
+    "winning_rows",
 ]
 
 
@@ -71,9 +72,14 @@ class Plan:
     replaced: int
     unchanged: int
 
-    def any_rows(self, source: LoadSource, merged_before: set[int]) -> bool:
-        """Whether anything is to be written: a newer copy, or rows without an id."""
-        return self.added + self.replaced > 0 or _has_idless_rows(source, merged_before)
+    def any_rows(self, newest: NewestCopies | None, merged_before: set[int]) -> bool:
+        """Whether anything is to be written: a newer copy, or rows without an id.
+
+        Id-less rows are inserted once, from requests not ``merged_before``.
+        """
+        counts = newest.idless_rows if newest is not None else {}
+        idless = any(n for rid, n in counts.items() if rid not in merged_before)
+        return self.added + self.replaced > 0 or idless
 
 
 def plan_write(source: LoadSource, table: DeltaTable | None) -> Plan:
@@ -172,6 +178,26 @@ def held_keys(batches: Iterable[pa.RecordBatch], what: str) -> pa.Table:
     return top.rename_columns(["id", "when_t", "request_t"])
 
 
+def winning_rows(
+    replace_ids: pa.Array, merged_before: set[int]
+) -> Callable[[pa.RecordBatch], pa.RecordBatch]:
+    """A filter of typed rows: the winning copies, and id-less rows of requests new to the store.
+
+    Id-less rows cannot be matched later, so they go in once, from requests
+    not in ``merged_before``; a store that takes no id-less rows at all (the
+    dlt source's) passes every request.
+    """
+    old_requests = pa.array(sorted(merged_before), pa.int64())
+
+    def keep(batch: pa.RecordBatch) -> pa.RecordBatch:
+        ids = record_ids(batch.column(ID_COLUMN))
+        chosen = pc.fill_null(pc.is_in(ids, value_set=replace_ids), False)
+        fresh = pc.invert(pc.is_in(batch.column("_request_id"), value_set=old_requests))
+        return batch.filter(pc.or_(chosen, pc.and_(pc.is_null(ids), fresh)))
+
+    return keep
+
+
 def rows_to_write(
     source: LoadSource, schema: pa.Schema, *, keep: pa.Array | None, merged_before: set[int]
 ) -> Iterator[pa.RecordBatch]:
@@ -194,13 +220,6 @@ def rows_to_write(
             if batch.num_rows:
                 yield batch
             release_arrow_memory()
-
-
-def _has_idless_rows(source: LoadSource, merged_before: set[int]) -> bool:
-    """Whether a request not merged before holds rows without an id (they are inserted)."""
-    assert source.newest is not None
-    counts = source.newest.idless_rows
-    return any(counts.get(rid, 0) for rid in source.request_ids if rid not in merged_before)
 
 
 def against_table(schema: pa.Schema, table: DeltaTable) -> tuple[pa.Schema, list[str]]:

@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ..loader import LoadSource, RowCounter, data_schema
-from ..read.dedupe import ID_COLUMN, record_ids
+from ..read.dedupe import ID_COLUMN
 from ..read.tidy import RECORDS
 from .delta import (
     DeltaSummary,
@@ -40,7 +38,7 @@ from .delta import (
     shown_path,
 )
 from .deltafiles import DataFiles, local_dir, rewritten, table_store
-from .deltaplan import Plan, against_table, delta_types, plan_write
+from .deltaplan import Plan, against_table, delta_types, plan_write, winning_rows
 from .deltarules import check_writable
 from .tablesparquet import conformed, tidy_parts, unified_schema
 
@@ -78,7 +76,7 @@ def write_delta_tables(
     flat = data_schema(scan.builder, None, True, source.dtypes)
     plan = plan_write(source, records)
     merged_before = merged_requests(records, api_url) if records is not None else set()
-    keep = _winning_rows(plan.replace_ids, merged_before)
+    keep = winning_rows(plan.replace_ids, merged_before)
     inserted = 0
     with tidy_parts(source, flat, keep) as parts:
         names = [n for n in dict.fromkeys([*parts, *existing]) if n != RECORDS] + [RECORDS]
@@ -112,21 +110,6 @@ def _existing_tables(root: str, storage_options: dict[str, str] | None) -> list[
         if entry.type == pafs.FileType.Directory and fs.get_file_info(log):
             names.append(entry.base_name)
     return sorted(names)
-
-
-def _winning_rows(
-    replace_ids: pa.Array, merged_before: set[int]
-) -> Callable[[pa.RecordBatch], pa.RecordBatch]:
-    """A filter of typed rows: the winning copies, and id-less rows of requests new to the table."""
-    old_requests = pa.array(sorted(merged_before), pa.int64())
-
-    def keep(batch: pa.RecordBatch) -> pa.RecordBatch:
-        ids = record_ids(batch.column(ID_COLUMN))
-        chosen = pc.fill_null(pc.is_in(ids, value_set=replace_ids), False)
-        fresh = pc.invert(pc.is_in(batch.column("_request_id"), value_set=old_requests))
-        return batch.filter(pc.or_(chosen, pc.and_(pc.is_null(ids), fresh)))
-
-    return keep
 
 
 def _merge_table(

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from ..loader import LoadSource
 from ..read.dedupe import NO_DATE
 
-__all__ = ["newest_date", "since_query"]
+__all__ = ["mark_after", "newest_date", "since_query"]
 
 
 def since_query(query: str, mark: str | None) -> str:
@@ -38,6 +38,15 @@ def newest_date(source: LoadSource, mark: str | None) -> str | None:
     if newest is None or (mark is not None and _parsed(mark) >= newest):
         return mark
     return _text(newest)
+
+
+def mark_after(source: LoadSource, previous: str | None, complete: bool) -> str | None:
+    """The mark once ``source`` is merged: its newest date, or ``previous`` if it is short.
+
+    A download that could not hold every match leaves records out, and
+    Datafiniti does not say which: the mark stays, so the next sync asks again.
+    """
+    return newest_date(source, previous) if complete else previous
 
 
 def _text(when: datetime) -> str:

@@ -32,7 +32,7 @@ from ..remote.client import Client, normalize_request_id
 from .marks import since_query
 from .state import Journal, Pending, SyncIdentity
 
-__all__ = ["Confirm", "Purchase", "awaited", "checked_max_records", "merging", "purchase"]
+__all__ = ["Confirm", "Purchase", "awaited", "merging", "purchase"]
 
 logger = logging.getLogger("datafiniti_loader")
 
@@ -52,15 +52,6 @@ class Purchase:
     counted: int | None
     status: str
     pending: Pending | None = None
-
-
-def checked_max_records(value: int | None) -> int | None:
-    """``max_records`` as given, once it is a positive whole number (or ``None``)."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigurationError(f"max_records must be a positive whole number; got {value!r}.")
-    return value
 
 
 def purchase(

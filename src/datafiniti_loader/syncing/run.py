@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, replace
 from typing import Any
 
+from ..config import positive_count
 from ..loader import LoadOptions, LoadSource, open_load
 from ..read.tidy import RECORDS
 from ..remote.client import Client
@@ -20,8 +21,8 @@ from ..sinks.delta import (
     shown_path,
     write_delta,
 )
-from .marks import newest_date
-from .purchase import Confirm, Purchase, awaited, checked_max_records, merging, purchase
+from .marks import mark_after
+from .purchase import Confirm, Purchase, awaited, merging, purchase
 from .state import Journal, SyncIdentity, table_state
 from .summary import SyncSummary
 
@@ -117,7 +118,7 @@ def sync(
     require_deltalake()
     wanted = Query.checked(query, data_type, 1, format, view)
     identity = SyncIdentity(wanted.text, wanted.data_type, wanted.format, wanted.view, tables)
-    limit = checked_max_records(max_records)
+    limit = positive_count("max_records", max_records)
     options = LoadOptions(token, api_url, False, cache, max_workers, progress, retry, True, dtype)
     with Client(token, api_url, retry=retry) as client:
         state = table_state(path, identity, storage_options)
@@ -153,12 +154,8 @@ def _merge(
     rid = pending.request_id
     downloaded, complete = awaited(client, pending, wait, options.progress)
 
-    def mark_of(source: LoadSource) -> str | None:
-        """The mark after this download (once its records are read): kept if it is short."""
-        return newest_date(source, pending.previous_mark) if complete else pending.previous_mark
-
     def noted(source: LoadSource) -> dict[str, Any]:
-        mark = mark_of(source)
+        mark = mark_after(source, pending.previous_mark, complete)
         return {"sync": {**asdict(pending.identity), "mark": mark, "asked": pending.asked}}
 
     with open_load([rid], options, client=client) as source:
@@ -175,7 +172,7 @@ def _merge(
             state = table_state(path, pending.identity, storage_options)
             mark = state.mark if state is not None else pending.previous_mark
         else:
-            mark = mark_of(source)
+            mark = mark_after(source, pending.previous_mark, complete)
     journal.remove()
     summary = SyncSummary(
         shown_path(path), pending.identity.query, pending.asked,
